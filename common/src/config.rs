@@ -1,0 +1,802 @@
+//! Experiment and worker configuration: one TOML schema, defaults in code, and a `validate()`
+//! that names the key and the rule it broke.
+//!
+//! Load order: defaults, then the TOML file, then environment overrides (`HX__SECTION__KEY`),
+//! then command-line `--set section.key=value` overrides. Overrides go through the same parser
+//! as the file, so every layer is checked the same way.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::check_run_name;
+use crate::task::{Split, check_suite_name};
+
+/// Prefix of environment overrides: `HX__POPULATION__SIZE=8` sets `population.size`.
+pub const ENV_PREFIX: &str = "HX__";
+
+/// A whole experiment: what `hx evolve` and `hx coordinator` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Experiment {
+    /// Run identity and storage.
+    pub run: RunOptions,
+    /// Task suites searched on; the first is the primary one.
+    #[serde(default = "default_suites")]
+    pub suites: Vec<SuiteOptions>,
+    /// The model workers run.
+    #[serde(default)]
+    pub model: ModelOptions,
+    /// Population and selection.
+    #[serde(default)]
+    pub population: PopulationOptions,
+    /// Noise-aware evaluation by successive halving.
+    #[serde(default)]
+    pub racing: RacingOptions,
+    /// When the run stops.
+    #[serde(default)]
+    pub budget: BudgetOptions,
+    /// How jobs reach workers.
+    #[serde(default)]
+    pub transport: TransportOptions,
+}
+
+/// Run identity and storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RunOptions {
+    /// The run's name; used in NATS subjects, so `a-z`, `0-9`, `-`, `_`.
+    pub name: String,
+    /// The sled directory; default `runs/<name>` under the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
+    /// Seeds every random choice of the coordinator.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl RunOptions {
+    /// Where the run's store lives.
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .clone()
+            .unwrap_or_else(|| Path::new("runs").join(&self.name))
+    }
+}
+
+/// One suite and the splits it is used with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SuiteOptions {
+    /// The suite, e.g. `household`.
+    pub name: String,
+    /// The split the search evolves on.
+    #[serde(default = "split_train")]
+    pub search_split: Split,
+    /// The split that picks the final best harness.
+    #[serde(default = "split_validation")]
+    pub select_split: Split,
+    /// Weight of this suite in fitness.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn split_train() -> Split {
+    Split::Train
+}
+fn split_validation() -> Split {
+    Split::Validation
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_suites() -> Vec<SuiteOptions> {
+    vec![SuiteOptions {
+        name: "household".into(),
+        search_split: Split::Train,
+        select_split: Split::Validation,
+        weight: 1.0,
+    }]
+}
+
+/// The model backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "backend",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum ModelOptions {
+    /// A GGUF model run in-process on CPU.
+    Embedded {
+        /// The GGUF file; default: SmolLM2-135M-Instruct, fetched on first use.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gguf: Option<PathBuf>,
+        /// CPU threads; 0 means one per core.
+        #[serde(default)]
+        threads: usize,
+        /// Context length in tokens.
+        #[serde(default = "default_context")]
+        context: u32,
+    },
+    /// An OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama, hosted APIs).
+    Openai {
+        /// Base URL up to and including `/v1`.
+        base_url: String,
+        /// The model name the server knows.
+        model: String,
+        /// Environment variable holding the API key, if the server needs one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
+        /// Requests in flight at most.
+        #[serde(default = "default_concurrency")]
+        max_concurrency: usize,
+        /// Per-request timeout.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+fn default_context() -> u32 {
+    2048
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions::Embedded {
+            gguf: None,
+            threads: 0,
+            context: default_context(),
+        }
+    }
+}
+
+/// Population and selection settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PopulationOptions {
+    /// Seed harness files, relative to the config file.
+    pub seeds: Vec<PathBuf>,
+    /// Archive capacity.
+    pub size: usize,
+    /// Tournament size.
+    pub tournament: usize,
+    /// Best harnesses always kept.
+    pub elites: usize,
+    /// Chance that a parent is a seed harness instead of a selected one.
+    pub immigrant_rate: f64,
+    /// Chance that a child comes from crossover instead of mutation.
+    pub crossover_rate: f64,
+    /// Jobs in flight at most.
+    pub jobs_in_flight: usize,
+}
+
+impl Default for PopulationOptions {
+    fn default() -> Self {
+        PopulationOptions {
+            seeds: vec![PathBuf::from("harnesses/react.toml")],
+            size: 32,
+            tournament: 3,
+            elites: 2,
+            immigrant_rate: 0.05,
+            crossover_rate: 0.2,
+            jobs_in_flight: 4,
+        }
+    }
+}
+
+/// Successive-halving settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RacingOptions {
+    /// Tasks evaluated at each rung, increasing.
+    pub rungs: Vec<u32>,
+    /// Confidence of the Wilson intervals candidates are raced on.
+    pub confidence: f64,
+}
+
+impl Default for RacingOptions {
+    fn default() -> Self {
+        RacingOptions {
+            rungs: vec![4, 8, 16],
+            confidence: 0.95,
+        }
+    }
+}
+
+/// When the run stops: at the first budget reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BudgetOptions {
+    /// Episodes evaluated at most.
+    pub evaluations: u64,
+    /// Model tokens at most.
+    pub tokens: u64,
+    /// Wall time at most, e.g. `"20m"`.
+    #[serde(with = "humantime_serde")]
+    pub wall_time: Duration,
+    /// Steps per episode at most.
+    pub episode_steps: u32,
+}
+
+impl Default for BudgetOptions {
+    fn default() -> Self {
+        BudgetOptions {
+            evaluations: 400,
+            tokens: 20_000_000,
+            wall_time: Duration::from_secs(3600),
+            episode_steps: 40,
+        }
+    }
+}
+
+/// How jobs reach workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum TransportOptions {
+    /// In-process workers on this machine.
+    Local {
+        /// How many; 0 means one per core.
+        #[serde(default)]
+        workers: usize,
+    },
+    /// Remote workers over NATS JetStream.
+    Nats {
+        /// The server URL, e.g. `nats://127.0.0.1:4222` or `tls://...`.
+        url: String,
+        /// How to authenticate.
+        #[serde(default)]
+        auth: NatsAuth,
+        /// TLS files, if the server needs them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<TlsOptions>,
+    },
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions::Local { workers: 0 }
+    }
+}
+
+/// NATS credentials. Secrets are never written in configs: they come from environment
+/// variables or files named here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "method",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum NatsAuth {
+    /// No authentication.
+    #[default]
+    None,
+    /// User and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Environment variable holding the password.
+        password_env: String,
+    },
+    /// A token.
+    Token {
+        /// Environment variable holding the token.
+        token_env: String,
+    },
+    /// An NKey seed file.
+    Nkey {
+        /// The seed file.
+        seed_file: PathBuf,
+    },
+    /// A `.creds` file (JWT and seed).
+    Creds {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// TLS for the NATS connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TlsOptions {
+    /// CA certificate to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate, with `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Client key, with `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// A worker on a GPU box: what `hx-worker --config` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WorkerOptions {
+    /// Name shown in `hx status`; default: host name and process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// NATS URL.
+    pub nats: String,
+    /// NATS credentials.
+    #[serde(default)]
+    pub auth: NatsAuth,
+    /// TLS files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
+    /// The model backend.
+    #[serde(default)]
+    pub model: ModelOptions,
+    /// Episodes run at once.
+    #[serde(default = "default_worker_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_worker_concurrency() -> usize {
+    8
+}
+
+/// One broken config rule: the key and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `population.size`.
+    pub key: String,
+    /// The rule, e.g. `must be at least 2 (got 0)`.
+    pub rule: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.rule)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, with `(with overrides)` if any applied.
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// An override has a malformed key.
+    #[error("override {0:?}: keys are dotted paths such as population.size")]
+    Override(String),
+    /// Values break rules.
+    #[error("{origin}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// A config-file override: a dotted key and a TOML value (a bare word is taken as a string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// Dotted key, e.g. `population.size`.
+    pub key: String,
+    /// The value as written, e.g. `8` or `"runs/x"` or `nats`.
+    pub value: String,
+}
+
+impl Override {
+    /// Parses `key=value`.
+    pub fn parse(s: &str) -> Result<Override, Error> {
+        let (key, value) = s.split_once('=').ok_or_else(|| Error::Override(s.into()))?;
+        Ok(Override {
+            key: key.trim().to_owned(),
+            value: value.trim().to_owned(),
+        })
+    }
+
+    /// The overrides the environment holds: `HX__SECTION__KEY=value` sets `section.key`, with
+    /// `_` read as `-` (`HX__BUDGET__WALL_TIME` sets `budget.wall-time`).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
+        let mut out: Vec<_> = vars
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(ENV_PREFIX)?;
+                let key = rest
+                    .split("__")
+                    .map(|part| part.to_ascii_lowercase().replace('_', "-"))
+                    .collect::<Vec<_>>()
+                    .join(".");
+                Some(Override { key, value: v })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    fn apply(&self, table: &mut toml::Table) -> Result<(), Error> {
+        let parts: Vec<&str> = self.key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(Error::Override(self.key.clone()));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {}", self.value))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(self.value.clone()));
+        let (last, path) = parts.split_last().expect("split never yields nothing");
+        let mut at = table;
+        for p in path {
+            let entry = at
+                .entry((*p).to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry
+                .as_table_mut()
+                .ok_or_else(|| Error::Override(self.key.clone()))?;
+        }
+        at.insert((*last).to_owned(), value);
+        Ok(())
+    }
+}
+
+/// Reads a TOML file into `T`, applying overrides in order; errors name the file and key.
+pub fn load_toml<T: DeserializeOwned>(path: &Path, overrides: &[Override]) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_toml(&text, &path.display().to_string(), overrides)
+}
+
+/// Parses TOML text into `T`, applying overrides in order; `origin` names the source in errors.
+pub fn parse_toml<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[Override],
+) -> Result<T, Error> {
+    let parse_err = |origin: &str, e: toml::de::Error| Error::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    };
+    if overrides.is_empty() {
+        // Straight from the text, so errors point at the line.
+        return toml::from_str(text).map_err(|e| parse_err(origin, e));
+    }
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(origin, e))?;
+    for o in overrides {
+        o.apply(&mut table)?;
+    }
+    let with = format!("{origin} (with overrides)");
+    T::deserialize(toml::Value::Table(table)).map_err(|e| parse_err(&with, e))
+}
+
+/// Collects problems with their keys.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, key: impl Into<String>, rule: impl Into<String>) {
+        if !ok {
+            self.0.push(Problem {
+                key: key.into(),
+                rule: rule.into(),
+            });
+        }
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(&mut self, key: &str, v: T, min: T, max: T) {
+        self.check(
+            v >= min && v <= max,
+            key,
+            format!("must be between {min} and {max} (got {v})"),
+        );
+    }
+
+    fn finish(self, origin: &str) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid {
+                origin: origin.to_owned(),
+                problems: self.0,
+            })
+        }
+    }
+}
+
+fn check_model(p: &mut Problems, key: &str, m: &ModelOptions) {
+    match m {
+        ModelOptions::Embedded {
+            threads, context, ..
+        } => {
+            p.range(&format!("{key}.threads"), *threads, 0, 256);
+            p.range(&format!("{key}.context"), *context, 256, 131_072);
+        }
+        ModelOptions::Openai {
+            base_url,
+            model,
+            api_key_env,
+            max_concurrency,
+            timeout,
+        } => {
+            p.check(
+                base_url.starts_with("http://") || base_url.starts_with("https://"),
+                format!("{key}.base-url"),
+                format!("must start with http:// or https:// (got {base_url:?})"),
+            );
+            p.check(!model.is_empty(), format!("{key}.model"), "must not be empty");
+            if let Some(var) = api_key_env {
+                check_env_name(p, &format!("{key}.api-key-env"), var);
+            }
+            p.range(&format!("{key}.max-concurrency"), *max_concurrency, 1, 4096);
+            p.check(
+                *timeout >= Duration::from_secs(1),
+                format!("{key}.timeout"),
+                "must be at least 1s",
+            );
+        }
+    }
+}
+
+fn check_env_name(p: &mut Problems, key: &str, var: &str) {
+    p.check(
+        !var.is_empty()
+            && var
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+        key,
+        format!("must name an environment variable in A-Z, 0-9 and '_' (got {var:?})"),
+    );
+}
+
+fn check_nats(p: &mut Problems, key: &str, url: &str, auth: &NatsAuth, tls: Option<&TlsOptions>) {
+    p.check(
+        ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| url.starts_with(s)),
+        format!("{key}.url"),
+        format!("must start with nats://, tls://, ws:// or wss:// (got {url:?})"),
+    );
+    match auth {
+        NatsAuth::None | NatsAuth::Nkey { .. } | NatsAuth::Creds { .. } => {}
+        NatsAuth::UserPassword { user, password_env } => {
+            p.check(!user.is_empty(), format!("{key}.auth.user"), "must not be empty");
+            check_env_name(p, &format!("{key}.auth.password-env"), password_env);
+        }
+        NatsAuth::Token { token_env } => {
+            check_env_name(p, &format!("{key}.auth.token-env"), token_env);
+        }
+    }
+    if let Some(tls) = tls {
+        p.check(
+            tls.cert.is_some() == tls.key.is_some(),
+            format!("{key}.tls"),
+            "cert and key must be given together",
+        );
+    }
+}
+
+impl Experiment {
+    /// Loads and validates an experiment file. Overrides apply after the file.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Experiment, Error> {
+        let exp: Experiment = load_toml(path, overrides)?;
+        exp.validate(&path.display().to_string())?;
+        Ok(exp)
+    }
+
+    /// Checks every value against its rule; names each key at fault.
+    pub fn validate(&self, origin: &str) -> Result<(), Error> {
+        let mut p = Problems::default();
+        if let Err(rule) = check_run_name(&self.run.name) {
+            p.check(false, "run.name", rule);
+        }
+
+        p.check(!self.suites.is_empty(), "suites", "must list at least one suite");
+        for (i, s) in self.suites.iter().enumerate() {
+            let key = |k: &str| format!("suites[{i}].{k}");
+            if let Err(e) = check_suite_name(&s.name) {
+                p.check(false, key("name"), e.to_string());
+            }
+            for (k, split) in [("search-split", s.search_split), ("select-split", s.select_split)] {
+                p.check(
+                    split != Split::Test,
+                    key(k),
+                    "must not be test: the test split is held out until the end",
+                );
+            }
+            p.check(
+                s.weight.is_finite() && s.weight > 0.0,
+                key("weight"),
+                format!("must be a positive number (got {})", s.weight),
+            );
+        }
+
+        check_model(&mut p, "model", &self.model);
+
+        let pop = &self.population;
+        p.check(
+            !pop.seeds.is_empty(),
+            "population.seeds",
+            "must list at least one seed harness file",
+        );
+        p.range("population.size", pop.size, 2, 100_000);
+        p.range("population.tournament", pop.tournament, 1, 64);
+        p.check(
+            pop.tournament <= pop.size,
+            "population.tournament",
+            format!("must not exceed population.size ({})", pop.size),
+        );
+        p.check(
+            pop.elites < pop.size,
+            "population.elites",
+            format!("must be less than population.size ({})", pop.size),
+        );
+        p.range("population.immigrant-rate", pop.immigrant_rate, 0.0, 1.0);
+        p.range("population.crossover-rate", pop.crossover_rate, 0.0, 1.0);
+        p.range("population.jobs-in-flight", pop.jobs_in_flight, 1, 100_000);
+
+        let r = &self.racing;
+        p.check(!r.rungs.is_empty(), "racing.rungs", "must list at least one rung");
+        p.check(
+            r.rungs.first().is_none_or(|&n| n >= 1)
+                && r.rungs.windows(2).all(|w| w[0] < w[1]),
+            "racing.rungs",
+            format!("must be increasing task counts of at least 1 (got {:?})", r.rungs),
+        );
+        p.range("racing.confidence", r.confidence, 0.5, 0.999);
+
+        let b = &self.budget;
+        p.check(b.evaluations >= 1, "budget.evaluations", "must be at least 1");
+        p.check(b.tokens >= 1, "budget.tokens", "must be at least 1");
+        p.check(
+            b.wall_time >= Duration::from_secs(1),
+            "budget.wall-time",
+            "must be at least 1s",
+        );
+        p.range("budget.episode-steps", b.episode_steps, 1, 1000);
+
+        match &self.transport {
+            TransportOptions::Local { workers } => {
+                p.range("transport.workers", *workers, 0, 1024);
+            }
+            TransportOptions::Nats { url, auth, tls } => {
+                check_nats(&mut p, "transport", url, auth, tls.as_ref());
+            }
+        }
+        p.finish(origin)
+    }
+
+    /// Seed harness paths, resolved against the directory of the config file at `config`.
+    pub fn seed_paths(&self, config: &Path) -> Vec<PathBuf> {
+        let base = config.parent().unwrap_or(Path::new("."));
+        self.population.seeds.iter().map(|s| base.join(s)).collect()
+    }
+}
+
+impl WorkerOptions {
+    /// Loads and validates a worker file. Overrides apply after the file.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<WorkerOptions, Error> {
+        let w: WorkerOptions = load_toml(path, overrides)?;
+        w.validate(&path.display().to_string())?;
+        Ok(w)
+    }
+
+    /// Checks every value against its rule; names each key at fault.
+    pub fn validate(&self, origin: &str) -> Result<(), Error> {
+        let mut p = Problems::default();
+        if let Some(id) = &self.id {
+            p.check(
+                !id.is_empty() && id.len() <= 64 && !id.chars().any(char::is_whitespace),
+                "id",
+                "must be 1 to 64 characters without spaces",
+            );
+        }
+        check_nats(&mut p, "", &self.nats, &self.auth, self.tls.as_ref());
+        // `check_nats` writes keys under a section; the worker file has them at the top.
+        for problem in &mut p.0 {
+            problem.key = problem.key.trim_start_matches('.').replace("url", "nats");
+        }
+        check_model(&mut p, "model", &self.model);
+        p.range("concurrency", self.concurrency, 1, 4096);
+        p.finish(origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[run]\nname = \"t\"\n";
+
+    fn parse(text: &str, overrides: &[Override]) -> Result<Experiment, Error> {
+        let e: Experiment = parse_toml(text, "t.toml", overrides)?;
+        e.validate("t.toml")?;
+        Ok(e)
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let e = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(e.population, PopulationOptions::default());
+        assert_eq!(e.transport, TransportOptions::Local { workers: 0 });
+        assert_eq!(e.run.store_path(), Path::new("runs/t"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = format!("{MINIMAL}[population]\npopsize = 3\n");
+        let msg = parse(&text, &[]).expect_err("unknown key").to_string();
+        assert!(msg.contains("popsize") && msg.starts_with("t.toml"), "{msg}");
+
+        let text = format!("{MINIMAL}[model]\nbackend = \"openai\"\nbase-url = \"http://x/v1\"\nmodel = \"m\"\ntemperature = 1\n");
+        let msg = parse(&text, &[]).expect_err("unknown key in a tagged section").to_string();
+        assert!(msg.contains("temperature"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let text = format!("{MINIMAL}[population]\nsize = 1\n[racing]\nrungs = [8, 4]\n");
+        let msg = parse(&text, &[]).expect_err("invalid").to_string();
+        assert!(msg.contains("population.size: must be between 2 and 100000 (got 1)"), "{msg}");
+        assert!(msg.contains("racing.rungs"), "{msg}");
+    }
+
+    #[test]
+    fn env_and_cli_overrides_apply_in_order() {
+        let env = Override::from_env([
+            ("HX__POPULATION__SIZE".to_owned(), "9".to_owned()),
+            ("HX__BUDGET__WALL_TIME".to_owned(), "5m".to_owned()),
+            ("HX_CONFIG".to_owned(), "ignored".to_owned()),
+        ]);
+        assert_eq!(env.len(), 2);
+        let mut all = env;
+        all.push(Override::parse("population.size=12").expect("parses"));
+        let e = parse(MINIMAL, &all).expect("valid");
+        assert_eq!(e.population.size, 12);
+        assert_eq!(e.budget.wall_time, Duration::from_secs(300));
+
+        let bad = [Override::parse("population.size=0").expect("parses")];
+        let msg = parse(MINIMAL, &bad).expect_err("out of range").to_string();
+        assert!(msg.contains("population.size"), "{msg}");
+    }
+
+    #[test]
+    fn the_test_split_cannot_be_searched() {
+        let text = format!("{MINIMAL}[[suites]]\nname = \"household\"\nsearch-split = \"test\"\n");
+        let msg = parse(&text, &[]).expect_err("held out").to_string();
+        assert!(msg.contains("suites[0].search-split"), "{msg}");
+    }
+
+    #[test]
+    fn nats_transport_checks_its_auth() {
+        let text = format!(
+            "{MINIMAL}[transport]\nkind = \"nats\"\nurl = \"http://x\"\nauth = {{ method = \"token\", token-env = \"lower\" }}\n"
+        );
+        let msg = parse(&text, &[]).expect_err("bad").to_string();
+        assert!(msg.contains("transport.url"), "{msg}");
+        assert!(msg.contains("transport.auth.token-env"), "{msg}");
+    }
+}

@@ -1,0 +1,695 @@
+//! The catalog of component kinds: for each kind, its role, singleton group, the stages it may
+//! run at, and the parameters it takes with their types, ranges and defaults.
+//!
+//! This table is the one place that says what a harness may contain. Validation checks files
+//! against it, mutation operators sample from it, and the worker's runtime implements each kind.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::param::{ParamDefault as D, ParamSpec, ParamType as T};
+
+/// The dimension of agent behaviour a component serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// What the model is shown: system prompt, task framing, exemplars, observation views.
+    Context,
+    /// What is remembered across steps.
+    Memory,
+    /// Deterministic, sandboxed queries the agent may make.
+    Tool,
+    /// Plans written at the start and revised.
+    Planning,
+    /// Self-critique after failure or stall.
+    Reflection,
+    /// Checks on a command before it reaches the world.
+    Verification,
+    /// How the next command is chosen.
+    ActionSelection,
+    /// When and how the agent may rewrite its own harness mid-task.
+    Adaptation,
+    /// Limits and guards on the episode.
+    Budget,
+}
+
+impl Role {
+    /// Every role, in order.
+    pub const ALL: [Role; 9] = [
+        Role::Context,
+        Role::Memory,
+        Role::Tool,
+        Role::Planning,
+        Role::Reflection,
+        Role::Verification,
+        Role::ActionSelection,
+        Role::Adaptation,
+        Role::Budget,
+    ];
+
+    /// The kebab-case name used in files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Context => "context",
+            Role::Memory => "memory",
+            Role::Tool => "tool",
+            Role::Planning => "planning",
+            Role::Reflection => "reflection",
+            Role::Verification => "verification",
+            Role::ActionSelection => "action-selection",
+            Role::Adaptation => "adaptation",
+            Role::Budget => "budget",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The point within an episode step at which a component runs; edges are labelled with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Once, before the first step.
+    TaskStart,
+    /// At the start of every step.
+    StepStart,
+    /// While assembling what the model is shown.
+    BeforeModel,
+    /// On the model's output.
+    AfterModel,
+    /// On the chosen command, before the world sees it.
+    BeforeAction,
+    /// On the world's answer.
+    AfterObservation,
+    /// Once, after the episode ends.
+    TaskEnd,
+}
+
+impl Stage {
+    /// Every stage, in the order they run.
+    pub const ALL: [Stage; 7] = [
+        Stage::TaskStart,
+        Stage::StepStart,
+        Stage::BeforeModel,
+        Stage::AfterModel,
+        Stage::BeforeAction,
+        Stage::AfterObservation,
+        Stage::TaskEnd,
+    ];
+
+    /// The kebab-case name used in files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stage::TaskStart => "task-start",
+            Stage::StepStart => "step-start",
+            Stage::BeforeModel => "before-model",
+            Stage::AfterModel => "after-model",
+            Stage::BeforeAction => "before-action",
+            Stage::AfterObservation => "after-observation",
+            Stage::TaskEnd => "task-end",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tools a harness can offer its agent. Each may appear at most once.
+pub const TOOLS: &[&str] = &[
+    "admissible-commands",
+    "inventory",
+    "map",
+    "unvisited",
+    "goal",
+];
+
+/// The algebra operations a rewrite policy may allow; names match [`super::Edit`]'s variants.
+pub const EDIT_OPS: &[&str] = &[
+    "edit-text",
+    "insert",
+    "remove",
+    "replace",
+    "rewire",
+    "set-parameter",
+];
+
+/// Every kind of component the runtime knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)] // each kind is documented by its spec's `doc`
+pub enum Kind {
+    SystemPrompt,
+    TaskFraming,
+    FewShot,
+    ObservationView,
+    Hint,
+    HistoryWindow,
+    Scratchpad,
+    FailureMemory,
+    VisitedLog,
+    Tool,
+    Planner,
+    Reflection,
+    AdmissibleCheck,
+    FreeGeneration,
+    LoglikScoring,
+    SampleVote,
+    RewritePolicy,
+    StepBudget,
+    TokenBudget,
+    LoopGuard,
+}
+
+/// What the catalog says about one kind.
+#[derive(Debug, Clone, Copy)]
+pub struct KindSpec {
+    /// The kind.
+    pub kind: Kind,
+    /// Its role.
+    pub role: Role,
+    /// The group of which a harness may hold at most one member, if any.
+    pub singleton: Option<&'static str>,
+    /// Stages it may run at.
+    pub stages: &'static [Stage],
+    /// Stages it runs at when a file does not say.
+    pub default_stages: &'static [Stage],
+    /// Its parameters.
+    pub params: &'static [ParamSpec],
+    /// One line saying what it does.
+    pub doc: &'static str,
+}
+
+impl KindSpec {
+    /// The spec of the named parameter.
+    pub fn param(&self, name: &str) -> Option<&'static ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// The group every action selector belongs to; a valid harness has exactly one member.
+pub const ACTION_SELECTOR: &str = "action-selector";
+
+const fn p(name: &'static str, ty: T, default: D, doc: &'static str) -> ParamSpec {
+    ParamSpec {
+        name,
+        ty,
+        default,
+        doc,
+    }
+}
+
+const PROMPT: T = T::Text { max_len: 4000 };
+const SNIPPET: T = T::Text { max_len: 1000 };
+
+use Stage::*;
+
+static SPECS: &[KindSpec] = &[
+    KindSpec {
+        kind: Kind::SystemPrompt,
+        role: Role::Context,
+        singleton: Some("system-prompt"),
+        stages: &[BeforeModel],
+        default_stages: &[BeforeModel],
+        params: &[p("text", PROMPT, D::Required, "the system prompt")],
+        doc: "system prompt shown before everything else",
+    },
+    KindSpec {
+        kind: Kind::TaskFraming,
+        role: Role::Context,
+        singleton: Some("task-framing"),
+        stages: &[TaskStart, BeforeModel],
+        default_stages: &[BeforeModel],
+        params: &[p(
+            "text",
+            PROMPT,
+            D::Text("Your task is to: {goal}"),
+            "how the goal is put to the model; {goal} is replaced by the task's goal",
+        )],
+        doc: "frames the task's goal for the model",
+    },
+    KindSpec {
+        kind: Kind::FewShot,
+        role: Role::Context,
+        singleton: Some("few-shot"),
+        stages: &[TaskStart, BeforeModel],
+        default_stages: &[BeforeModel],
+        params: &[
+            p(
+                "count",
+                T::Int { min: 0, max: 6 },
+                D::Int(2),
+                "expert traces shown, drawn from train tasks only",
+            ),
+            p(
+                "same-type",
+                T::Bool,
+                D::Bool(true),
+                "prefer exemplars of the current task's type",
+            ),
+        ],
+        doc: "few-shot exemplars from expert traces of train tasks",
+    },
+    KindSpec {
+        kind: Kind::ObservationView,
+        role: Role::Context,
+        singleton: Some("observation-view"),
+        stages: &[BeforeModel, AfterObservation],
+        default_stages: &[AfterObservation],
+        params: &[p(
+            "mode",
+            T::Choice(&["compact", "raw"]),
+            D::Text("raw"),
+            "how observations are shown",
+        )],
+        doc: "how the world's observations are rendered for the model",
+    },
+    KindSpec {
+        kind: Kind::Hint,
+        role: Role::Context,
+        singleton: None,
+        stages: &[TaskStart, BeforeModel],
+        default_stages: &[BeforeModel],
+        params: &[p("text", SNIPPET, D::Required, "the hint")],
+        doc: "a piece of advice added to the context; a harness may hold several",
+    },
+    KindSpec {
+        kind: Kind::HistoryWindow,
+        role: Role::Memory,
+        singleton: Some("history"),
+        stages: &[BeforeModel, AfterObservation],
+        default_stages: &[BeforeModel, AfterObservation],
+        params: &[p(
+            "steps",
+            T::Int { min: 1, max: 100 },
+            D::Int(8),
+            "past steps kept in the context",
+        )],
+        doc: "a sliding window of past commands and observations",
+    },
+    KindSpec {
+        kind: Kind::Scratchpad,
+        role: Role::Memory,
+        singleton: Some("scratchpad"),
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[BeforeModel, AfterModel],
+        params: &[
+            p(
+                "max-notes",
+                T::Int { min: 1, max: 32 },
+                D::Int(8),
+                "notes kept",
+            ),
+            p(
+                "max-note-chars",
+                T::Int { min: 20, max: 500 },
+                D::Int(200),
+                "length bound of one note",
+            ),
+        ],
+        doc: "notes the model writes for itself",
+    },
+    KindSpec {
+        kind: Kind::FailureMemory,
+        role: Role::Memory,
+        singleton: Some("failure-memory"),
+        stages: &[BeforeModel, AfterObservation],
+        default_stages: &[BeforeModel, AfterObservation],
+        params: &[p(
+            "capacity",
+            T::Int { min: 1, max: 64 },
+            D::Int(16),
+            "failed commands remembered",
+        )],
+        doc: "commands that did nothing, so they are not tried again",
+    },
+    KindSpec {
+        kind: Kind::VisitedLog,
+        role: Role::Memory,
+        singleton: Some("visited-log"),
+        stages: &[BeforeModel, AfterObservation],
+        default_stages: &[BeforeModel, AfterObservation],
+        params: &[p(
+            "max-places",
+            T::Int { min: 1, max: 100 },
+            D::Int(30),
+            "places listed",
+        )],
+        doc: "places visited and what was seen there",
+    },
+    KindSpec {
+        kind: Kind::Tool,
+        role: Role::Tool,
+        singleton: None,
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[BeforeModel],
+        params: &[
+            p("tool", T::Choice(TOOLS), D::Required, "which tool"),
+            p(
+                "max-items",
+                T::Int { min: 1, max: 200 },
+                D::Int(50),
+                "items the tool returns at most",
+            ),
+        ],
+        doc: "a deterministic, sandboxed query the agent may make",
+    },
+    KindSpec {
+        kind: Kind::Planner,
+        role: Role::Planning,
+        singleton: Some("planner"),
+        stages: &[TaskStart, StepStart, BeforeModel],
+        default_stages: &[TaskStart, StepStart, BeforeModel],
+        params: &[
+            p(
+                "replan-every",
+                T::Int { min: 0, max: 50 },
+                D::Int(0),
+                "steps between re-plans; 0 plans once",
+            ),
+            p(
+                "text",
+                PROMPT,
+                D::Text("Write a short numbered plan to achieve the goal."),
+                "the planning prompt",
+            ),
+        ],
+        doc: "a plan written by the model at the start and revised",
+    },
+    KindSpec {
+        kind: Kind::Reflection,
+        role: Role::Reflection,
+        singleton: Some("reflection"),
+        stages: &[AfterObservation, TaskEnd],
+        default_stages: &[AfterObservation],
+        params: &[
+            p(
+                "trigger",
+                T::Choice(&["both", "failure", "stall"]),
+                D::Text("both"),
+                "what prompts a reflection",
+            ),
+            p(
+                "stall-steps",
+                T::Int { min: 1, max: 50 },
+                D::Int(6),
+                "steps without progress that count as a stall",
+            ),
+            p(
+                "max-reflections",
+                T::Int { min: 0, max: 10 },
+                D::Int(3),
+                "reflections per episode at most",
+            ),
+            p(
+                "text",
+                PROMPT,
+                D::Text("Say briefly what went wrong and what to do differently."),
+                "the reflection prompt",
+            ),
+        ],
+        doc: "Reflexion-style self-critique after failure or stall",
+    },
+    KindSpec {
+        kind: Kind::AdmissibleCheck,
+        role: Role::Verification,
+        singleton: Some("admissible-check"),
+        stages: &[BeforeAction],
+        default_stages: &[BeforeAction],
+        params: &[
+            p(
+                "tool",
+                T::ToolRef,
+                D::Text("admissible-commands"),
+                "the tool listing admissible commands",
+            ),
+            p(
+                "max-retries",
+                T::Int { min: 0, max: 5 },
+                D::Int(2),
+                "re-asks after an inadmissible command",
+            ),
+        ],
+        doc: "catches an inadmissible command before it reaches the world",
+    },
+    KindSpec {
+        kind: Kind::FreeGeneration,
+        role: Role::ActionSelection,
+        singleton: Some(ACTION_SELECTOR),
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[BeforeModel, AfterModel],
+        params: &[
+            p(
+                "temperature",
+                T::Float { min: 0.0, max: 2.0 },
+                D::Float(0.0),
+                "sampling temperature",
+            ),
+            p(
+                "max-tokens",
+                T::Int { min: 4, max: 1024 },
+                D::Int(64),
+                "tokens generated per step at most",
+            ),
+            p(
+                "format",
+                T::Choice(&["command", "react"]),
+                D::Text("react"),
+                "command only, or a thought then the command",
+            ),
+        ],
+        doc: "the model writes its next command; a parser extracts it",
+    },
+    KindSpec {
+        kind: Kind::LoglikScoring,
+        role: Role::ActionSelection,
+        singleton: Some(ACTION_SELECTOR),
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[BeforeModel, AfterModel],
+        params: &[
+            p(
+                "tool",
+                T::ToolRef,
+                D::Text("admissible-commands"),
+                "the tool listing the candidates",
+            ),
+            p(
+                "normalize",
+                T::Choice(&["mean", "sum"]),
+                D::Text("mean"),
+                "score candidates by mean or summed token log-likelihood",
+            ),
+        ],
+        doc: "picks the admissible command the model finds most likely",
+    },
+    KindSpec {
+        kind: Kind::SampleVote,
+        role: Role::ActionSelection,
+        singleton: Some(ACTION_SELECTOR),
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[BeforeModel, AfterModel],
+        params: &[
+            p("k", T::Int { min: 1, max: 16 }, D::Int(5), "samples drawn"),
+            p(
+                "temperature",
+                T::Float { min: 0.0, max: 2.0 },
+                D::Float(0.7),
+                "sampling temperature",
+            ),
+            p(
+                "max-tokens",
+                T::Int { min: 4, max: 1024 },
+                D::Int(64),
+                "tokens per sample at most",
+            ),
+        ],
+        doc: "samples k commands and takes the most frequent",
+    },
+    KindSpec {
+        kind: Kind::RewritePolicy,
+        role: Role::Adaptation,
+        singleton: Some("rewrite-policy"),
+        stages: &[AfterObservation],
+        default_stages: &[AfterObservation],
+        params: &[
+            p(
+                "no-progress-steps",
+                T::Int { min: 0, max: 100 },
+                D::Int(8),
+                "fire after this many steps without progress; 0 disables",
+            ),
+            p(
+                "invalid-commands",
+                T::Int { min: 0, max: 50 },
+                D::Int(4),
+                "fire after this many invalid commands; 0 disables",
+            ),
+            p("on-loop", T::Bool, D::Bool(true), "fire when a loop is detected"),
+            p(
+                "model-may-ask",
+                T::Bool,
+                D::Bool(false),
+                "the model may ask for a rewrite itself",
+            ),
+            p(
+                "max-rewrites",
+                T::Int { min: 0, max: 10 },
+                D::Int(2),
+                "rewrites per episode at most",
+            ),
+            p(
+                "rollback-window",
+                T::Int { min: 1, max: 50 },
+                D::Int(5),
+                "steps after a rewrite within which worse progress rolls it back",
+            ),
+            p(
+                "allowed",
+                T::Set(EDIT_OPS),
+                D::Set(&["edit-text", "insert", "remove", "replace", "set-parameter"]),
+                "algebra operations the model may choose",
+            ),
+            p(
+                "max-text-chars",
+                T::Int { min: 0, max: 2000 },
+                D::Int(400),
+                "longest text a rewrite may write",
+            ),
+        ],
+        doc: "when and how the agent may rewrite its own harness mid-task",
+    },
+    KindSpec {
+        kind: Kind::StepBudget,
+        role: Role::Budget,
+        singleton: Some("step-budget"),
+        stages: &[StepStart],
+        default_stages: &[StepStart],
+        params: &[p(
+            "max-steps",
+            T::Int { min: 1, max: 1000 },
+            D::Int(50),
+            "steps per episode at most",
+        )],
+        doc: "ends the episode after a number of steps",
+    },
+    KindSpec {
+        kind: Kind::TokenBudget,
+        role: Role::Budget,
+        singleton: Some("token-budget"),
+        stages: &[StepStart],
+        default_stages: &[StepStart],
+        params: &[p(
+            "max-tokens",
+            T::Int {
+                min: 100,
+                max: 100_000_000,
+            },
+            D::Int(200_000),
+            "model tokens per episode at most",
+        )],
+        doc: "ends the episode after a number of model tokens",
+    },
+    KindSpec {
+        kind: Kind::LoopGuard,
+        role: Role::Budget,
+        singleton: Some("loop-guard"),
+        stages: &[BeforeAction],
+        default_stages: &[BeforeAction],
+        params: &[
+            p(
+                "window",
+                T::Int { min: 2, max: 50 },
+                D::Int(6),
+                "recent commands inspected",
+            ),
+            p(
+                "max-repeats",
+                T::Int { min: 1, max: 20 },
+                D::Int(3),
+                "repeats within the window that count as a loop",
+            ),
+        ],
+        doc: "detects a command repeated without effect and steers away",
+    },
+];
+
+impl Kind {
+    /// Every kind, in catalog order.
+    pub fn all() -> impl Iterator<Item = Kind> {
+        SPECS.iter().map(|s| s.kind)
+    }
+
+    /// What the catalog says about this kind.
+    pub fn spec(self) -> &'static KindSpec {
+        // The table is written in enum order; the test below keeps it so.
+        &SPECS[self as usize]
+    }
+
+    /// The kebab-case name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SystemPrompt => "system-prompt",
+            Kind::TaskFraming => "task-framing",
+            Kind::FewShot => "few-shot",
+            Kind::ObservationView => "observation-view",
+            Kind::Hint => "hint",
+            Kind::HistoryWindow => "history-window",
+            Kind::Scratchpad => "scratchpad",
+            Kind::FailureMemory => "failure-memory",
+            Kind::VisitedLog => "visited-log",
+            Kind::Tool => "tool",
+            Kind::Planner => "planner",
+            Kind::Reflection => "reflection",
+            Kind::AdmissibleCheck => "admissible-check",
+            Kind::FreeGeneration => "free-generation",
+            Kind::LoglikScoring => "loglik-scoring",
+            Kind::SampleVote => "sample-vote",
+            Kind::RewritePolicy => "rewrite-policy",
+            Kind::StepBudget => "step-budget",
+            Kind::TokenBudget => "token-budget",
+            Kind::LoopGuard => "loop-guard",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_enum_order_and_self_consistent() {
+        for (i, spec) in SPECS.iter().enumerate() {
+            assert_eq!(spec.kind as usize, i, "{} is out of place", spec.kind);
+            assert!(!spec.default_stages.is_empty(), "{}", spec.kind);
+            for s in spec.default_stages {
+                assert!(spec.stages.contains(s), "{}: default stage {s}", spec.kind);
+            }
+            for param in spec.params {
+                if let Some(v) = param.default.value() {
+                    assert!(
+                        param.ty.normalize(v).is_ok(),
+                        "{}.{}: default out of range",
+                        spec.kind,
+                        param.name
+                    );
+                }
+            }
+            // The serde name and `as_str` must agree: files and messages use the same words.
+            let json = serde_json::to_string(&spec.kind).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", spec.kind.as_str()));
+        }
+    }
+}

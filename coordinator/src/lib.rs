@@ -1,0 +1,4 @@
+//! The coordinator side of hx: today the `hx` command line over the shared core; the
+//! population store, scheduler, job bus and reports grow here.
+
+pub mod cli;

@@ -1,0 +1,18 @@
+//! `hx-worker`: the lean binary for GPU boxes. Parses the command line and hands it to the
+//! library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = hx_worker::cli::Cli::parse();
+    hx_common::telemetry::init(cli.log_format, "info");
+    match hx_worker::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
