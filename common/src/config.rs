@@ -372,12 +372,12 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("{origin}: {message}")]
@@ -464,9 +464,9 @@ impl Override {
 
 /// Reads a TOML file into `T`, applying overrides in order; errors name the file and key.
 pub fn load_toml<T: DeserializeOwned>(path: &Path, overrides: &[Override]) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     parse_toml(&text, &path.display().to_string(), overrides)
 }

@@ -38,12 +38,12 @@ impl Format {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The extension names no readable format.
     #[error("{}: cannot tell the format; harness files end in .json or .toml", path.display())]
@@ -60,12 +60,12 @@ pub enum Error {
         message: String,
     },
     /// The document breaks validation rules.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {invalid}")]
     Invalid {
         /// The file, or `<input>`.
         origin: String,
         /// The rules broken.
-        source: Invalid,
+        invalid: Invalid,
     },
 }
 
@@ -79,9 +79,9 @@ pub fn load(path: &Path) -> Result<Harness, Error> {
             });
         }
     };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     parse_as(&text, format, &path.display().to_string())
 }
@@ -101,9 +101,9 @@ pub fn parse_as(text: &str, format: Format, origin: &str) -> Result<Harness, Err
             ));
         }
     };
-    Harness::from_doc(doc).map_err(|source| Error::Invalid {
+    Harness::from_doc(doc).map_err(|invalid| Error::Invalid {
         origin: origin.to_owned(),
-        source,
+        invalid,
     })
 }
 
@@ -112,9 +112,9 @@ pub fn save(harness: &Harness, path: &Path) -> Result<(), Error> {
     let format = Format::of_path(path).ok_or_else(|| Error::UnknownFormat {
         path: path.to_owned(),
     })?;
-    std::fs::write(path, render(harness, format)).map_err(|source| Error::Io {
+    std::fs::write(path, render(harness, format)).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 
