@@ -547,7 +547,11 @@ fn check_model(p: &mut Problems, key: &str, m: &ModelOptions) {
                 format!("{key}.base-url"),
                 format!("must start with http:// or https:// (got {base_url:?})"),
             );
-            p.check(!model.is_empty(), format!("{key}.model"), "must not be empty");
+            p.check(
+                !model.is_empty(),
+                format!("{key}.model"),
+                "must not be empty",
+            );
             if let Some(var) = api_key_env {
                 check_env_name(p, &format!("{key}.api-key-env"), var);
             }
@@ -583,7 +587,11 @@ fn check_nats(p: &mut Problems, key: &str, url: &str, auth: &NatsAuth, tls: Opti
     match auth {
         NatsAuth::None | NatsAuth::Nkey { .. } | NatsAuth::Creds { .. } => {}
         NatsAuth::UserPassword { user, password_env } => {
-            p.check(!user.is_empty(), format!("{key}.auth.user"), "must not be empty");
+            p.check(
+                !user.is_empty(),
+                format!("{key}.auth.user"),
+                "must not be empty",
+            );
             check_env_name(p, &format!("{key}.auth.password-env"), password_env);
         }
         NatsAuth::Token { token_env } => {
@@ -614,13 +622,20 @@ impl Experiment {
             p.check(false, "run.name", rule);
         }
 
-        p.check(!self.suites.is_empty(), "suites", "must list at least one suite");
+        p.check(
+            !self.suites.is_empty(),
+            "suites",
+            "must list at least one suite",
+        );
         for (i, s) in self.suites.iter().enumerate() {
             let key = |k: &str| format!("suites[{i}].{k}");
             if let Err(e) = check_suite_name(&s.name) {
                 p.check(false, key("name"), e.to_string());
             }
-            for (k, split) in [("search-split", s.search_split), ("select-split", s.select_split)] {
+            for (k, split) in [
+                ("search-split", s.search_split),
+                ("select-split", s.select_split),
+            ] {
                 p.check(
                     split != Split::Test,
                     key(k),
@@ -659,17 +674,27 @@ impl Experiment {
         p.range("population.jobs-in-flight", pop.jobs_in_flight, 1, 100_000);
 
         let r = &self.racing;
-        p.check(!r.rungs.is_empty(), "racing.rungs", "must list at least one rung");
         p.check(
-            r.rungs.first().is_none_or(|&n| n >= 1)
-                && r.rungs.windows(2).all(|w| w[0] < w[1]),
+            !r.rungs.is_empty(),
             "racing.rungs",
-            format!("must be increasing task counts of at least 1 (got {:?})", r.rungs),
+            "must list at least one rung",
+        );
+        p.check(
+            r.rungs.first().is_none_or(|&n| n >= 1) && r.rungs.windows(2).all(|w| w[0] < w[1]),
+            "racing.rungs",
+            format!(
+                "must be increasing task counts of at least 1 (got {:?})",
+                r.rungs
+            ),
         );
         p.range("racing.confidence", r.confidence, 0.5, 0.999);
 
         let b = &self.budget;
-        p.check(b.evaluations >= 1, "budget.evaluations", "must be at least 1");
+        p.check(
+            b.evaluations >= 1,
+            "budget.evaluations",
+            "must be at least 1",
+        );
         p.check(b.tokens >= 1, "budget.tokens", "must be at least 1");
         p.check(
             b.wall_time >= Duration::from_secs(1),
@@ -749,10 +774,17 @@ mod tests {
     fn unknown_keys_are_named() {
         let text = format!("{MINIMAL}[population]\npopsize = 3\n");
         let msg = parse(&text, &[]).expect_err("unknown key").to_string();
-        assert!(msg.contains("popsize") && msg.starts_with("t.toml"), "{msg}");
+        assert!(
+            msg.contains("popsize") && msg.starts_with("t.toml"),
+            "{msg}"
+        );
 
-        let text = format!("{MINIMAL}[model]\nbackend = \"openai\"\nbase-url = \"http://x/v1\"\nmodel = \"m\"\ntemperature = 1\n");
-        let msg = parse(&text, &[]).expect_err("unknown key in a tagged section").to_string();
+        let text = format!(
+            "{MINIMAL}[model]\nbackend = \"openai\"\nbase-url = \"http://x/v1\"\nmodel = \"m\"\ntemperature = 1\n"
+        );
+        let msg = parse(&text, &[])
+            .expect_err("unknown key in a tagged section")
+            .to_string();
         assert!(msg.contains("temperature"), "{msg}");
     }
 
@@ -760,7 +792,10 @@ mod tests {
     fn out_of_range_values_are_named() {
         let text = format!("{MINIMAL}[population]\nsize = 1\n[racing]\nrungs = [8, 4]\n");
         let msg = parse(&text, &[]).expect_err("invalid").to_string();
-        assert!(msg.contains("population.size: must be between 2 and 100000 (got 1)"), "{msg}");
+        assert!(
+            msg.contains("population.size: must be between 2 and 100000 (got 1)"),
+            "{msg}"
+        );
         assert!(msg.contains("racing.rungs"), "{msg}");
     }
 

@@ -175,11 +175,12 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, Error> {
         });
     }
     let body = &bytes[HEADER_LEN..];
-    let (msg, read) =
-        bincode::serde::decode_from_slice(body, bincode_config()).map_err(|e| Error::Malformed {
+    let (msg, read) = bincode::serde::decode_from_slice(body, bincode_config()).map_err(|e| {
+        Error::Malformed {
             kind: M::KIND,
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     if read != body.len() {
         return Err(Error::TrailingBytes {
             kind: M::KIND,
@@ -465,14 +466,20 @@ mod tests {
         assert_eq!(decode::<Job>(&bytes[..3]), Err(Error::Truncated { len: 3 }));
         let mut wrong = bytes.clone();
         wrong[2] = 9;
-        assert!(matches!(decode::<Job>(&wrong), Err(Error::WrongVersion { found: 9, .. })));
+        assert!(matches!(
+            decode::<Job>(&wrong),
+            Err(Error::WrongVersion { found: 9, .. })
+        ));
         assert!(matches!(
             decode::<JobResult>(&bytes),
             Err(Error::WrongKind { .. })
         ));
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(matches!(decode::<Job>(&extra), Err(Error::TrailingBytes { extra: 1, .. })));
+        assert!(matches!(
+            decode::<Job>(&extra),
+            Err(Error::TrailingBytes { extra: 1, .. })
+        ));
         assert!(matches!(
             decode::<Job>(&bytes[..bytes.len() - 1]),
             Err(Error::Malformed { .. })

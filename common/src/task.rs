@@ -144,8 +144,14 @@ mod tests {
         let t: TaskRef = "household/test/42".parse().expect("parses");
         assert_eq!(t.split, Split::Test);
         assert_eq!(t.to_string(), "household/test/42");
-        for bad in ["", "a/b", "household/dev/1", "household/train/-1", "Up/train/1", "a/train/1/2"]
-        {
+        for bad in [
+            "",
+            "a/b",
+            "household/dev/1",
+            "household/train/-1",
+            "Up/train/1",
+            "a/train/1/2",
+        ] {
             assert!(bad.parse::<TaskRef>().is_err(), "{bad}");
         }
     }

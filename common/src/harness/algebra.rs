@@ -110,7 +110,9 @@ pub enum Error {
     #[error("a component named {0:?} already exists")]
     NameTaken(String),
     /// Replace needs a kind with a singleton group.
-    #[error("{0} has no singleton group to replace within; remove one component and insert the other")]
+    #[error(
+        "{0} has no singleton group to replace within; remove one component and insert the other"
+    )]
     NotSingleton(Kind),
     /// Replace found no member of the group.
     #[error("no component in group {0:?} to replace; insert instead")]
@@ -231,10 +233,7 @@ impl Harness {
                 param,
                 edit,
             } => {
-                if !matches!(
-                    self.param_spec(component, param)?,
-                    ParamType::Text { .. }
-                ) {
+                if !matches!(self.param_spec(component, param)?, ParamType::Text { .. }) {
                     return Err(Error::NotText {
                         component: component.clone(),
                         param: param.clone(),
@@ -244,7 +243,9 @@ impl Harness {
                 let old = value.as_text().unwrap_or_default();
                 let new = match edit {
                     TextEdit::Set(s) => s.clone(),
-                    TextEdit::Append(s) if old.is_empty() || old.ends_with('\n') => old.to_owned() + s,
+                    TextEdit::Append(s) if old.is_empty() || old.ends_with('\n') => {
+                        old.to_owned() + s
+                    }
                     TextEdit::Append(s) => format!("{old}\n{s}"),
                     TextEdit::Replace { find, with } => {
                         if find.is_empty() || !old.contains(find.as_str()) {
@@ -264,7 +265,10 @@ impl Harness {
     }
 
     /// Applies edits in order; the first that fails stops the chain.
-    pub fn apply_all<'a>(&self, edits: impl IntoIterator<Item = &'a Edit>) -> Result<Harness, Error> {
+    pub fn apply_all<'a>(
+        &self,
+        edits: impl IntoIterator<Item = &'a Edit>,
+    ) -> Result<Harness, Error> {
         let mut h = self.clone();
         for e in edits {
             h = h.apply(e)?;
@@ -282,7 +286,9 @@ impl Harness {
                 Some(_) => {
                     // Same name, different content: report the most specific conflict.
                     return Err(match self.check_free(c) {
-                        Err(e @ (Error::DuplicateSingleton { .. } | Error::DuplicateTool { .. })) => e,
+                        Err(
+                            e @ (Error::DuplicateSingleton { .. } | Error::DuplicateTool { .. }),
+                        ) => e,
                         _ => Error::NameClash(c.name.clone()),
                     });
                 }
@@ -402,7 +408,10 @@ mod tests {
             })
             .expect("replace");
         assert_eq!(h.action_selector().name, "score");
-        assert!(h.edges().any(|e| e == Edge::new("sys", "score", Stage::BeforeModel)));
+        assert!(
+            h.edges()
+                .any(|e| e == Edge::new("sys", "score", Stage::BeforeModel))
+        );
     }
 
     #[test]
@@ -414,7 +423,13 @@ mod tests {
                 edges: vec![],
             })
             .expect_err("second selector");
-        assert!(matches!(err, Error::DuplicateSingleton { group: "action-selector", .. }));
+        assert!(matches!(
+            err,
+            Error::DuplicateSingleton {
+                group: "action-selector",
+                ..
+            }
+        ));
 
         let inv = |n: &str| Component::new(n, Kind::Tool).with("tool", "inventory");
         let h = h
@@ -431,7 +446,9 @@ mod tests {
             .expect_err("second inventory");
         assert!(matches!(err, Error::DuplicateTool { .. }), "{err}");
 
-        let err = h.apply(&Edit::Remove { name: "act".into() }).expect_err("sole selector");
+        let err = h
+            .apply(&Edit::Remove { name: "act".into() })
+            .expect_err("sole selector");
         assert!(
             matches!(&err, Error::Invalid(i) if i.breaks(Rule::ExactlyOneActionSelector)),
             "{err}"
@@ -501,7 +518,11 @@ mod tests {
             })
         };
         let text = |h: Harness| {
-            h.component("sys").expect("sys").param("text").expect("text").clone()
+            h.component("sys")
+                .expect("sys")
+                .param("text")
+                .expect("text")
+                .clone()
         };
         assert_eq!(
             text(edit(TextEdit::Append("Act.".into())).expect("append")),
@@ -545,7 +566,10 @@ mod tests {
             })
         };
         assert!(set(ParamValue::Float(0.5)).is_ok());
-        assert!(matches!(set(ParamValue::Float(9.0)), Err(Error::Invalid(_))));
+        assert!(matches!(
+            set(ParamValue::Float(9.0)),
+            Err(Error::Invalid(_))
+        ));
         assert!(matches!(
             h.apply(&Edit::SetParameter {
                 component: "act".into(),

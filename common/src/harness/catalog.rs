@@ -531,7 +531,12 @@ static SPECS: &[KindSpec] = &[
                 D::Int(4),
                 "fire after this many invalid commands; 0 disables",
             ),
-            p("on-loop", T::Bool, D::Bool(true), "fire when a loop is detected"),
+            p(
+                "on-loop",
+                T::Bool,
+                D::Bool(true),
+                "fire when a loop is detected",
+            ),
             p(
                 "model-may-ask",
                 T::Bool,

@@ -237,7 +237,10 @@ stage = "before-model"
         let err = parse_as(&bad, Format::Toml, "h.toml").expect_err("unknown param");
         let msg = err.to_string();
         assert!(msg.starts_with("h.toml: "), "{msg}");
-        assert!(msg.contains(r#"component "act", param "temprature""#), "{msg}");
+        assert!(
+            msg.contains(r#"component "act", param "temprature""#),
+            "{msg}"
+        );
 
         let bad = SMALL.replace("stage = ", "stag = ");
         let msg = parse_as(&bad, Format::Toml, "h.toml")
@@ -256,7 +259,13 @@ stage = "before-model"
     fn dot_draws_every_component_and_edge() {
         let h = parse_as(SMALL, Format::Toml, "small").expect("valid");
         let dot = to_dot(&h);
-        assert!(dot.contains("\"sys\" -> \"act\" [label=\"before-model\"]"), "{dot}");
-        assert!(dot.contains("\"act\" [label=\"act\\nfree-generation"), "{dot}");
+        assert!(
+            dot.contains("\"sys\" -> \"act\" [label=\"before-model\"]"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"act\" [label=\"act\\nfree-generation"),
+            "{dot}"
+        );
     }
 }

@@ -383,7 +383,9 @@ mod tests {
         assert_eq!(act.param("temperature"), Some(&ParamValue::Float(0.0)));
         assert_eq!(
             act.stages,
-            [Stage::BeforeModel, Stage::AfterModel].into_iter().collect()
+            [Stage::BeforeModel, Stage::AfterModel]
+                .into_iter()
+                .collect()
         );
     }
 

@@ -391,7 +391,13 @@ pub(crate) fn stage_order(
         graph
             .edges_directed(ix, dir)
             .filter(|e| *e.weight() == stage)
-            .map(move |e| if dir == Direction::Outgoing { e.target() } else { e.source() })
+            .map(move |e| {
+                if dir == Direction::Outgoing {
+                    e.target()
+                } else {
+                    e.source()
+                }
+            })
             .filter(|n| active.contains(n))
             .collect::<Vec<_>>()
     };
@@ -537,7 +543,10 @@ mod tests {
         };
         let err = build(doc).expect_err("bad params");
         let msg = err.to_string();
-        assert!(msg.contains(r#"param "temperature": 3 is out of range 0..=2"#), "{msg}");
+        assert!(
+            msg.contains(r#"param "temperature": 3 is out of range 0..=2"#),
+            "{msg}"
+        );
         assert!(msg.contains(r#"param "colour""#), "{msg}");
         assert!(msg.contains("expected integer, found string"), "{msg}");
         assert!(err.breaks(Rule::TextBounded), "{msg}");

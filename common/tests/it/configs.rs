@@ -1,0 +1,92 @@
+//! Every file in configs/ parses and validates; bad keys and values are named in errors.
+
+use std::path::{Path, PathBuf};
+
+use hx_common::config::{Error, Experiment, WorkerOptions, parse_toml};
+use hx_common::harness::format;
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("configs/ exists")
+        .map(|e| e.expect("readable").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = configs_dir();
+    let mut experiments = 0;
+    for path in files(&dir) {
+        let is_worker = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("worker"));
+        if is_worker {
+            WorkerOptions::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
+        let exp = Experiment::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        for seed in exp.seed_paths(&path) {
+            format::load(&seed).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        experiments += 1;
+    }
+    assert!(
+        experiments >= 3,
+        "quickstart, household and cluster at least"
+    );
+    let harnesses = files(&dir.join("harnesses"));
+    assert!(harnesses.len() >= 2);
+    for path in harnesses {
+        format::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn quickstart() -> String {
+    std::fs::read_to_string(configs_dir().join("quickstart.toml")).expect("quickstart exists")
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let text = quickstart().replace("tournament = 2", "tournamnet = 2");
+    let err = parse_toml::<Experiment>(&text, "quickstart.toml", &[]).expect_err("unknown key");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Parse { .. }));
+    assert!(msg.contains("tournamnet"), "{msg}");
+    assert!(
+        msg.contains("quickstart.toml") && msg.contains("line"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_out_of_range_value_is_named_with_its_key() {
+    let text = quickstart().replace("immigrant-rate = 0.1", "immigrant-rate = 1.5");
+    let exp: Experiment = parse_toml(&text, "quickstart.toml", &[]).expect("parses");
+    let msg = exp
+        .validate("quickstart.toml")
+        .expect_err("out of range")
+        .to_string();
+    assert!(
+        msg.contains("population.immigrant-rate: must be between 0 and 1 (got 1.5)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_worker_file_with_a_bad_url_names_the_key() {
+    let text = "nats = \"localhost:4222\"\n";
+    let w: WorkerOptions = parse_toml(text, "w.toml", &[]).expect("parses");
+    let msg = w.validate("w.toml").expect_err("no scheme").to_string();
+    assert!(
+        msg.contains("w.toml: nats: must start with nats://"),
+        "{msg}"
+    );
+}
