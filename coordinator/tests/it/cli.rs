@@ -1,0 +1,155 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn hx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("HX_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("hx runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shipped_configs_check_out() {
+    let out = hx(&[
+        "config",
+        "check",
+        "configs/quickstart.toml",
+        "configs/household.toml",
+        "configs/cluster.toml",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stdout.contains("configs/quickstart.toml: ok (run quickstart, 2 seed harnesses)"));
+
+    let out = hx(&["config", "check", "--worker", "configs/worker.toml"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+#[test]
+fn a_bad_config_fails_naming_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[run]\nname = \"x\"\n[budget]\nepisode-steps = 0\n").expect("write");
+    let out = hx(&["config", "check", path.to_str().expect("utf-8")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(
+        stderr.contains("budget.episode-steps: must be between 1 and 1000 (got 0)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_seed_harness_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("exp.toml");
+    std::fs::write(
+        &path,
+        "[run]\nname = \"x\"\n[population]\nseeds = [\"nope.toml\"]\n",
+    )
+    .expect("write");
+    let out = hx(&["config", "check", path.to_str().expect("utf-8")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("population.seeds") && stderr.contains("nope.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn show_applies_env_then_set_overrides() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["config", "show", "--json", "--set", "budget.evaluations=7"])
+        .current_dir(root())
+        .env("HX_CONFIG", "configs/quickstart.toml")
+        .env("HX__POPULATION__SIZE", "5")
+        .env("HX__BUDGET__EVALUATIONS", "99")
+        .output()
+        .expect("hx runs");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["population"]["size"], 5);
+    assert_eq!(v["budget"]["evaluations"], 7);
+    assert_eq!(v["run"]["name"], "quickstart");
+}
+
+#[test]
+fn harness_show_and_check_agree_on_the_id() {
+    let out = hx(&[
+        "harness",
+        "check",
+        "--json",
+        "configs/harnesses/strong.toml",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+
+    // The canonical JSON form, written out and checked again, has the same id.
+    let out = hx(&[
+        "harness",
+        "show",
+        "-f",
+        "json",
+        "configs/harnesses/strong.toml",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.json");
+    std::fs::write(&copy, &out.stdout).expect("write");
+    let out = hx(&["harness", "check", copy.to_str().expect("utf-8")]);
+    assert!(text(&out).0.contains(&id), "{:?}", text(&out));
+
+    let out = hx(&[
+        "harness",
+        "show",
+        "-f",
+        "dot",
+        "configs/harnesses/react.toml",
+    ]);
+    let (dot, _) = text(&out);
+    assert!(dot.starts_with("digraph harness {") && dot.contains("\"history\" -> \"act\""));
+}
+
+#[test]
+fn merging_two_harnesses_with_different_selectors_is_a_conflict() {
+    let out = hx(&[
+        "harness",
+        "merge",
+        "configs/harnesses/react.toml",
+        "configs/harnesses/strong.toml",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("duplicate singleton"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_teaches() {
+    assert_eq!(hx(&["no-such-command"]).status.code(), Some(2));
+    let out = hx(&["--help"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("harness") && stdout.contains("config"),
+        "{stdout}"
+    );
+}
