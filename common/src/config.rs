@@ -576,12 +576,29 @@ fn check_env_name(p: &mut Problems, key: &str, var: &str) {
     );
 }
 
-fn check_nats(p: &mut Problems, key: &str, url: &str, auth: &NatsAuth, tls: Option<&TlsOptions>) {
+/// Joins a section prefix and a key: `("transport", "url")` is `transport.url`, and an empty
+/// prefix leaves the key alone (worker files keep NATS settings at the top level).
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn check_nats(
+    p: &mut Problems,
+    prefix: &str,
+    url_key: &str,
+    url: &str,
+    auth: &NatsAuth,
+    tls: Option<&TlsOptions>,
+) {
     p.check(
         ["nats://", "tls://", "ws://", "wss://"]
             .iter()
             .any(|s| url.starts_with(s)),
-        format!("{key}.url"),
+        join(prefix, url_key),
         format!("must start with nats://, tls://, ws:// or wss:// (got {url:?})"),
     );
     match auth {
@@ -589,19 +606,19 @@ fn check_nats(p: &mut Problems, key: &str, url: &str, auth: &NatsAuth, tls: Opti
         NatsAuth::UserPassword { user, password_env } => {
             p.check(
                 !user.is_empty(),
-                format!("{key}.auth.user"),
+                join(prefix, "auth.user"),
                 "must not be empty",
             );
-            check_env_name(p, &format!("{key}.auth.password-env"), password_env);
+            check_env_name(p, &join(prefix, "auth.password-env"), password_env);
         }
         NatsAuth::Token { token_env } => {
-            check_env_name(p, &format!("{key}.auth.token-env"), token_env);
+            check_env_name(p, &join(prefix, "auth.token-env"), token_env);
         }
     }
     if let Some(tls) = tls {
         p.check(
             tls.cert.is_some() == tls.key.is_some(),
-            format!("{key}.tls"),
+            join(prefix, "tls"),
             "cert and key must be given together",
         );
     }
@@ -708,7 +725,7 @@ impl Experiment {
                 p.range("transport.workers", *workers, 0, 1024);
             }
             TransportOptions::Nats { url, auth, tls } => {
-                check_nats(&mut p, "transport", url, auth, tls.as_ref());
+                check_nats(&mut p, "transport", "url", url, auth, tls.as_ref());
             }
         }
         p.finish(origin)
@@ -739,11 +756,14 @@ impl WorkerOptions {
                 "must be 1 to 64 characters without spaces",
             );
         }
-        check_nats(&mut p, "", &self.nats, &self.auth, self.tls.as_ref());
-        // `check_nats` writes keys under a section; the worker file has them at the top.
-        for problem in &mut p.0 {
-            problem.key = problem.key.trim_start_matches('.').replace("url", "nats");
-        }
+        check_nats(
+            &mut p,
+            "",
+            "nats",
+            &self.nats,
+            &self.auth,
+            self.tls.as_ref(),
+        );
         check_model(&mut p, "model", &self.model);
         p.range("concurrency", self.concurrency, 1, 4096);
         p.finish(origin)

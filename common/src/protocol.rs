@@ -19,9 +19,6 @@ pub const VERSION: u16 = 1;
 /// Largest message, header included, that is encoded or decoded.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
-/// Longest failure digest a result may carry.
-pub const MAX_DIGEST_BYTES: usize = 4096;
-
 const MAGIC: [u8; 2] = *b"HX";
 const HEADER_LEN: usize = 5;
 

@@ -290,14 +290,6 @@ impl Harness {
         order.into_iter().map(|ix| &self.graph[ix]).collect()
     }
 
-    /// The total size of all text parameters in bytes.
-    pub fn text_bytes(&self) -> usize {
-        self.components()
-            .flat_map(|c| c.params.values())
-            .map(|v| v.as_text().map_or(0, str::len))
-            .sum()
-    }
-
     fn from_parts(graph: StableDiGraph<Component, Stage>) -> Harness {
         let by_name: BTreeMap<String, NodeIndex> = graph
             .node_indices()
