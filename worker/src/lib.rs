@@ -3,3 +3,4 @@
 //! command line and configuration handling.
 
 pub mod cli;
+pub mod env;
