@@ -4,9 +4,40 @@
 //! carry out gets the world's own feedback ("Nothing happens."), never a panic or an error.
 //! Errors are for environments that can fail for real (an external process that crashes).
 
+pub mod blocks;
+pub mod external;
 pub mod household;
 
-use hx_common::task::TaskRef;
+use hx_common::task::{Split, TaskRef};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Seeds within a split are below this; the split's index sits in the top byte of the
+/// generator's seed, so the splits' seed spaces are disjoint.
+pub const MAX_SEED: u64 = 1 << 56;
+
+/// The random stream a generated suite draws `task` from, after checking that the task names
+/// `suite` and a seed in range.
+pub fn task_rng(task: &TaskRef, suite: &'static str) -> Result<ChaCha8Rng, Error> {
+    if task.suite != suite {
+        return Err(Error::WrongSuite {
+            task: task.clone(),
+            suite,
+        });
+    }
+    if task.seed >= MAX_SEED {
+        return Err(Error::SeedRange {
+            task: task.clone(),
+            max: MAX_SEED,
+        });
+    }
+    let split = match task.split {
+        Split::Train => 0u64,
+        Split::Validation => 1,
+        Split::Test => 2,
+    };
+    Ok(ChaCha8Rng::seed_from_u64((split << 56) | task.seed))
+}
 
 /// What an episode starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +88,80 @@ pub enum Error {
         /// How many worlds were tried.
         attempts: u32,
     },
-    /// `step` before `reset`.
-    #[error("step before reset")]
+    /// `step` before `reset`, or after an adapter fault ended the episode.
+    #[error("no episode is running: call reset first")]
     NotStarted,
+    /// A suite no built-in generator or configured adapter provides.
+    #[error("unknown suite {suite:?}: built-in suites are {known}; others need an adapter command")]
+    UnknownSuite {
+        /// The suite asked for.
+        suite: String,
+        /// The built-in suites.
+        known: String,
+    },
+    /// An external adapter could not be started.
+    #[error("cannot start adapter `{program}`: {cause}")]
+    Spawn {
+        /// The adapter's command line.
+        program: String,
+        /// Why.
+        cause: String,
+    },
+    /// An external adapter exited (or closed its stdout) during a request.
+    #[error(
+        "adapter `{program}` exited during {op} ({status}){}",
+        stderr_tail(stderr)
+    )]
+    Exited {
+        /// The adapter's command line.
+        program: String,
+        /// The request it was answering.
+        op: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+    /// An external adapter did not answer in time; it was killed.
+    #[error("adapter `{program}` did not answer {op} within {after:?}")]
+    Timeout {
+        /// The adapter's command line.
+        program: String,
+        /// The request.
+        op: &'static str,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// An external adapter broke the protocol; it was killed.
+    #[error("adapter `{program}` answered {op} with {line:?}: {reason}")]
+    Protocol {
+        /// The adapter's command line.
+        program: String,
+        /// The request.
+        op: &'static str,
+        /// The start of the offending line.
+        line: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An external adapter reported an error of its own.
+    #[error("adapter `{program}` failed {op}: {message}")]
+    Adapter {
+        /// The adapter's command line.
+        program: String,
+        /// The request.
+        op: &'static str,
+        /// The adapter's message.
+        message: String,
+    },
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends:\n{stderr}")
+    }
 }
 
 /// A world an agent acts in, one episode at a time. Deterministic for a given task.
@@ -69,7 +171,85 @@ pub trait Environment: Send {
     /// Carries out one command.
     fn step(&mut self, command: &str) -> Result<Step, Error>;
     /// The commands that do something in the current state.
-    fn admissible_commands(&self) -> Vec<String>;
+    fn admissible_commands(&mut self) -> Result<Vec<String>, Error>;
     /// Steps per episode at most.
     fn step_limit(&self) -> u32;
+}
+
+/// A task as a built-in suite generates it, whatever the suite.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The task's name.
+    pub name: TaskRef,
+    /// The first observation.
+    pub observation: String,
+    /// The goal text.
+    pub goal: String,
+    /// The expert's shortest plan.
+    pub plan: Vec<String>,
+}
+
+/// The suites hx generates itself; anything else runs through an [`external`] adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// ALFWorld-style household worlds ([`household`]).
+    Household,
+    /// PlanBench-style Blocksworld ([`blocks`]).
+    Blocks,
+}
+
+impl Builtin {
+    /// Every built-in suite.
+    pub const ALL: [Builtin; 2] = [Builtin::Household, Builtin::Blocks];
+
+    /// The suite's name in task names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Household => household::SUITE,
+            Builtin::Blocks => blocks::SUITE,
+        }
+    }
+
+    /// The built-in suite called `name`.
+    pub fn from_name(name: &str) -> Result<Builtin, Error> {
+        Builtin::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| Error::UnknownSuite {
+                suite: name.to_owned(),
+                known: Builtin::ALL.map(Builtin::name).join(", "),
+            })
+    }
+
+    /// A fresh environment of this suite.
+    pub fn environment(self) -> Box<dyn Environment> {
+        match self {
+            Builtin::Household => Box::new(household::Household::new()),
+            Builtin::Blocks => Box::new(blocks::Blocks::new()),
+        }
+    }
+
+    /// Generates a task with its expert plan.
+    pub fn generate(self, task: &TaskRef) -> Result<Generated, Error> {
+        Ok(match self {
+            Builtin::Household => {
+                let t = household::generate(task)?;
+                Generated {
+                    observation: t.world.intro(),
+                    name: t.name,
+                    goal: t.goal,
+                    plan: t.plan,
+                }
+            }
+            Builtin::Blocks => {
+                let t = blocks::generate(task)?;
+                Generated {
+                    observation: t.world.intro(),
+                    name: t.name,
+                    goal: t.goal,
+                    plan: t.plan,
+                }
+            }
+        })
+    }
 }

@@ -1,4 +1,6 @@
-//! Integration tests of hx-worker: the binary, and the task suites.
+//! Integration tests of hx-worker: the binary, the task suites, and external environments.
 
+mod blocks;
 mod cli;
+mod external;
 mod household;

@@ -13,19 +13,18 @@ pub mod expert;
 pub mod world;
 
 use hx_common::task::{Split, TaskRef};
+use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use self::catalog::{LAMP_ON, ObjectKind, ROOMS, Room, Treatment};
 use self::world::{Goal, Lamp, Loc, Object, Receptacle, World};
-use super::{Environment, Error, Reset, Step};
+#[cfg(test)]
+use super::MAX_SEED;
+use super::{Environment, Error, Reset, Step, task_rng};
 
 /// The suite's name in task names.
 pub const SUITE: &str = "household";
-
-/// Seeds within a split are below this.
-pub const MAX_SEED: u64 = 1 << 56;
 
 /// Steps per episode at most, as in ALFWorld.
 pub const STEP_LIMIT: u32 = 50;
@@ -85,29 +84,9 @@ pub struct Task {
     pub plan: Vec<String>,
 }
 
-fn split_index(s: Split) -> u64 {
-    match s {
-        Split::Train => 0,
-        Split::Validation => 1,
-        Split::Test => 2,
-    }
-}
-
 /// Generates the task a name stands for.
 pub fn generate(task: &TaskRef) -> Result<Task, Error> {
-    if task.suite != SUITE {
-        return Err(Error::WrongSuite {
-            task: task.clone(),
-            suite: SUITE,
-        });
-    }
-    if task.seed >= MAX_SEED {
-        return Err(Error::SeedRange {
-            task: task.clone(),
-            max: MAX_SEED,
-        });
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64((split_index(task.split) << 56) | task.seed);
+    let mut rng = task_rng(task, SUITE)?;
     let test = task.split == Split::Test;
     for _ in 0..ATTEMPTS {
         if let Some((kind, world, variant)) = try_world(&mut rng, test)
@@ -344,11 +323,12 @@ impl Environment for Household {
         })
     }
 
-    fn admissible_commands(&self) -> Vec<String> {
-        self.world
+    fn admissible_commands(&mut self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .world
             .as_ref()
             .map(World::admissible)
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     fn step_limit(&self) -> u32 {

@@ -1,0 +1,136 @@
+//! External environments: hx drives the example adapter `worker/adapters/vault.py` as a real
+//! child process, including adapters that crash, write garbage or hang.
+
+use std::time::{Duration, Instant};
+
+use hx_common::task::TaskRef;
+use hx_worker::env::external::{External, Options};
+use hx_worker::env::{Environment, Error};
+
+fn vault(flags: &[&str]) -> External {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/adapters/vault.py");
+    let mut command = vec!["python3".to_owned(), script.to_owned()];
+    command.extend(flags.iter().map(|f| f.to_string()));
+    let mut options = Options::new(command);
+    options.timeout = Duration::from_secs(2);
+    External::new(options)
+}
+
+fn task(name: &str) -> TaskRef {
+    name.parse().expect("a task name")
+}
+
+/// Sweeps the row of rooms, doing whatever advances the goal when it can.
+fn play(env: &mut External) -> Result<(bool, u32, f32), Error> {
+    let mut east = true;
+    let mut steps = 0;
+    let mut score = 0.0;
+    loop {
+        let admissible = env.admissible_commands()?;
+        let useful = ["take key", "unlock vault with key", "open vault"]
+            .into_iter()
+            .find(|c| admissible.iter().any(|a| a == c));
+        let cmd = match useful {
+            Some(c) => c,
+            None => {
+                let go = if east { "go east" } else { "go west" };
+                if admissible.iter().any(|a| a == go) {
+                    go
+                } else {
+                    east = !east;
+                    continue;
+                }
+            }
+        };
+        let s = env.step(cmd)?;
+        steps += 1;
+        score = s.score.unwrap_or(score);
+        if s.done {
+            return Ok((s.won, steps, score));
+        }
+    }
+}
+
+#[test]
+fn episodes_run_through_the_adapter() {
+    let mut env = vault(&[]);
+    for name in ["vault/train/1", "vault/train/2", "vault/test/1"] {
+        let r = env.reset(&task(name)).expect("resets");
+        assert!(
+            r.observation.starts_with("You are in room"),
+            "{}",
+            r.observation
+        );
+        assert_eq!(r.goal, "open the vault.");
+        assert_eq!(env.step_limit(), 30, "the adapter sets the limit");
+        let (won, steps, score) = play(&mut env).expect("plays");
+        assert!(won, "{name}: won in {steps} steps");
+        assert_eq!(score, 1.0);
+    }
+    // An unknown command is the world's business, not an error.
+    env.reset(&task("vault/train/4")).expect("resets");
+    let s = env.step("dance wildly").expect("steps");
+    assert_eq!(s.observation, "Nothing happens.");
+}
+
+#[test]
+fn an_adapter_error_is_reported_and_the_adapter_stays_usable() {
+    let mut env = vault(&["--reject-seed", "13"]);
+    let err = env
+        .reset(&task("vault/validation/13"))
+        .expect_err("the adapter cannot make this task");
+    assert!(matches!(err, Error::Adapter { .. }), "{err}");
+    assert!(err.to_string().contains("cannot make that task"), "{err}");
+    let err = env.step("look").expect_err("no episode");
+    assert!(matches!(err, Error::NotStarted), "{err}");
+    env.reset(&task("vault/train/5")).expect("still usable");
+}
+
+#[test]
+fn a_crash_mid_episode_is_an_error_naming_the_adapter_and_its_stderr() {
+    let mut env = vault(&["--crash-at-step", "2"]);
+    env.reset(&task("vault/train/1")).expect("resets");
+    env.step("look").expect("first step works");
+    let err = env.step("look").expect_err("the adapter dies");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Exited { .. }), "{text}");
+    assert!(text.contains("vault.py"), "{text}");
+    assert!(text.contains("exit status: 3"), "{text}");
+    assert!(text.contains("simulated crash"), "{text}");
+    assert!(matches!(env.step("look"), Err(Error::NotStarted)));
+    // The next reset starts a fresh adapter.
+    env.reset(&task("vault/train/1")).expect("restarts");
+    env.step("look").expect("steps again");
+}
+
+#[test]
+fn garbage_on_stdout_is_a_protocol_error() {
+    let mut env = vault(&["--garbage-at-step", "1"]);
+    env.reset(&task("vault/train/1")).expect("resets");
+    let err = env.step("look").expect_err("garbage");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Protocol { .. }), "{text}");
+    assert!(text.contains("Traceback"), "{text}");
+    assert!(text.contains("not JSON"), "{text}");
+    env.reset(&task("vault/train/1")).expect("restarts");
+}
+
+#[test]
+fn a_hung_adapter_times_out_and_is_killed() {
+    let mut env = vault(&["--hang-at-step", "1"]);
+    env.reset(&task("vault/train/1")).expect("resets");
+    let start = Instant::now();
+    let err = env.step("look").expect_err("hangs");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_missing_program_is_a_spawn_error() {
+    let mut env = External::new(Options::new(vec!["/nonexistent/adapter".into()]));
+    let err = env
+        .reset(&task("vault/train/1"))
+        .expect_err("no such program");
+    assert!(matches!(err, Error::Spawn { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/adapter"), "{err}");
+}
