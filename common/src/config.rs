@@ -5,6 +5,7 @@
 //! then command-line `--set section.key=value` overrides. Overrides go through the same parser
 //! as the file, so every layer is checked the same way.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,6 +83,45 @@ pub struct SuiteOptions {
     /// Weight of this suite in fitness.
     #[serde(default = "one")]
     pub weight: f64,
+    /// For a suite hx does not generate itself: the adapter process that serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterOptions>,
+}
+
+/// An external environment adapter: a process speaking hx's JSON-lines environment protocol
+/// on stdin and stdout (see `hx_worker::env::external`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AdapterOptions {
+    /// The program and its arguments, e.g. `["python3", "adapters/alfworld.py"]`.
+    pub command: Vec<String>,
+    /// How long one reply may take before the adapter is killed.
+    #[serde(default = "default_adapter_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Steps per episode when the adapter does not say.
+    #[serde(default = "default_adapter_steps")]
+    pub step_limit: u32,
+}
+
+fn default_adapter_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_adapter_steps() -> u32 {
+    50
+}
+
+fn check_adapter(p: &mut Problems, key: &str, a: &AdapterOptions) {
+    p.check(
+        a.command.first().is_some_and(|c| !c.is_empty()),
+        format!("{key}.command"),
+        "must name a program",
+    );
+    p.check(
+        a.timeout >= Duration::from_millis(100),
+        format!("{key}.timeout"),
+        "must be at least 100ms",
+    );
+    p.range(&format!("{key}.step-limit"), a.step_limit, 1, 10_000);
 }
 
 fn split_train() -> Split {
@@ -99,6 +139,7 @@ fn default_suites() -> Vec<SuiteOptions> {
         search_split: Split::Train,
         select_split: Split::Validation,
         weight: 1.0,
+        adapter: None,
     }]
 }
 
@@ -347,6 +388,9 @@ pub struct WorkerOptions {
     /// Episodes run at once.
     #[serde(default = "default_worker_concurrency")]
     pub concurrency: usize,
+    /// Adapters for suites hx does not generate itself, by suite name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adapters: BTreeMap<String, AdapterOptions>,
 }
 
 fn default_worker_concurrency() -> usize {
@@ -664,6 +708,14 @@ impl Experiment {
                 key("weight"),
                 format!("must be a positive number (got {})", s.weight),
             );
+            if let Some(a) = &s.adapter {
+                check_adapter(&mut p, &key("adapter"), a);
+            }
+            p.check(
+                self.suites[..i].iter().all(|o| o.name != s.name),
+                key("name"),
+                format!("suite {:?} is listed twice", s.name),
+            );
         }
 
         check_model(&mut p, "model", &self.model);
@@ -765,6 +817,12 @@ impl WorkerOptions {
             self.tls.as_ref(),
         );
         check_model(&mut p, "model", &self.model);
+        for (suite, a) in &self.adapters {
+            if let Err(e) = check_suite_name(suite) {
+                p.check(false, format!("adapters.{suite}"), e.to_string());
+            }
+            check_adapter(&mut p, &format!("adapters.{suite}"), a);
+        }
         p.range("concurrency", self.concurrency, 1, 4096);
         p.finish(origin)
     }
@@ -806,6 +864,30 @@ mod tests {
             .expect_err("unknown key in a tagged section")
             .to_string();
         assert!(msg.contains("temperature"), "{msg}");
+    }
+
+    #[test]
+    fn adapters_are_checked_and_suites_listed_once() {
+        let text = format!(
+            "{MINIMAL}[[suites]]\nname = \"vault\"\nadapter = {{ command = [\"python3\", \"vault.py\"], timeout = \"5s\" }}\n"
+        );
+        let e = parse(&text, &[]).expect("valid");
+        let a = e.suites[0].adapter.as_ref().expect("an adapter");
+        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert_eq!(a.step_limit, 50);
+
+        let text = format!(
+            "{MINIMAL}[[suites]]\nname = \"vault\"\nadapter = {{ command = [] }}\n[[suites]]\nname = \"vault\"\n"
+        );
+        let msg = parse(&text, &[]).expect_err("invalid").to_string();
+        assert!(
+            msg.contains("suites[0].adapter.command: must name a program"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("suites[1].name: suite \"vault\" is listed twice"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod harness;
 pub mod protocol;
+pub mod stats;
 pub mod task;
 pub mod telemetry;
 

@@ -10,9 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hx_common::config::{Experiment, Override, WorkerOptions};
+use hx_common::config::{AdapterOptions, Experiment, Override, WorkerOptions};
 use hx_common::harness::format::{self, Format};
+use hx_common::task::{Split, TaskRef};
 use hx_common::telemetry::LogFormat;
+use hx_worker::env::{Builtin, survey};
 
 /// hx: distributed evolutionary search over agent harnesses.
 ///
@@ -38,6 +40,45 @@ enum Command {
     /// Check, convert, draw and combine harness files.
     #[command(subcommand)]
     Harness(HarnessCommand),
+    /// Inspect task suites: survey a split, or show one task with its expert's plan.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Survey a split: the fraction of tasks the expert solves, its mean plan length, how fast
+    /// tasks are generated, and the success rate of an agent picking admissible commands at
+    /// random (with a 95% Wilson interval), the floor any harness must beat.
+    ///
+    /// With --adapter, surveys an external suite through its adapter process instead (random
+    /// agent only): a quick way to check an adapter speaks the protocol.
+    Check {
+        /// The suite: household, blocks, or any name with --adapter.
+        #[arg(long, default_value = "household")]
+        suite: String,
+        /// The split: train, validation or test.
+        #[arg(long, default_value = "train")]
+        split: Split,
+        /// How many tasks, from seed --start.
+        #[arg(long, default_value_t = 500)]
+        count: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// An adapter command line, split on spaces, e.g. `python3 worker/adapters/vault.py`.
+        #[arg(long, value_name = "COMMAND")]
+        adapter: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one task, `suite/split/seed` (e.g. household/test/7): its first observation and
+    /// goal, then the expert's plan played step by step with the world's answers.
+    Show {
+        /// The task.
+        task: TaskRef,
+    },
 }
 
 /// Where an experiment config comes from and what overrides it.
@@ -138,7 +179,87 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(c) => config(c),
         Command::Harness(c) => harness(c),
+        Command::Tasks(c) => tasks(c),
     }
+}
+
+fn tasks(cmd: TasksCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        TasksCommand::Check {
+            suite,
+            split,
+            count,
+            start,
+            adapter,
+            json,
+        } => {
+            let adapter = adapter.map(|a| AdapterOptions {
+                command: a.split_whitespace().map(str::to_owned).collect(),
+                timeout: std::time::Duration::from_secs(60),
+                step_limit: 50,
+            });
+            let s = survey::survey(&suite, split, start, count, adapter.as_ref())
+                .with_context(|| format!("surveying {suite}/{split}"))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                let end = start + count;
+                writeln!(out, "{suite}/{split}, seeds {start}..{end}")?;
+                if let Some(e) = &s.expert {
+                    writeln!(
+                        out,
+                        "  expert:  solved {}/{count} ({:.1}%), plan length mean {:.2}, min {}, max {}",
+                        e.solved,
+                        100.0 * e.solved as f64 / count.max(1) as f64,
+                        e.mean_plan,
+                        e.min_plan,
+                        e.max_plan
+                    )?;
+                    for f in e.failures.iter().take(10) {
+                        writeln!(out, "    {f}")?;
+                    }
+                    writeln!(
+                        out,
+                        "  generate: {:.0} tasks/s (world, goal and expert plan; one thread)",
+                        e.generated_per_s
+                    )?;
+                }
+                let r = &s.random;
+                write!(
+                    out,
+                    "  random admissible agent: won {} (95% Wilson), mean steps {:.1}",
+                    r.won, r.mean_steps
+                )?;
+                match r.mean_score {
+                    Some(x) => writeln!(out, ", mean final score {x:.2}")?,
+                    None => writeln!(out)?,
+                }
+            }
+            if s.expert.as_ref().is_some_and(|e| e.solved < count) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        TasksCommand::Show { task } => {
+            let g = Builtin::from_name(&task.suite)?.generate(&task)?;
+            let mut env = Builtin::from_name(&task.suite)?.environment();
+            let reset = env.reset(&task)?;
+            writeln!(
+                out,
+                "{}\n\nYour task is to: {}\n",
+                reset.observation, reset.goal
+            )?;
+            writeln!(out, "The expert's plan ({} steps):\n", g.plan.len())?;
+            for cmd in &g.plan {
+                let step = env.step(cmd)?;
+                writeln!(out, "> {cmd}\n{}\n", step.observation)?;
+                if step.done {
+                    writeln!(out, "Won: {}.", step.won)?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config(cmd: ConfigCommand) -> Result<ExitCode> {

@@ -153,3 +153,65 @@ fn usage_errors_exit_2_and_help_teaches() {
         "{stdout}"
     );
 }
+
+#[test]
+fn tasks_check_surveys_a_split() {
+    let out = hx(&[
+        "tasks", "check", "--suite", "blocks", "--split", "test", "--count", "40", "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["expert"]["solved"], 40);
+    assert_eq!(v["random"]["won"]["trials"], 40);
+    assert!(v["random"]["won"]["high"].as_f64().expect("a number") <= 1.0);
+}
+
+#[test]
+fn tasks_check_drives_an_external_adapter() {
+    let out = hx(&[
+        "tasks",
+        "check",
+        "--suite",
+        "vault",
+        "--count",
+        "10",
+        "--adapter",
+        "python3 worker/adapters/vault.py",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("vault/train, seeds 0..10"), "{stdout}");
+    assert!(stdout.contains("random admissible agent: won"), "{stdout}");
+
+    let out = hx(&[
+        "tasks",
+        "check",
+        "--suite",
+        "vault",
+        "--count",
+        "3",
+        "--adapter",
+        "python3 worker/adapters/vault.py --crash-at-step 2",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("exited during step"), "{stderr}");
+}
+
+#[test]
+fn tasks_show_plays_the_expert_plan() {
+    let out = hx(&["tasks", "show", "household/test/7"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("You are in the middle of a room."),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("Won: true."), "{stdout}");
+
+    let out = hx(&["tasks", "show", "chess/train/1"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("unknown suite \"chess\""), "{stderr}");
+}

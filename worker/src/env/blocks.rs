@@ -183,14 +183,14 @@ impl World {
         join_and(&facts)
     }
 
-    /// The goal facts, e.g. `the red block is on top of the blue block`.
+    /// The goal in PlanBench's words, e.g. `have that the red block is on top of the blue block`.
     pub fn goal_text(&self) -> String {
         let facts: Vec<String> = self
             .goal
             .iter()
             .map(|&(a, b)| format!("{} is on top of {}", self.name(a), self.name(b)))
             .collect();
-        join_and(&facts)
+        format!("have that {}", join_and(&facts))
     }
 
     /// The first observation.
@@ -538,7 +538,7 @@ mod tests {
         );
         assert_eq!(
             world().goal_text(),
-            "the blue block is on top of the red block"
+            "have that the blue block is on top of the red block"
         );
     }
 

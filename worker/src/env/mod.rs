@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod external;
 pub mod household;
+pub mod survey;
 
 use hx_common::task::{Split, TaskRef};
 use rand::SeedableRng;
@@ -251,5 +252,20 @@ impl Builtin {
                 }
             }
         })
+    }
+}
+
+/// An environment for `suite`: the adapter when one is given, else the built-in suite.
+pub fn open(
+    suite: &str,
+    adapter: Option<&hx_common::config::AdapterOptions>,
+) -> Result<Box<dyn Environment>, Error> {
+    match adapter {
+        Some(a) => Ok(Box::new(external::External::new(external::Options {
+            command: a.command.clone(),
+            timeout: a.timeout,
+            step_limit: a.step_limit,
+        }))),
+        None => Ok(Builtin::from_name(suite)?.environment()),
     }
 }

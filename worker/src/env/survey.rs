@@ -1,0 +1,166 @@
+//! Surveys of a suite: does the expert solve every task, how long are its plans, how fast are
+//! tasks generated, and how often does an agent that picks admissible commands at random win.
+//! `hx tasks check` prints one; the random agent's rate is the floor any harness must beat.
+
+use std::time::Instant;
+
+use hx_common::config::AdapterOptions;
+use hx_common::stats::Rate;
+use hx_common::task::{Split, TaskRef};
+use rand::SeedableRng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{Builtin, Environment, Error};
+
+/// What a survey found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Survey {
+    /// The suite.
+    pub suite: String,
+    /// The split.
+    pub split: Split,
+    /// First seed.
+    pub start: u64,
+    /// Tasks surveyed.
+    pub count: u64,
+    /// The expert's record; `None` for external suites, which have no expert in hx.
+    pub expert: Option<Expert>,
+    /// The random admissible agent's record.
+    pub random: Random,
+}
+
+/// The expert's record over the surveyed tasks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Expert {
+    /// Tasks generated whose expert plan wins when played in the environment.
+    pub solved: u64,
+    /// Tasks that failed to generate or whose plan did not win, with the reason.
+    pub failures: Vec<String>,
+    /// Mean plan length over solved tasks.
+    pub mean_plan: f64,
+    /// Shortest plan.
+    pub min_plan: usize,
+    /// Longest plan.
+    pub max_plan: usize,
+    /// Tasks generated (world, goal and expert plan) per second, one thread.
+    pub generated_per_s: f64,
+}
+
+/// The random admissible agent's record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Random {
+    /// Episodes won, with a 95% Wilson interval.
+    pub won: Rate,
+    /// Mean final partial score, where the suite scores progress.
+    pub mean_score: Option<f64>,
+    /// Mean steps taken.
+    pub mean_steps: f64,
+}
+
+/// Surveys `count` tasks of `suite/split` from seed `start`. With an adapter, only the random
+/// agent runs (hx has no expert for a foreign suite). An environment failure is an error.
+pub fn survey(
+    suite: &str,
+    split: Split,
+    start: u64,
+    count: u64,
+    adapter: Option<&AdapterOptions>,
+) -> Result<Survey, Error> {
+    let tasks: Vec<TaskRef> = (start..start + count)
+        .map(|seed| TaskRef {
+            suite: suite.to_owned(),
+            split,
+            seed,
+        })
+        .collect();
+    let expert = match adapter {
+        Some(_) => None,
+        None => Some(expert(Builtin::from_name(suite)?, &tasks)?),
+    };
+    let mut env = super::open(suite, adapter)?;
+    let random = random(env.as_mut(), &tasks)?;
+    Ok(Survey {
+        suite: suite.to_owned(),
+        split,
+        start,
+        count,
+        expert,
+        random,
+    })
+}
+
+fn expert(suite: Builtin, tasks: &[TaskRef]) -> Result<Expert, Error> {
+    let clock = Instant::now();
+    let generated: Vec<_> = tasks.iter().map(|t| suite.generate(t)).collect();
+    let generated_per_s = tasks.len() as f64 / clock.elapsed().as_secs_f64().max(1e-9);
+
+    let mut lengths = Vec::new();
+    let mut failures = Vec::new();
+    let mut env = suite.environment();
+    for (task, g) in tasks.iter().zip(generated) {
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                failures.push(format!("{task}: {e}"));
+                continue;
+            }
+        };
+        env.reset(task)?;
+        let mut won = false;
+        for cmd in &g.plan {
+            won = env.step(cmd)?.won;
+        }
+        if won {
+            lengths.push(g.plan.len());
+        } else {
+            failures.push(format!("{task}: the expert's plan does not win"));
+        }
+    }
+    Ok(Expert {
+        solved: lengths.len() as u64,
+        failures,
+        mean_plan: mean(lengths.iter().map(|&l| l as f64)),
+        min_plan: lengths.iter().copied().min().unwrap_or(0),
+        max_plan: lengths.iter().copied().max().unwrap_or(0),
+        generated_per_s,
+    })
+}
+
+fn random(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Random, Error> {
+    let mut won = 0;
+    let mut scores = Vec::new();
+    let mut steps = Vec::new();
+    for task in tasks {
+        let mut rng = ChaCha8Rng::seed_from_u64(task.seed ^ 0x5eed_0f7a_5c00);
+        env.reset(task)?;
+        let mut n = 0u32;
+        loop {
+            let admissible = env.admissible_commands()?;
+            let Some(cmd) = admissible.choose(&mut rng) else {
+                break;
+            };
+            let s = env.step(cmd)?;
+            n += 1;
+            if s.done {
+                won += u64::from(s.won);
+                if let Some(x) = s.score {
+                    scores.push(f64::from(x));
+                }
+                break;
+            }
+        }
+        steps.push(f64::from(n));
+    }
+    Ok(Random {
+        won: Rate::wilson95(won, tasks.len() as u64),
+        mean_score: (!scores.is_empty()).then(|| mean(scores.iter().copied())),
+        mean_steps: mean(steps.into_iter()),
+    })
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
