@@ -1,6 +1,6 @@
-//! The worker side of hx: environments, model backends, the agent runtime with in-task
-//! rewriting, mutation operators and the NATS job loop grow here. Today it holds the worker's
-//! command line and configuration handling.
+//! The worker side of hx: task environments, model backends, and the worker's command line.
+//! The agent runtime with in-task rewriting, mutation operators and the NATS job loop grow here.
 
 pub mod cli;
 pub mod env;
+pub mod model;

@@ -4,3 +4,4 @@ mod blocks;
 mod cli;
 mod external;
 mod household;
+mod model;

@@ -1,0 +1,719 @@
+//! The embedded backend: a GGUF model run in-process on CPU by one engine thread that batches
+//! every request in flight.
+//!
+//! Callers (agent episodes on many threads) tokenize their prompt and send it to the engine.
+//! Each engine step gathers one row per decoding sequence plus a bounded number of prompt rows,
+//! runs them through the model in one forward pass (weights are read once for all of them),
+//! and hands out the logits. Finished sequences leave their keys and values in a prefix cache:
+//! a later prompt that starts with the same tokens (the same system prompt and few-shot
+//! examples, or the previous step of the same episode) shares them instead of recomputing.
+//! A scoring request computes its prompt once and runs every candidate as a fork of it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::gguf::Gguf;
+use super::llama::{Config, Kv, Llama, Row, Scratch, SeqKv};
+use super::template::ChatTemplate;
+use super::tokenizer::{Token, Tokenizer};
+use super::{
+    Error, Finish, GenerateRequest, Generation, Message, ModelBackend, ScoreRequest, Scores, Usage,
+};
+
+/// How to run the embedded model.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The GGUF file.
+    pub gguf: PathBuf,
+    /// CPU threads; 0 means one per core.
+    pub threads: usize,
+    /// Context length in tokens (capped by the model's own).
+    pub context: usize,
+    /// Prompt tokens computed per engine step at most, so long prompts do not stall decoding.
+    pub prefill_chunk: usize,
+    /// Tokens kept in the prefix cache at most (about 46 KiB each for SmolLM2-135M).
+    pub cache_tokens: usize,
+}
+
+impl Options {
+    /// Defaults for a model file.
+    pub fn new(gguf: impl Into<PathBuf>) -> Options {
+        Options {
+            gguf: gguf.into(),
+            threads: 0,
+            context: 8192,
+            prefill_chunk: 256,
+            cache_tokens: 32_768,
+        }
+    }
+}
+
+enum Job {
+    Generate {
+        prompt: Vec<Token>,
+        max_tokens: usize,
+        temperature: f32,
+        seed: u64,
+        stop: Vec<String>,
+        reply: Sender<Result<Generation, Error>>,
+    },
+    Score {
+        prompt: Vec<Token>,
+        candidates: Vec<Vec<Token>>,
+        reply: Sender<Result<Scores, Error>>,
+    },
+}
+
+/// The embedded model.
+pub struct Embedded {
+    tx: Option<Sender<Job>>,
+    tokenizer: Arc<Tokenizer>,
+    template: ChatTemplate,
+    context: usize,
+    describe: String,
+    engine: Option<JoinHandle<()>>,
+}
+
+impl Embedded {
+    /// Loads the model and starts its engine thread.
+    pub fn load(options: &Options) -> Result<Embedded, Error> {
+        let g = Gguf::load(&options.gguf)?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&g)?);
+        let model = Llama::from_gguf(&g)?;
+        let text = |t: Option<i64>| {
+            t.and_then(|t| Token::try_from(t).ok())
+                .map(|t| tokenizer.decode(&[t]))
+                .unwrap_or_default()
+        };
+        let bos = text(g.int("tokenizer.ggml.bos_token_id").ok());
+        let eos = text(Some(i64::from(tokenizer.eos)));
+        let source = g.str("tokenizer.chat_template").unwrap_or(CHATML);
+        let template = ChatTemplate::new(source, &bos, &eos)?;
+        let context = options.context.min(model.cfg.context).max(16);
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("hx-model-{i}"))
+            .build()
+            .map_err(|e| Error::Request(format!("starting {threads} model threads: {e}")))?;
+        let describe = format!(
+            "{} ({} layers, {} wide, {:.0} MiB, {threads} threads, {:?} kernels)",
+            options.gguf.display(),
+            model.cfg.layers,
+            model.cfg.embd,
+            model.bytes() as f64 / (1 << 20) as f64,
+            model.isa()
+        );
+        drop(g);
+        let (tx, rx) = mpsc::channel();
+        let engine = Engine {
+            model,
+            tokenizer: Arc::clone(&tokenizer),
+            threads,
+            prefill_chunk: options.prefill_chunk.max(1),
+            cache: PrefixCache {
+                entries: Vec::new(),
+                budget: options.cache_tokens,
+                clock: 0,
+            },
+            active: Vec::new(),
+            scratch: Scratch::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("hx-model-engine".into())
+            .spawn(move || pool.install(|| engine.run(rx)))
+            .map_err(|e| Error::Request(format!("starting the model engine: {e}")))?;
+        Ok(Embedded {
+            tx: Some(tx),
+            tokenizer,
+            template,
+            context,
+            describe,
+            engine: Some(handle),
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt tokens for a conversation, with the assistant's turn opened.
+    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<Token>, Error> {
+        let text = self.template.render(messages)?;
+        let tokens = self.tokenizer.encode(&text);
+        if tokens.len() >= self.context {
+            return Err(Error::Request(format!(
+                "the prompt has {} tokens; the context holds {}",
+                tokens.len(),
+                self.context
+            )));
+        }
+        Ok(tokens)
+    }
+
+    fn send(&self, job: Job) -> Result<(), Error> {
+        self.tx
+            .as_ref()
+            .ok_or(Error::Stopped)?
+            .send(job)
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Generates from prompt tokens directly (benchmarks and raw completions).
+    pub fn generate_tokens(
+        &self,
+        prompt: Vec<Token>,
+        request: &GenerateRequest,
+    ) -> Result<Generation, Error> {
+        if prompt.is_empty() {
+            return Err(Error::Request("the prompt is empty".into()));
+        }
+        let room = self.context.saturating_sub(prompt.len());
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Generate {
+            prompt,
+            max_tokens: (request.max_tokens as usize).min(room),
+            temperature: request.temperature,
+            seed: request.seed,
+            stop: request.stop.clone(),
+            reply,
+        })?;
+        rx.recv().map_err(|_| Error::Stopped)?
+    }
+
+    /// Scores candidate token sequences after prompt tokens.
+    pub fn score_tokens(
+        &self,
+        prompt: Vec<Token>,
+        candidates: Vec<Vec<Token>>,
+    ) -> Result<Scores, Error> {
+        if prompt.is_empty() || candidates.is_empty() {
+            return Err(Error::Request("nothing to score".into()));
+        }
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| prompt.len() + c.len() > self.context)
+        {
+            return Err(Error::Request(format!(
+                "prompt and a candidate take {} tokens; the context holds {}",
+                prompt.len() + c.len(),
+                self.context
+            )));
+        }
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Score {
+            prompt,
+            candidates,
+            reply,
+        })?;
+        rx.recv().map_err(|_| Error::Stopped)?
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.engine.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl ModelBackend for Embedded {
+    fn describe(&self) -> String {
+        format!("embedded {}", self.describe)
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Generation, Error> {
+        let prompt = self.prompt(&request.messages)?;
+        self.generate_tokens(prompt, request)
+    }
+
+    fn score(&self, request: &ScoreRequest) -> Result<Scores, Error> {
+        let prompt = self.prompt(&request.messages)?;
+        let candidates = request
+            .candidates
+            .iter()
+            .map(|c| self.tokenizer.encode(c))
+            .collect();
+        self.score_tokens(prompt, candidates)
+    }
+}
+
+/// A ChatML template for GGUF files that carry none.
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A sequence being computed: its cache, the tokens it still has to run, and whether every
+/// row's logits are wanted (candidates) or only the last one's (prompts, decoding).
+struct Lane {
+    seq: SeqKv,
+    pending: VecDeque<Token>,
+    every_row: bool,
+    /// Tokens whose keys and values the sequence holds.
+    fed: Vec<Token>,
+}
+
+enum Work {
+    Generate {
+        generated: Vec<Token>,
+        max_tokens: usize,
+        temperature: f32,
+        rng: Box<ChaCha8Rng>,
+        stop: Vec<String>,
+        reply: Sender<Result<Generation, Error>>,
+    },
+    Score {
+        candidates: Vec<Vec<Token>>,
+        logprobs: Vec<f64>,
+        /// Which candidate each lane after the prompt's computes.
+        lane_candidate: Vec<usize>,
+        /// Rows of logits each candidate lane has received.
+        progress: Vec<usize>,
+        reply: Sender<Result<Scores, Error>>,
+    },
+}
+
+struct Active {
+    lanes: Vec<Lane>,
+    work: Work,
+    usage: Usage,
+    done: bool,
+}
+
+struct Entry {
+    tokens: Vec<Token>,
+    shared: Vec<(Arc<Kv>, usize)>,
+    used: u64,
+}
+
+struct PrefixCache {
+    entries: Vec<Entry>,
+    budget: usize,
+    clock: u64,
+}
+
+impl PrefixCache {
+    /// The longest cached prefix of `tokens`, leaving at least one token to compute.
+    fn lookup(&mut self, tokens: &[Token]) -> (Vec<(Arc<Kv>, usize)>, usize) {
+        self.clock += 1;
+        let limit = tokens.len().saturating_sub(1);
+        let best = self
+            .entries
+            .iter_mut()
+            .map(|e| {
+                let n = e
+                    .tokens
+                    .iter()
+                    .zip(tokens)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(limit);
+                (n, e)
+            })
+            .max_by_key(|(n, _)| *n);
+        match best {
+            Some((n, e)) if n > 0 => {
+                e.used = self.clock;
+                let view = SeqKv {
+                    shared: e.shared.clone(),
+                    own: Kv::default(),
+                };
+                (view.prefix(n), n)
+            }
+            _ => (Vec::new(), 0),
+        }
+    }
+
+    fn insert(&mut self, tokens: Vec<Token>, shared: Vec<(Arc<Kv>, usize)>) {
+        if tokens.is_empty() || tokens.len() > self.budget {
+            return;
+        }
+        self.clock += 1;
+        // An entry this one extends (the same episode's previous step) is superseded.
+        self.entries
+            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
+        self.entries.push(Entry {
+            tokens,
+            shared,
+            used: self.clock,
+        });
+        while self.entries.iter().map(|e| e.tokens.len()).sum::<usize>() > self.budget {
+            let oldest = (0..self.entries.len())
+                .min_by_key(|&i| self.entries[i].used)
+                .expect("over budget means not empty");
+            self.entries.swap_remove(oldest);
+        }
+    }
+}
+
+struct Engine {
+    model: Llama,
+    tokenizer: Arc<Tokenizer>,
+    threads: usize,
+    prefill_chunk: usize,
+    cache: PrefixCache,
+    active: Vec<Active>,
+    scratch: Scratch,
+}
+
+/// Shared-segment chains longer than this are copied into one segment.
+const MAX_SEGMENTS: usize = 8;
+
+fn flatten(cfg: &Config, seq: &mut SeqKv) {
+    if seq.shared.len() <= MAX_SEGMENTS {
+        return;
+    }
+    let mut kv = Kv::new(cfg);
+    let total = seq.shared_len();
+    let view = SeqKv {
+        shared: std::mem::take(&mut seq.shared),
+        own: Kv::default(),
+    };
+    kv.extend_from(&view, total);
+    seq.shared = vec![(Arc::new(kv), total)];
+}
+
+fn log_softmax_at(logits: &[f32], token: Token) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    f64::from(logits[token as usize] - max) - sum.ln()
+}
+
+fn sample(logits: &[f32], temperature: f32, rng: &mut ChaCha8Rng) -> Token {
+    if temperature <= 0.0 {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        return best as Token;
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| f64::from((l - max) / temperature).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut x = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        x -= w;
+        if x <= 0.0 {
+            return i as Token;
+        }
+    }
+    (weights.len() - 1) as Token
+}
+
+impl Engine {
+    fn run(mut self, rx: Receiver<Job>) {
+        loop {
+            if self.active.is_empty() {
+                match rx.recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = rx.try_recv() {
+                self.admit(job);
+            }
+            self.step();
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        let cfg = self.model.cfg.clone();
+        let (prompt, work) = match job {
+            Job::Generate {
+                prompt,
+                max_tokens,
+                temperature,
+                seed,
+                stop,
+                reply,
+            } => (
+                prompt,
+                Work::Generate {
+                    generated: Vec::new(),
+                    max_tokens,
+                    temperature,
+                    rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
+                    stop,
+                    reply,
+                },
+            ),
+            Job::Score {
+                prompt,
+                candidates,
+                reply,
+            } => {
+                let n = candidates.len();
+                (
+                    prompt,
+                    Work::Score {
+                        candidates,
+                        logprobs: vec![0.0; n],
+                        lane_candidate: Vec::new(),
+                        progress: Vec::new(),
+                        reply,
+                    },
+                )
+            }
+        };
+        let (shared, cached) = self.cache.lookup(&prompt);
+        let mut usage = Usage {
+            prompt_tokens: prompt.len() as u64,
+            cached_tokens: cached as u64,
+            completion_tokens: 0,
+        };
+        if let Work::Score { candidates, .. } = &work {
+            usage.prompt_tokens += candidates.iter().map(|c| c.len() as u64).sum::<u64>();
+        }
+        let lane = Lane {
+            seq: SeqKv {
+                shared,
+                own: Kv::new(&cfg),
+            },
+            pending: prompt[cached..].iter().copied().collect(),
+            every_row: false,
+            fed: prompt[..cached].to_vec(),
+        };
+        self.active.push(Active {
+            lanes: vec![lane],
+            work,
+            usage,
+            done: false,
+        });
+    }
+
+    fn step(&mut self) {
+        // Rows: every decoding lane's one token first, then prompt tokens up to the chunk.
+        struct Slot {
+            active: usize,
+            lane: usize,
+            take: usize,
+        }
+        let mut slots = Vec::new();
+        let mut budget = self.prefill_chunk;
+        for pass in 0..2 {
+            for (a, act) in self.active.iter().enumerate() {
+                for (l, lane) in act.lanes.iter().enumerate() {
+                    let n = lane.pending.len();
+                    if n == 0 {
+                        continue;
+                    }
+                    let decoding = n == 1 && !lane.every_row;
+                    if (pass == 0) != decoding {
+                        continue;
+                    }
+                    let take = if decoding { 1 } else { n.min(budget) };
+                    if take == 0 {
+                        continue;
+                    }
+                    if !decoding {
+                        budget -= take;
+                    }
+                    slots.push(Slot {
+                        active: a,
+                        lane: l,
+                        take,
+                    });
+                }
+            }
+        }
+        if slots.is_empty() {
+            self.active.retain(|a| !a.done);
+            return;
+        }
+        let mut rows = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            let lane = &self.active[s.active].lanes[s.lane];
+            let finishes = s.take == lane.pending.len();
+            for (k, &t) in lane.pending.iter().take(s.take).enumerate() {
+                rows.push(Row {
+                    seq: i,
+                    token: t,
+                    logits: lane.every_row || (finishes && k + 1 == s.take),
+                });
+            }
+        }
+        let logits = {
+            let mut seqs: Vec<&mut SeqKv> = Vec::with_capacity(slots.len());
+            // Borrow each slot's lane mutably; slots name distinct lanes.
+            let mut by_lane: Vec<(usize, usize, &mut SeqKv)> = Vec::new();
+            for (a, act) in self.active.iter_mut().enumerate() {
+                for (l, lane) in act.lanes.iter_mut().enumerate() {
+                    by_lane.push((a, l, &mut lane.seq));
+                }
+            }
+            for s in &slots {
+                let at = by_lane
+                    .iter()
+                    .position(|(a, l, _)| *a == s.active && *l == s.lane)
+                    .expect("slot names a lane");
+                seqs.push(by_lane.swap_remove(at).2);
+            }
+            self.model
+                .forward(&mut seqs, &rows, &mut self.scratch, self.threads)
+        };
+        // Hand out logits in row order.
+        let mut logits = logits.into_iter();
+        for s in &slots {
+            let act = &mut self.active[s.active];
+            let lane = &mut act.lanes[s.lane];
+            let finishes = s.take == lane.pending.len();
+            let mut got = Vec::new();
+            for _ in 0..s.take {
+                let t = lane.pending.pop_front().expect("taken rows are pending");
+                lane.fed.push(t);
+                if lane.every_row {
+                    got.push(logits.next().expect("a row's logits"));
+                }
+            }
+            if !lane.every_row && finishes {
+                got.push(logits.next().expect("the last row's logits"));
+            }
+            if !got.is_empty() {
+                let lane_index = s.lane;
+                Self::deliver(
+                    &self.model.cfg,
+                    &self.tokenizer,
+                    &mut self.cache,
+                    act,
+                    lane_index,
+                    got,
+                );
+            }
+        }
+        self.active.retain(|a| !a.done);
+    }
+
+    fn deliver(
+        cfg: &Config,
+        tokenizer: &Tokenizer,
+        cache: &mut PrefixCache,
+        act: &mut Active,
+        lane: usize,
+        got: Vec<Vec<f32>>,
+    ) {
+        match &mut act.work {
+            Work::Generate {
+                generated,
+                max_tokens,
+                temperature,
+                rng,
+                stop,
+                reply,
+            } => {
+                let logits = got.last().expect("one row");
+                let t = sample(logits, *temperature, rng);
+                let mut finish = None;
+                if tokenizer.is_control(t) || t == tokenizer.eos {
+                    finish = Some(Finish::Stop);
+                } else {
+                    generated.push(t);
+                    act.usage.completion_tokens += 1;
+                }
+                let mut text = tokenizer.decode(generated);
+                if let Some(at) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    text.truncate(at);
+                    finish = Some(Finish::Stop);
+                }
+                if finish.is_none() && generated.len() >= *max_tokens {
+                    finish = Some(Finish::Length);
+                }
+                match finish {
+                    Some(finish) => {
+                        let l = &mut act.lanes[0];
+                        l.seq.freeze(cfg);
+                        flatten(cfg, &mut l.seq);
+                        cache.insert(std::mem::take(&mut l.fed), l.seq.shared.clone());
+                        let _ = reply.send(Ok(Generation {
+                            text,
+                            finish,
+                            usage: act.usage,
+                        }));
+                        act.done = true;
+                    }
+                    None => act.lanes[0].pending.push_back(t),
+                }
+            }
+            Work::Score {
+                candidates,
+                logprobs,
+                lane_candidate,
+                progress,
+                reply,
+            } => {
+                if lane == 0 {
+                    // The prompt is computed: score every first token, fork the candidates.
+                    let logits = got.last().expect("one row");
+                    for (c, toks) in candidates.iter().enumerate() {
+                        if let Some(&t0) = toks.first() {
+                            logprobs[c] = log_softmax_at(logits, t0);
+                        }
+                    }
+                    let prompt = &mut act.lanes[0];
+                    prompt.seq.freeze(cfg);
+                    flatten(cfg, &mut prompt.seq);
+                    cache.insert(prompt.fed.clone(), prompt.seq.shared.clone());
+                    let shared = prompt.seq.shared.clone();
+                    let fed = prompt.fed.clone();
+                    for (c, toks) in candidates.iter().enumerate() {
+                        if toks.len() > 1 {
+                            act.lanes.push(Lane {
+                                seq: SeqKv {
+                                    shared: shared.clone(),
+                                    own: Kv::new(cfg),
+                                },
+                                pending: toks[..toks.len() - 1].iter().copied().collect(),
+                                every_row: true,
+                                fed: fed.clone(),
+                            });
+                            lane_candidate.push(c);
+                            progress.push(0);
+                        }
+                    }
+                } else {
+                    let k = lane - 1;
+                    let c = lane_candidate[k];
+                    for logits in &got {
+                        progress[k] += 1;
+                        logprobs[c] += log_softmax_at(logits, candidates[c][progress[k]]);
+                    }
+                }
+                let all_done = act.lanes.iter().all(|l| l.pending.is_empty());
+                if all_done {
+                    let _ = reply.send(Ok(Scores {
+                        logprobs: logprobs.clone(),
+                        tokens: candidates.iter().map(|c| c.len() as u32).collect(),
+                        usage: act.usage,
+                    }));
+                    act.done = true;
+                }
+            }
+        }
+    }
+}
+
+/// The default model's options: the fetched SmolLM2 file unless `gguf` names another.
+pub fn options_for(gguf: Option<&Path>, threads: usize, context: usize) -> Options {
+    let mut o = Options::new(
+        gguf.map(Path::to_owned)
+            .unwrap_or_else(super::fetch::default_model_path),
+    );
+    o.threads = threads;
+    o.context = context;
+    o
+}

@@ -1,0 +1,539 @@
+//! The Llama architecture (SmolLM2, Llama 2/3, TinyLlama and kin) over quantized weights: one
+//! forward pass over a batch of rows, each row a token of some sequence at some position.
+//!
+//! A batch may mix sequences and mix prompt tokens with decode tokens, so prefill, batched
+//! decode across sequences and candidate scoring are all the same call. A sequence's keys and
+//! values live in segments: shared, frozen prefixes (`Arc<Kv>`, e.g. a system prompt other
+//! requests computed, or the prompt all candidates of a scoring request follow) and the
+//! sequence's own growing cache. Sharing a prefix costs nothing; it is never copied.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::gguf::{DType, Error, Gguf};
+use super::quant::{Isa, QActs, QMatrix, matmul};
+use super::tokenizer::Token;
+
+/// Hyperparameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Model width.
+    pub embd: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Feed-forward width.
+    pub ff: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Trained context length.
+    pub context: usize,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// Query, key and value projections stacked.
+    qkv: QMatrix,
+    out: QMatrix,
+    ffn_norm: Vec<f32>,
+    /// Gate and up projections stacked.
+    gate_up: QMatrix,
+    down: QMatrix,
+}
+
+/// Keys and values of a run of positions, every layer.
+#[derive(Debug, Default, Clone)]
+pub struct Kv {
+    /// Per layer: keys then values, `kv_heads * head_dim` floats per position each.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
+}
+
+impl Kv {
+    /// An empty cache for a model.
+    pub fn new(cfg: &Config) -> Kv {
+        Kv {
+            layers: vec![(Vec::new(), Vec::new()); cfg.layers],
+            len: 0,
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the first `n` positions of a sequence's segments.
+    pub fn extend_from(&mut self, seq: &SeqKv, n: usize) {
+        let kvd = |kv: &Kv| {
+            kv.layers
+                .first()
+                .map_or(0, |(k, _)| k.len().checked_div(kv.len).unwrap_or(0))
+        };
+        let mut left = n;
+        let segments = seq
+            .shared
+            .iter()
+            .map(|(kv, n)| (&**kv, *n))
+            .chain(std::iter::once((&seq.own, seq.own.len)));
+        for (kv, len) in segments {
+            let take = len.min(left);
+            let w = kvd(kv);
+            for (dst, src) in self.layers.iter_mut().zip(&kv.layers) {
+                dst.0.extend_from_slice(&src.0[..take * w]);
+                dst.1.extend_from_slice(&src.1[..take * w]);
+            }
+            self.len += take;
+            left -= take;
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(k, v)| 4 * (k.len() + v.len()))
+            .sum()
+    }
+}
+
+/// The cache a sequence attends over: frozen shared segments, then its own.
+#[derive(Debug, Clone)]
+pub struct SeqKv {
+    /// Shared prefixes and how many of each one's positions this sequence uses.
+    pub shared: Vec<(Arc<Kv>, usize)>,
+    /// Positions this sequence computed itself.
+    pub own: Kv,
+}
+
+impl SeqKv {
+    /// An empty sequence.
+    pub fn new(cfg: &Config) -> SeqKv {
+        SeqKv {
+            shared: Vec::new(),
+            own: Kv::new(cfg),
+        }
+    }
+
+    /// Positions in total.
+    pub fn len(&self) -> usize {
+        self.shared.iter().map(|(_, n)| n).sum::<usize>() + self.own.len
+    }
+
+    /// Whether the sequence holds no positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Freezes the own cache into a shared segment, so forks of this sequence can share it.
+    pub fn freeze(&mut self, cfg: &Config) {
+        if self.own.len > 0 {
+            let own = std::mem::replace(&mut self.own, Kv::new(cfg));
+            let n = own.len;
+            self.shared.push((Arc::new(own), n));
+        }
+    }
+
+    /// The first `n` positions, shared; `None` if `n` reaches into the own cache.
+    pub fn prefix(&self, n: usize) -> Vec<(Arc<Kv>, usize)> {
+        let mut out = Vec::new();
+        let mut left = n;
+        for (kv, len) in &self.shared {
+            if left == 0 {
+                break;
+            }
+            let take = (*len).min(left);
+            out.push((Arc::clone(kv), take));
+            left -= take;
+        }
+        out
+    }
+
+    /// Shared positions only (what a fork can reuse).
+    pub fn shared_len(&self) -> usize {
+        self.shared.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// One token to run: which sequence, and whether its next-token logits are wanted.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// Index into the sequences passed to `forward`.
+    pub seq: usize,
+    /// The token.
+    pub token: Token,
+    /// Want logits after this token.
+    pub logits: bool,
+}
+
+/// A loaded model.
+pub struct Llama {
+    /// Hyperparameters.
+    pub cfg: Config,
+    embd: QMatrix,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// `None` when the output projection is tied to the embeddings.
+    output: Option<QMatrix>,
+    rope: Vec<f32>,
+    isa: Isa,
+}
+
+fn matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<QMatrix, Error> {
+    let (info, bytes) = g.tensor(name, &[cols, rows])?;
+    Ok(match info.dtype {
+        DType::Q4_1 => QMatrix::from_q4_1(bytes, rows, cols),
+        DType::Q8_0 => QMatrix::from_q8_0(bytes, rows, cols),
+        DType::F32 | DType::F16 => QMatrix::from_f32(&floats(info.dtype, bytes), rows, cols),
+    })
+}
+
+fn floats(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| super::quant::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    }
+}
+
+fn vector(g: &Gguf, name: &str, n: usize) -> Result<Vec<f32>, Error> {
+    let (info, bytes) = g.tensor(name, &[n])?;
+    match info.dtype {
+        DType::F32 | DType::F16 => Ok(floats(info.dtype, bytes)),
+        other => Err(Error::Unsupported {
+            path: g.path.clone(),
+            reason: format!("tensor {name:?} is {other:?}; norms must be F32 or F16"),
+        }),
+    }
+}
+
+fn stack(g: &Gguf, name: &str, parts: &[&QMatrix]) -> Result<QMatrix, Error> {
+    QMatrix::concat(parts).ok_or_else(|| Error::Unsupported {
+        path: g.path.clone(),
+        reason: format!("{name}: projections of mixed quantization types"),
+    })
+}
+
+/// Scratch buffers reused across forward passes.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qa: QActs,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    t: Vec<f32>,
+}
+
+impl Llama {
+    /// Loads a Llama-architecture model from GGUF.
+    pub fn from_gguf(g: &Gguf) -> Result<Llama, Error> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::Unsupported {
+                path: g.path.clone(),
+                reason: format!("architecture {arch:?} (hx runs \"llama\")"),
+            });
+        }
+        let int = |k: &str| -> Result<usize, Error> {
+            let v = g.int(&format!("llama.{k}"))?;
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0 && v < 1 << 24)
+                .ok_or_else(|| Error::Unsupported {
+                    path: g.path.clone(),
+                    reason: format!("llama.{k} = {v} is out of range"),
+                })
+        };
+        let embd = int("embedding_length")?;
+        let heads = int("attention.head_count")?;
+        let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
+        if embd % heads != 0 || heads % kv_heads != 0 || embd % 32 != 0 {
+            return Err(Error::Unsupported {
+                path: g.path.clone(),
+                reason: format!("{embd} wide with {heads} heads and {kv_heads} KV heads"),
+            });
+        }
+        let vocab = g
+            .array("tokenizer.ggml.tokens")
+            .map(<[_]>::len)
+            .or_else(|_| int("vocab_size"))?;
+        let cfg = Config {
+            layers: int("block_count")?,
+            embd,
+            heads,
+            kv_heads,
+            head_dim: embd / heads,
+            ff: int("feed_forward_length")?,
+            vocab,
+            context: int("context_length")?,
+            rope_base: g.float("llama.rope.freq_base").unwrap_or(10_000.0) as f32,
+            eps: g
+                .float("llama.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5) as f32,
+        };
+        let kvd = cfg.kv_heads * cfg.head_dim;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let q = matrix(g, &n("attn_q"), embd, embd)?;
+            let k = matrix(g, &n("attn_k"), kvd, embd)?;
+            let v = matrix(g, &n("attn_v"), kvd, embd)?;
+            let gate = matrix(g, &n("ffn_gate"), cfg.ff, embd)?;
+            let up = matrix(g, &n("ffn_up"), cfg.ff, embd)?;
+            layers.push(Layer {
+                attn_norm: vector(g, &n("attn_norm"), embd)?,
+                qkv: stack(g, &n("attn_qkv"), &[&q, &k, &v])?,
+                out: matrix(g, &n("attn_output"), embd, embd)?,
+                ffn_norm: vector(g, &n("ffn_norm"), embd)?,
+                gate_up: stack(g, &n("ffn_gate_up"), &[&gate, &up])?,
+                down: matrix(g, &n("ffn_down"), embd, cfg.ff)?,
+            });
+        }
+        let output = if g.tensors.contains_key("output.weight") {
+            Some(matrix(g, "output.weight", vocab, embd)?)
+        } else {
+            None
+        };
+        let half = cfg.head_dim / 2;
+        let rope = (0..half)
+            .map(|i| cfg.rope_base.powf(-2.0 * i as f32 / cfg.head_dim as f32))
+            .collect();
+        Ok(Llama {
+            embd: matrix(g, "token_embd.weight", vocab, embd)?,
+            layers,
+            out_norm: vector(g, "output_norm.weight", embd)?,
+            output,
+            rope,
+            isa: Isa::detect(),
+            cfg,
+        })
+    }
+
+    /// Which kernels run.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes of weights in memory.
+    pub fn bytes(&self) -> usize {
+        self.embd.bytes()
+            + self.output.as_ref().map_or(0, QMatrix::bytes)
+            + self
+                .layers
+                .iter()
+                .map(|l| l.qkv.bytes() + l.out.bytes() + l.gate_up.bytes() + l.down.bytes())
+                .sum::<usize>()
+    }
+
+    fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut Vec<f32>) {
+        let d = self.cfg.embd;
+        out.clear();
+        for row in x.chunks_exact(d) {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let k = 1.0 / (ms + self.cfg.eps).sqrt();
+            out.extend(row.iter().zip(w).map(|(v, w)| v * k * w));
+        }
+    }
+
+    fn rotate(&self, v: &mut [f32], pos: usize) {
+        // Adjacent pairs, as GGUF's Llama weights are permuted for.
+        for head in v.chunks_exact_mut(self.cfg.head_dim) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (s, c) = (pos as f32 * self.rope[i]).sin_cos();
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
+            }
+        }
+    }
+
+    /// Runs `rows` through the model, appending each row's keys and values to its sequence's
+    /// own cache, and returns the logits of the rows that asked for them, in row order. Rows
+    /// of one sequence must come in position order; row `i` of a sequence sits at position
+    /// `seq.len()` (before the call) plus its index among that sequence's rows.
+    pub fn forward(
+        &self,
+        seqs: &mut [&mut SeqKv],
+        rows: &[Row],
+        s: &mut Scratch,
+        threads: usize,
+    ) -> Vec<Vec<f32>> {
+        let c = &self.cfg;
+        let (d, n) = (c.embd, rows.len());
+        let kvd = c.kv_heads * c.head_dim;
+        // Positions of each row.
+        let mut next: Vec<usize> = seqs.iter().map(|q| q.len()).collect();
+        let pos: Vec<usize> = rows
+            .iter()
+            .map(|r| {
+                let p = next[r.seq];
+                next[r.seq] += 1;
+                p
+            })
+            .collect();
+
+        s.x.clear();
+        s.x.resize(n * d, 0.0);
+        for (i, r) in rows.iter().enumerate() {
+            self.embd
+                .row(r.token as usize, &mut s.x[i * d..(i + 1) * d]);
+        }
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention.
+            self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
+            s.qa.quantize_into(&s.h, n, d);
+            matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, &mut s.t, threads);
+            let width = d + 2 * kvd;
+            for (i, r) in rows.iter().enumerate() {
+                let row = &mut s.a[i * width..(i + 1) * width];
+                self.rotate(&mut row[..d + kvd], pos[i]);
+                let own = &mut seqs[r.seq].own;
+                own.layers[l].0.extend_from_slice(&row[d..d + kvd]);
+                own.layers[l].1.extend_from_slice(&row[d + kvd..]);
+            }
+            for r in rows {
+                seqs[r.seq].own.len += usize::from(l == 0);
+            }
+            // Each row attends over its sequence up to its own position.
+            let seqs_ro: Vec<&SeqKv> = seqs.iter().map(|q| &**q).collect();
+            s.h.clear();
+            s.h.resize(n * d, 0.0);
+            let a = &s.a;
+            s.h.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
+                let seq = seqs_ro[rows[i].seq];
+                let q = &a[i * width..i * width + d];
+                let upto = pos[i] + 1;
+                let mut scores = Vec::with_capacity(upto);
+                for h in 0..c.heads {
+                    let g = h / group;
+                    let qh = &q[h * c.head_dim..(h + 1) * c.head_dim];
+                    scores.clear();
+                    for_each_key(seq, l, upto, kvd, |k| {
+                        let kh = &k[g * c.head_dim..(g + 1) * c.head_dim];
+                        scores.push(dot(qh, kh) * scale);
+                    });
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for x in scores.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    let oh = &mut out[h * c.head_dim..(h + 1) * c.head_dim];
+                    let mut t = 0;
+                    for_each_value(seq, l, upto, kvd, |v| {
+                        let w = scores[t] / sum;
+                        t += 1;
+                        for (o, x) in oh.iter_mut().zip(&v[g * c.head_dim..(g + 1) * c.head_dim]) {
+                            *o += w * x;
+                        }
+                    });
+                }
+            });
+            s.qa.quantize_into(&s.h, n, d);
+            matmul(self.isa, &layer.out, &s.qa, &mut s.a, &mut s.t, threads);
+            for (x, y) in s.x.iter_mut().zip(&s.a) {
+                *x += y;
+            }
+            // Feed-forward: down(silu(gate) * up).
+            self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
+            s.qa.quantize_into(&s.h, n, d);
+            matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, &mut s.t, threads);
+            s.b.clear();
+            for row in s.a.chunks_exact(2 * c.ff) {
+                let (gate, up) = row.split_at(c.ff);
+                s.b.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+            }
+            s.qa.quantize_into(&s.b, n, c.ff);
+            matmul(self.isa, &layer.down, &s.qa, &mut s.a, &mut s.t, threads);
+            for (x, y) in s.x.iter_mut().zip(&s.a) {
+                *x += y;
+            }
+        }
+        // Logits for the rows that want them.
+        let want: Vec<usize> = (0..n).filter(|&i| rows[i].logits).collect();
+        if want.is_empty() {
+            return Vec::new();
+        }
+        let picked: Vec<f32> = want
+            .iter()
+            .flat_map(|&i| s.x[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        self.rms_norm(&picked, &self.out_norm, &mut s.h);
+        s.qa.quantize_into(&s.h, want.len(), d);
+        let out = self.output.as_ref().unwrap_or(&self.embd);
+        matmul(self.isa, out, &s.qa, &mut s.a, &mut s.t, threads);
+        s.a.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect()
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight accumulators so the compiler vectorizes without reassociating one sum.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+}
+
+fn for_each_key(seq: &SeqKv, layer: usize, upto: usize, kvd: usize, f: impl FnMut(&[f32])) {
+    for_each(seq, layer, upto, kvd, true, f);
+}
+
+fn for_each_value(seq: &SeqKv, layer: usize, upto: usize, kvd: usize, f: impl FnMut(&[f32])) {
+    for_each(seq, layer, upto, kvd, false, f);
+}
+
+fn for_each(
+    seq: &SeqKv,
+    layer: usize,
+    upto: usize,
+    kvd: usize,
+    keys: bool,
+    mut f: impl FnMut(&[f32]),
+) {
+    let mut left = upto;
+    let segments = seq
+        .shared
+        .iter()
+        .map(|(kv, n)| (&**kv, *n))
+        .chain(std::iter::once((&seq.own, seq.own.len)));
+    for (kv, n) in segments {
+        let take = n.min(left);
+        let (k, v) = &kv.layers[layer];
+        let data = if keys { k } else { v };
+        for p in 0..take {
+            f(&data[p * kvd..(p + 1) * kvd]);
+        }
+        left -= take;
+        if left == 0 {
+            break;
+        }
+    }
+}

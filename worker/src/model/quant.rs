@@ -1,0 +1,531 @@
+//! Quantized matrices and the matrix-times-batch kernels the embedded model spends its time in.
+//!
+//! Weights stay quantized in memory (Q4_1 or Q8_0 blocks of 32, unpacked into separate scale and
+//! value arrays at load time); activations are quantized per block of 32 to eight bits, and each
+//! block's dot product is an integer dot product scaled once, as llama.cpp does. One weight row is
+//! read once and used against up to four activation rows, so decoding several sequences at once
+//! costs little more memory traffic than decoding one.
+//!
+//! This is the one module allowed `unsafe`: the AVX2 kernels use `std::arch` intrinsics, which
+//! take raw pointers. Each is behind a safe wrapper that checks every length it relies on and is
+//! only called after `is_x86_feature_detected!` confirms the CPU has AVX2 and FMA; a portable
+//! scalar kernel computes the same sums everywhere else, and the tests check they agree.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+/// Block size of every quantized format here.
+pub const BLOCK: usize = 32;
+
+/// An IEEE half-precision value's bits as f32.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: normalize.
+            let shift = f.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | (((f << shift) & 0x3ff) << 13)
+        }
+        (0x1f, f) => sign | (0xff << 23) | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// The value layout of a quantized matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Four-bit values `q` in `0..16`, element = `d * q + m`.
+    Q4_1,
+    /// Eight-bit values, element = `d * q`.
+    Q8_0,
+}
+
+/// A `rows x cols` matrix of quantized rows.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    /// Rows (output features).
+    pub rows: usize,
+    /// Columns (input features), a multiple of 32.
+    pub cols: usize,
+    /// Value layout.
+    pub kind: Kind,
+    /// One scale per block, row-major.
+    d: Vec<f32>,
+    /// One minimum per block (Q4_1 only).
+    m: Vec<f32>,
+    /// Packed values: 16 bytes per Q4_1 block (low nibbles are elements 0..16), 32 per Q8_0.
+    q: Vec<u8>,
+}
+
+impl QMatrix {
+    fn blocks(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// From GGUF Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles).
+    pub fn from_q4_1(bytes: &[u8], rows: usize, cols: usize) -> QMatrix {
+        let nb = rows * cols / BLOCK;
+        assert_eq!(bytes.len(), nb * 20, "Q4_1 size");
+        let mut d = Vec::with_capacity(nb);
+        let mut m = Vec::with_capacity(nb);
+        let mut q = Vec::with_capacity(nb * 16);
+        for b in bytes.chunks_exact(20) {
+            d.push(f16_to_f32(u16::from_le_bytes([b[0], b[1]])));
+            m.push(f16_to_f32(u16::from_le_bytes([b[2], b[3]])));
+            q.extend_from_slice(&b[4..20]);
+        }
+        QMatrix {
+            rows,
+            cols,
+            kind: Kind::Q4_1,
+            d,
+            m,
+            q,
+        }
+    }
+
+    /// From GGUF Q8_0 blocks (34 bytes: f16 d, 32 signed bytes).
+    pub fn from_q8_0(bytes: &[u8], rows: usize, cols: usize) -> QMatrix {
+        let nb = rows * cols / BLOCK;
+        assert_eq!(bytes.len(), nb * 34, "Q8_0 size");
+        let mut d = Vec::with_capacity(nb);
+        let mut q = Vec::with_capacity(nb * 32);
+        for b in bytes.chunks_exact(34) {
+            d.push(f16_to_f32(u16::from_le_bytes([b[0], b[1]])));
+            q.extend_from_slice(&b[2..34]);
+        }
+        QMatrix {
+            rows,
+            cols,
+            kind: Kind::Q8_0,
+            d,
+            m: Vec::new(),
+            q,
+        }
+    }
+
+    /// From f32 values, quantized to Q8_0.
+    pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> QMatrix {
+        assert_eq!(values.len(), rows * cols);
+        let a = QActs::quantize(values, rows, cols);
+        QMatrix {
+            rows,
+            cols,
+            kind: Kind::Q8_0,
+            d: a.d,
+            m: Vec::new(),
+            q: a.q.into_iter().map(|v| v as u8).collect(),
+        }
+    }
+
+    /// Stacks matrices of one kind and width, rows after rows.
+    pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.kind != first.kind || p.cols != first.cols)
+        {
+            return None;
+        }
+        Some(QMatrix {
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            kind: first.kind,
+            d: parts.iter().flat_map(|p| p.d.iter().copied()).collect(),
+            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
+            q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
+        })
+    }
+
+    /// Row `r` as f32 values (embedding lookup).
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        let nb = self.blocks();
+        for b in 0..nb {
+            let i = r * nb + b;
+            let d = self.d[i];
+            let dst = &mut out[b * BLOCK..(b + 1) * BLOCK];
+            match self.kind {
+                Kind::Q4_1 => {
+                    let m = self.m[i];
+                    let q = &self.q[i * 16..(i + 1) * 16];
+                    for j in 0..16 {
+                        dst[j] = d * f32::from(q[j] & 0x0f) + m;
+                        dst[j + 16] = d * f32::from(q[j] >> 4) + m;
+                    }
+                }
+                Kind::Q8_0 => {
+                    let q = &self.q[i * 32..(i + 1) * 32];
+                    for j in 0..32 {
+                        dst[j] = d * f32::from(q[j] as i8);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes of memory held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.d.len() + self.m.len()) + self.q.len()
+    }
+}
+
+/// Rows of activations quantized to eight bits per block of 32.
+#[derive(Debug, Clone, Default)]
+pub struct QActs {
+    /// Rows.
+    pub n: usize,
+    /// Columns.
+    pub cols: usize,
+    d: Vec<f32>,
+    /// `d * sum(q)` per block, for Q4_1's minimum term.
+    s: Vec<f32>,
+    q: Vec<i8>,
+}
+
+impl QActs {
+    /// Quantizes `n` rows of `cols` values.
+    pub fn quantize(x: &[f32], n: usize, cols: usize) -> QActs {
+        let mut a = QActs::default();
+        a.quantize_into(x, n, cols);
+        a
+    }
+
+    /// Quantizes into this buffer, reusing its memory.
+    pub fn quantize_into(&mut self, x: &[f32], n: usize, cols: usize) {
+        assert_eq!(x.len(), n * cols);
+        assert_eq!(cols % BLOCK, 0);
+        let nb = n * cols / BLOCK;
+        self.n = n;
+        self.cols = cols;
+        self.d.clear();
+        self.s.clear();
+        self.q.clear();
+        self.d.reserve(nb);
+        self.s.reserve(nb);
+        self.q.reserve(nb * BLOCK);
+        for block in x.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for &v in block {
+                let q = (v * inv).round() as i8;
+                sum += i32::from(q);
+                self.q.push(q);
+            }
+            self.d.push(d);
+            self.s.push(d * sum as f32);
+        }
+    }
+}
+
+/// One activation row's blocks.
+#[derive(Clone, Copy)]
+struct XRow<'a> {
+    d: &'a [f32],
+    s: &'a [f32],
+    q: &'a [i8],
+}
+
+fn x_row(x: &QActs, j: usize) -> XRow<'_> {
+    let nb = x.cols / BLOCK;
+    XRow {
+        d: &x.d[j * nb..(j + 1) * nb],
+        s: &x.s[j * nb..(j + 1) * nb],
+        q: &x.q[j * x.cols..(j + 1) * x.cols],
+    }
+}
+
+/// Weight row `r`'s blocks.
+#[derive(Clone, Copy)]
+struct WRow<'a> {
+    d: &'a [f32],
+    m: &'a [f32],
+    q: &'a [u8],
+}
+
+fn w_row(w: &QMatrix, r: usize) -> WRow<'_> {
+    let nb = w.blocks();
+    let per = match w.kind {
+        Kind::Q4_1 => 16,
+        Kind::Q8_0 => 32,
+    };
+    WRow {
+        d: &w.d[r * nb..(r + 1) * nb],
+        m: if w.m.is_empty() {
+            &[]
+        } else {
+            &w.m[r * nb..(r + 1) * nb]
+        },
+        q: &w.q[r * nb * per..(r + 1) * nb * per],
+    }
+}
+
+/// Which kernels this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 with FMA.
+    Avx2,
+}
+
+impl Isa {
+    /// The best kernels this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+        Isa::Scalar
+    }
+}
+
+fn tile_scalar<const N: usize>(kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for (j, xr) in x.iter().enumerate() {
+        let mut acc = 0f32;
+        for b in 0..w.d.len() {
+            let xq = &xr.q[b * 32..(b + 1) * 32];
+            let sum: i32 = match kind {
+                Kind::Q4_1 => {
+                    let wq = &w.q[b * 16..(b + 1) * 16];
+                    (0..16)
+                        .map(|i| {
+                            i32::from(wq[i] & 0x0f) * i32::from(xq[i])
+                                + i32::from(wq[i] >> 4) * i32::from(xq[i + 16])
+                        })
+                        .sum()
+                }
+                Kind::Q8_0 => {
+                    let wq = &w.q[b * 32..(b + 1) * 32];
+                    (0..32)
+                        .map(|i| i32::from(wq[i] as i8) * i32::from(xq[i]))
+                        .sum()
+                }
+            };
+            acc += w.d[b] * xr.d[b] * sum as f32;
+            if kind == Kind::Q4_1 {
+                acc += w.m[b] * xr.s[b];
+            }
+        }
+        out[j] = acc;
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Kind, WRow, XRow};
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(v, 1);
+        let lo = _mm256_castps256_ps128(v);
+        let s = _mm_add_ps(hi, lo);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `w.q` holds `w.d.len()` blocks of `kind` and every
+    /// `x[j].q` holds `32 * w.d.len()` values (checked by the caller).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile<const N: usize>(kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
+        let nb = w.d.len();
+        let ones = _mm256_set1_epi16(1);
+        let mask = _mm_set1_epi8(0x0f);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut mins = [0f32; N];
+        for b in 0..nb {
+            let wv = match kind {
+                Kind::Q4_1 => {
+                    // SAFETY: block b's 16 bytes are inside w.q (caller's contract).
+                    let raw = unsafe { _mm_loadu_si128(w.q.as_ptr().add(b * 16).cast()) };
+                    let lo = _mm_and_si128(raw, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                    _mm256_set_m128i(hi, lo)
+                }
+                // SAFETY: block b's 32 bytes are inside w.q (caller's contract).
+                Kind::Q8_0 => unsafe { _mm256_loadu_si256(w.q.as_ptr().add(b * 32).cast()) },
+            };
+            let wabs = _mm256_sign_epi8(wv, wv);
+            for j in 0..N {
+                // SAFETY: block b's 32 values are inside x[j].q (caller's contract).
+                let xv = unsafe { _mm256_loadu_si256(x[j].q.as_ptr().add(b * 32).cast()) };
+                let prod = match kind {
+                    Kind::Q4_1 => _mm256_maddubs_epi16(wv, xv),
+                    Kind::Q8_0 => _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, wv)),
+                };
+                let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                let scale = _mm256_set1_ps(w.d[b] * x[j].d[b]);
+                acc[j] = _mm256_fmadd_ps(scale, sum, acc[j]);
+                if kind == Kind::Q4_1 {
+                    mins[j] += w.m[b] * x[j].s[b];
+                }
+            }
+        }
+        let mut out = [0f32; N];
+        for j in 0..N {
+            out[j] = hsum(acc[j]) + mins[j];
+        }
+        out
+    }
+}
+
+fn tile<const N: usize>(isa: Isa, kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
+    let nb = w.d.len();
+    let per = if kind == Kind::Q4_1 { 16 } else { 32 };
+    assert!(w.q.len() >= nb * per && (kind == Kind::Q8_0 || w.m.len() >= nb));
+    assert!(
+        x.iter()
+            .all(|r| r.q.len() >= nb * 32 && r.d.len() >= nb && r.s.len() >= nb)
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2 is only made by `detect` on a CPU with AVX2 and FMA, and the
+        // lengths were checked above.
+        Isa::Avx2 => unsafe { avx2::tile(kind, w, x) },
+        _ => tile_scalar(kind, w, x),
+    }
+}
+
+/// `out[j * w.rows + r] = dot(w row r, x row j)` for every activation row `j`, split over the
+/// thread pool by weight rows. `scratch` is reused between calls.
+pub fn matmul(
+    isa: Isa,
+    w: &QMatrix,
+    x: &QActs,
+    out: &mut Vec<f32>,
+    scratch: &mut Vec<f32>,
+    threads: usize,
+) {
+    assert_eq!(w.cols, x.cols, "matmul width");
+    let (rows, n) = (w.rows, x.n);
+    // Results are made row-major by weight row ([r][j]) so each task writes one contiguous
+    // range, then transposed.
+    scratch.clear();
+    scratch.resize(rows * n, 0.0);
+    let chunk = rows.div_ceil(threads.max(1) * 4).max(16);
+    scratch
+        .par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let r0 = c * chunk;
+            for (i, dst_r) in dst.chunks_exact_mut(n).enumerate() {
+                let wr = w_row(w, r0 + i);
+                let mut j = 0;
+                while j + 4 <= n {
+                    let v = tile(
+                        isa,
+                        w.kind,
+                        wr,
+                        [
+                            x_row(x, j),
+                            x_row(x, j + 1),
+                            x_row(x, j + 2),
+                            x_row(x, j + 3),
+                        ],
+                    );
+                    dst_r[j..j + 4].copy_from_slice(&v);
+                    j += 4;
+                }
+                while j < n {
+                    dst_r[j] = tile(isa, w.kind, wr, [x_row(x, j)])[0];
+                    j += 1;
+                }
+            }
+        });
+    out.clear();
+    out.resize(rows * n, 0.0);
+    for r in 0..rows {
+        for j in 0..n {
+            out[j * rows + r] = scratch[r * n + j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_values_convert() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0000), 0.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    fn q4_1_bytes(rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            b.extend(0x2c00u16.to_le_bytes()); // d = 1/16
+            b.extend(0xb800u16.to_le_bytes()); // m = -0.5
+            for _ in 0..16 {
+                b.push(((lcg(seed) + 0.5) * 255.0) as u8);
+            }
+        }
+        b
+    }
+
+    /// The kernels against a plain f32 reference, for both formats and every tile width.
+    #[test]
+    fn kernels_match_the_f32_reference() {
+        let (rows, cols, n) = (37, 96, 7);
+        let mut seed = 1;
+        let w4 = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
+        let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        let w8 = QMatrix::from_f32(&wf, rows, cols);
+        let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+        let xa = QActs::quantize(&x, n, cols);
+        for w in [&w4, &w8] {
+            let mut deq = vec![0f32; rows * cols];
+            for r in 0..rows {
+                w.row(r, &mut deq[r * cols..(r + 1) * cols]);
+            }
+            for isa in [Isa::Scalar, Isa::detect()] {
+                let (mut out, mut scratch) = (Vec::new(), Vec::new());
+                matmul(isa, w, &xa, &mut out, &mut scratch, 2);
+                for j in 0..n {
+                    for r in 0..rows {
+                        // Exact over the quantized activations: kernels must match it to
+                        // float rounding.
+                        let exact: f32 = (0..cols)
+                            .map(|c| {
+                                let xq =
+                                    xa.d[j * cols / 32 + c / 32] * f32::from(xa.q[j * cols + c]);
+                                deq[r * cols + c] * xq
+                            })
+                            .sum();
+                        let got = out[j * rows + r];
+                        assert!(
+                            (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                            "{:?} {isa:?} row {r} x {j}: {got} vs {exact}",
+                            w.kind
+                        );
+                        // And quantizing activations loses little against plain f32.
+                        let f: f32 = (0..cols).map(|c| deq[r * cols + c] * x[j * cols + c]).sum();
+                        assert!((got - f).abs() < 0.1, "{got} vs {f}");
+                    }
+                }
+            }
+        }
+    }
+}
