@@ -61,6 +61,7 @@ enum Job {
         temperature: f32,
         seed: u64,
         stop: Vec<String>,
+        ignore_eos: bool,
         reply: Sender<Result<Generation, Error>>,
     },
     Score {
@@ -187,6 +188,22 @@ impl Embedded {
             temperature: request.temperature,
             seed: request.seed,
             stop: request.stop.clone(),
+            ignore_eos: false,
+            reply,
+        })?;
+        rx.recv().map_err(|_| Error::Stopped)?
+    }
+
+    /// Generates exactly `n` tokens greedily, through end-of-turn tokens (benchmarks).
+    pub fn decode_exact(&self, prompt: Vec<Token>, n: usize) -> Result<Generation, Error> {
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Generate {
+            prompt,
+            max_tokens: n,
+            temperature: 0.0,
+            seed: 0,
+            stop: Vec::new(),
+            ignore_eos: true,
             reply,
         })?;
         rx.recv().map_err(|_| Error::Stopped)?
@@ -271,6 +288,7 @@ enum Work {
         temperature: f32,
         rng: Box<ChaCha8Rng>,
         stop: Vec<String>,
+        ignore_eos: bool,
         reply: Sender<Result<Generation, Error>>,
     },
     Score {
@@ -441,6 +459,7 @@ impl Engine {
                 temperature,
                 seed,
                 stop,
+                ignore_eos,
                 reply,
             } => (
                 prompt,
@@ -450,6 +469,7 @@ impl Engine {
                     temperature,
                     rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
                     stop,
+                    ignore_eos,
                     reply,
                 },
             ),
@@ -548,6 +568,7 @@ impl Engine {
                 });
             }
         }
+        tracing::trace!(rows = rows.len(), sequences = slots.len(), "engine step");
         let logits = {
             let mut seqs: Vec<&mut SeqKv> = Vec::with_capacity(slots.len());
             // Borrow each slot's lane mutably; slots name distinct lanes.
@@ -614,12 +635,13 @@ impl Engine {
                 temperature,
                 rng,
                 stop,
+                ignore_eos,
                 reply,
             } => {
                 let logits = got.last().expect("one row");
                 let t = sample(logits, *temperature, rng);
                 let mut finish = None;
-                if tokenizer.is_control(t) || t == tokenizer.eos {
+                if !*ignore_eos && (tokenizer.is_control(t) || t == tokenizer.eos) {
                     finish = Some(Finish::Stop);
                 } else {
                     generated.push(t);

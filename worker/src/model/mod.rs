@@ -5,6 +5,7 @@
 //! Calls are blocking and may come from many threads at once; a backend batches or limits
 //! concurrent calls itself.
 
+pub mod bench;
 pub mod embedded;
 pub mod fetch;
 pub mod gguf;

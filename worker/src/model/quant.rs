@@ -181,6 +181,8 @@ pub struct QActs {
     /// Columns.
     pub cols: usize,
     d: Vec<f32>,
+    /// `d` of each block repeated 8 times.
+    dv: Vec<f32>,
     /// `d * sum(q)` per block, for Q4_1's minimum term.
     s: Vec<f32>,
     q: Vec<i8>,
@@ -202,6 +204,7 @@ impl QActs {
         self.n = n;
         self.cols = cols;
         self.d.clear();
+        self.dv.clear();
         self.s.clear();
         self.q.clear();
         self.d.reserve(nb);
@@ -218,6 +221,7 @@ impl QActs {
                 self.q.push(q);
             }
             self.d.push(d);
+            self.dv.extend([d; 8]);
             self.s.push(d * sum as f32);
         }
     }
@@ -227,6 +231,8 @@ impl QActs {
 #[derive(Clone, Copy)]
 struct XRow<'a> {
     d: &'a [f32],
+    /// Each block's scale repeated 8 times, for vector loads.
+    dv: &'a [f32],
     s: &'a [f32],
     q: &'a [i8],
 }
@@ -235,6 +241,7 @@ fn x_row(x: &QActs, j: usize) -> XRow<'_> {
     let nb = x.cols / BLOCK;
     XRow {
         d: &x.d[j * nb..(j + 1) * nb],
+        dv: &x.dv[j * nb * 8..(j + 1) * nb * 8],
         s: &x.s[j * nb..(j + 1) * nb],
         q: &x.q[j * x.cols..(j + 1) * x.cols],
     }
@@ -272,6 +279,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA.
     Avx2,
+    /// AVX2 with FMA and AVX-VNNI's byte dot product.
+    AvxVnni,
 }
 
 impl Isa {
@@ -279,6 +288,9 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avxvnni") && std::env::var_os("HX_NO_VNNI").is_none() {
+                return Isa::AvxVnni;
+            }
             return Isa::Avx2;
         }
         Isa::Scalar
@@ -319,80 +331,111 @@ fn tile_scalar<const N: usize>(kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f3
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Kind, WRow, XRow};
 
-    #[target_feature(enable = "avx2,fma")]
+    #[inline(always)]
     fn hsum(v: __m256) -> f32 {
-        let hi = _mm256_extractf128_ps(v, 1);
-        let lo = _mm256_castps256_ps128(v);
-        let s = _mm_add_ps(hi, lo);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
+        // SAFETY: only inlined into functions compiled with AVX2.
+        unsafe {
+            let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
     }
 
-    /// # Safety
-    /// The CPU supports AVX2 and FMA; `w.q` holds `w.d.len()` blocks of `kind` and every
-    /// `x[j].q` holds `32 * w.d.len()` values (checked by the caller).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile<const N: usize>(kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
-        let nb = w.d.len();
-        let ones = _mm256_set1_epi16(1);
-        let mask = _mm_set1_epi8(0x0f);
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut mins = [0f32; N];
-        for b in 0..nb {
-            let wv = match kind {
-                Kind::Q4_1 => {
-                    // SAFETY: block b's 16 bytes are inside w.q (caller's contract).
-                    let raw = unsafe { _mm_loadu_si128(w.q.as_ptr().add(b * 16).cast()) };
-                    let lo = _mm_and_si128(raw, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-                    _mm256_set_m128i(hi, lo)
+    /// One kernel body, compiled twice: with AVX-VNNI's `vpdpbusd` for the u8 x i8 dot
+    /// product, and with AVX2's `vpmaddubsw` + `vpmaddwd`. Two functions, not one with a
+    /// runtime flag, so the AVX2 build can never contain a VNNI instruction.
+    macro_rules! kernel {
+        ($name:ident, $features:literal, $dot:expr) => {
+            /// # Safety
+            /// The CPU has the features named; `w.q` holds `w.d.len()` blocks of `kind`, and
+            /// every `x[j]` holds `w.d.len()` blocks with their broadcast scales (checked by
+            /// the caller).
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const N: usize>(
+                kind: Kind,
+                w: WRow<'_>,
+                x: [XRow<'_>; N],
+            ) -> [f32; N] {
+                let nb = w.d.len();
+                let mask = _mm_set1_epi8(0x0f);
+                let mut acc = [_mm256_setzero_ps(); N];
+                for b in 0..nb {
+                    let wd = _mm256_set1_ps(w.d[b]);
+                    // Q4_1: unsigned nibbles, element i in the low nibble of byte i, element
+                    // 16 + i in its high nibble. Q8_0: signed bytes, made unsigned by moving
+                    // their sign onto the activations.
+                    let (wu, wsign) = match kind {
+                        Kind::Q4_1 => {
+                            // SAFETY: block b's 16 bytes lie inside w.q.
+                            let raw = unsafe { _mm_loadu_si128(w.q.as_ptr().add(b * 16).cast()) };
+                            let lo = _mm_and_si128(raw, mask);
+                            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                            (_mm256_set_m128i(hi, lo), None)
+                        }
+                        Kind::Q8_0 => {
+                            // SAFETY: block b's 32 bytes lie inside w.q.
+                            let v = unsafe { _mm256_loadu_si256(w.q.as_ptr().add(b * 32).cast()) };
+                            (_mm256_sign_epi8(v, v), Some(v))
+                        }
+                    };
+                    for j in 0..N {
+                        // SAFETY: block b's 32 values and 8 broadcast scales lie inside x[j].
+                        let (xv, xd) = unsafe {
+                            (
+                                _mm256_loadu_si256(x[j].q.as_ptr().add(b * 32).cast()),
+                                _mm256_loadu_ps(x[j].dv.as_ptr().add(b * 8)),
+                            )
+                        };
+                        let xv = match wsign {
+                            Some(s) => _mm256_sign_epi8(xv, s),
+                            None => xv,
+                        };
+                        let sum = _mm256_cvtepi32_ps($dot(wu, xv));
+                        acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(sum, xd), wd, acc[j]);
+                    }
                 }
-                // SAFETY: block b's 32 bytes are inside w.q (caller's contract).
-                Kind::Q8_0 => unsafe { _mm256_loadu_si256(w.q.as_ptr().add(b * 32).cast()) },
-            };
-            let wabs = _mm256_sign_epi8(wv, wv);
-            for j in 0..N {
-                // SAFETY: block b's 32 values are inside x[j].q (caller's contract).
-                let xv = unsafe { _mm256_loadu_si256(x[j].q.as_ptr().add(b * 32).cast()) };
-                let prod = match kind {
-                    Kind::Q4_1 => _mm256_maddubs_epi16(wv, xv),
-                    Kind::Q8_0 => _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, wv)),
-                };
-                let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
-                let scale = _mm256_set1_ps(w.d[b] * x[j].d[b]);
-                acc[j] = _mm256_fmadd_ps(scale, sum, acc[j]);
-                if kind == Kind::Q4_1 {
-                    mins[j] += w.m[b] * x[j].s[b];
+                let mut out = [0f32; N];
+                for j in 0..N {
+                    out[j] = hsum(acc[j]);
+                    if kind == Kind::Q4_1 {
+                        out[j] += w.m.iter().zip(x[j].s).map(|(m, s)| m * s).sum::<f32>();
+                    }
                 }
+                out
             }
-        }
-        let mut out = [0f32; N];
-        for j in 0..N {
-            out[j] = hsum(acc[j]) + mins[j];
-        }
-        out
+        };
     }
+
+    kernel!(tile_avx2, "avx2,fma", |a, b| _mm256_madd_epi16(
+        _mm256_maddubs_epi16(a, b),
+        _mm256_set1_epi16(1)
+    ));
+    kernel!(tile_vnni, "avx2,fma,avxvnni", |a, b| {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
+    });
 }
 
 fn tile<const N: usize>(isa: Isa, kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
     let nb = w.d.len();
     let per = if kind == Kind::Q4_1 { 16 } else { 32 };
     assert!(w.q.len() >= nb * per && (kind == Kind::Q8_0 || w.m.len() >= nb));
-    assert!(
-        x.iter()
-            .all(|r| r.q.len() >= nb * 32 && r.d.len() >= nb && r.s.len() >= nb)
-    );
+    assert!(x.iter().all(|r| r.q.len() >= nb * 32
+        && r.d.len() >= nb
+        && r.s.len() >= nb
+        && r.dv.len() >= nb * 8));
     match isa {
+        // SAFETY: these variants are only made by `detect` on a CPU with the features, and
+        // the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2 is only made by `detect` on a CPU with AVX2 and FMA, and the
-        // lengths were checked above.
-        Isa::Avx2 => unsafe { avx2::tile(kind, w, x) },
+        Isa::Avx2 => unsafe { x86::tile_avx2(kind, w, x) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
         _ => tile_scalar(kind, w, x),
     }
 }
@@ -500,7 +543,10 @@ mod tests {
             for r in 0..rows {
                 w.row(r, &mut deq[r * cols..(r + 1) * cols]);
             }
-            for isa in [Isa::Scalar, Isa::detect()] {
+            for isa in [Isa::Scalar, Isa::Avx2, Isa::detect()] {
+                if isa == Isa::Avx2 && Isa::detect() == Isa::Scalar {
+                    continue;
+                }
                 let (mut out, mut scratch) = (Vec::new(), Vec::new());
                 matmul(isa, w, &xa, &mut out, &mut scratch, 2);
                 for j in 0..n {
