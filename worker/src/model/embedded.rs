@@ -10,7 +10,7 @@
 //! A scoring request computes its prompt once and runs every candidate as a fork of it.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -78,6 +78,7 @@ pub struct Embedded {
     template: ChatTemplate,
     context: usize,
     describe: String,
+    path: PathBuf,
     engine: Option<JoinHandle<()>>,
 }
 
@@ -140,8 +141,14 @@ impl Embedded {
             template,
             context,
             describe,
+            path: options.gguf.clone(),
             engine: Some(handle),
         })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The tokenizer.
@@ -727,15 +734,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// The default model's options: the fetched SmolLM2 file unless `gguf` names another.
-pub fn options_for(gguf: Option<&Path>, threads: usize, context: usize) -> Options {
-    let mut o = Options::new(
-        gguf.map(Path::to_owned)
-            .unwrap_or_else(super::fetch::default_model_path),
-    );
-    o.threads = threads;
-    o.context = context;
-    o
 }

@@ -191,3 +191,31 @@ pub trait ModelBackend: Send + Sync {
     /// Scores candidate replies by log-likelihood.
     fn score(&self, request: &ScoreRequest) -> Result<Scores, Error>;
 }
+
+/// The backend a model config describes. The embedded default model is fetched first if it is
+/// not in the cache; `progress` hears about that.
+pub fn open(
+    options: &hx_common::config::ModelOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<std::sync::Arc<dyn ModelBackend>, Error> {
+    use hx_common::config::ModelOptions;
+    match options {
+        ModelOptions::Embedded {
+            gguf,
+            threads,
+            context,
+        } => {
+            let path = match gguf {
+                Some(p) => p.clone(),
+                None => fetch::ensure_default(progress)?,
+            };
+            let mut o = embedded::Options::new(path);
+            o.threads = *threads;
+            o.context = *context as usize;
+            Ok(std::sync::Arc::new(embedded::Embedded::load(&o)?))
+        }
+        ModelOptions::Openai { .. } => Err(Error::Request(
+            "the OpenAI-compatible backend is not built into this version".into(),
+        )),
+    }
+}
