@@ -17,7 +17,7 @@ use hx_common::telemetry::LogFormat;
 use hx_worker::env::{Builtin, survey};
 use hx_worker::model::bench as model_bench;
 use hx_worker::model::embedded::{self, Embedded};
-use hx_worker::model::{GenerateRequest, Message, ModelBackend, Role, fetch};
+use hx_worker::model::{GenerateRequest, Message, ModelBackend, Role, fetch, serve};
 
 /// hx: distributed evolutionary search over agent harnesses.
 ///
@@ -73,6 +73,27 @@ enum ModelCommand {
         /// Tokens generated at most.
         #[arg(long, default_value_t = 64)]
         max_tokens: u32,
+    },
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions,
+    /// /v1/completions with echo and logprobs), for other tools or for workers elsewhere.
+    /// Prints `listening on http://ADDR/v1` once ready.
+    Serve {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// A GGUF file instead of the default model.
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        /// The model name the API reports.
+        #[arg(long, default_value = "smollm2-135m-instruct")]
+        name: String,
+        /// CPU threads; 0 means one per core.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Ignore `echo`/`logprobs` requests, like servers that cannot score (for testing
+        /// clients against one).
+        #[arg(long)]
+        no_logprobs: bool,
     },
 }
 
@@ -271,6 +292,23 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
                 g.usage.completion_tokens,
                 g.usage.completion_tokens as f64 / secs
             ));
+        }
+        ModelCommand::Serve {
+            addr,
+            gguf,
+            name,
+            threads,
+            no_logprobs,
+        } => {
+            let m = std::sync::Arc::new(load_embedded(gguf, threads, usize::MAX)?);
+            let options = serve::ServeOptions {
+                name,
+                logprobs: !no_logprobs,
+            };
+            serve::serve(m, &addr, options, |bound| {
+                println!("listening on http://{bound}/v1");
+                let _ = std::io::stdout().flush();
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

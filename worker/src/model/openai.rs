@@ -1,0 +1,328 @@
+//! The OpenAI-compatible HTTP backend: vLLM, SGLang, llama.cpp's server, Ollama, hosted APIs,
+//! or `hx model serve`.
+//!
+//! Generation uses `/v1/chat/completions`, so the server applies its model's chat template.
+//! Scoring uses `/v1/completions` with `echo` and `logprobs`: the prompt (the conversation
+//! rendered with ChatML, which SmolLM2, Qwen and many others use) followed by one candidate is
+//! sent back with each prompt token's log-probability, and the candidate's tokens are summed.
+//! vLLM and llama.cpp's server (with `logits_all`) provide that; a server that does not (Ollama,
+//! most hosted chat APIs) is reported as [`Error::NoLogprobs`].
+//!
+//! Requests are limited to `max_concurrency` in flight, time out, and are retried with
+//! exponential backoff on 429 and 5xx answers and on connection failures.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::template::ChatTemplate;
+use super::{
+    Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
+};
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL up to and including `/v1`.
+    pub base_url: String,
+    /// The model name the server knows.
+    pub model: String,
+    /// The API key, if the server wants one.
+    pub api_key: Option<String>,
+    /// Requests in flight at most.
+    pub max_concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Attempts per request (first try included) on 429, 5xx or connection failure.
+    pub attempts: u32,
+    /// First backoff; doubles per retry.
+    pub backoff: Duration,
+}
+
+impl Options {
+    /// Defaults for a server and model.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Options {
+        Options {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            model: model.into(),
+            api_key: None,
+            max_concurrency: 16,
+            timeout: Duration::from_secs(120),
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A counting semaphore: `max_concurrency` requests in flight.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// An OpenAI-compatible server.
+pub struct OpenAi {
+    options: Options,
+    agent: ureq::Agent,
+    slots: Slots,
+    chatml: ChatTemplate,
+}
+
+/// ChatML, for rendering scoring prompts.
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+impl OpenAi {
+    /// A client; nothing is sent until the first call.
+    pub fn new(options: Options) -> Result<OpenAi, Error> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(options.timeout)
+            .max_idle_connections_per_host(options.max_concurrency.max(1))
+            .build();
+        Ok(OpenAi {
+            slots: Slots {
+                free: Mutex::new(options.max_concurrency.max(1)),
+                cv: Condvar::new(),
+            },
+            agent,
+            chatml: ChatTemplate::new(CHATML, "", "<|im_end|>")?,
+            options,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.options.base_url)
+    }
+
+    /// POSTs JSON, retrying transient failures; returns the JSON answer.
+    fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let url = self.url(path);
+        let _slot = self.slots.acquire();
+        let mut wait = self.options.backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.options.attempts.max(1) {
+            let mut req = self.agent.post(&url);
+            if let Some(key) = &self.options.api_key {
+                req = req.set("Authorization", &format!("Bearer {key}"));
+            }
+            match req.send_json(body) {
+                Ok(resp) => {
+                    return resp.into_json::<Value>().map_err(|e| Error::Server {
+                        url: url.clone(),
+                        reason: format!("the answer is not JSON: {e}"),
+                    });
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    let text = resp.into_string().unwrap_or_default();
+                    let text = text.chars().take(500).collect::<String>();
+                    if code == 429 || code >= 500 {
+                        last = format!("HTTP {code}: {text}");
+                    } else {
+                        return Err(Error::Server {
+                            url,
+                            reason: format!("HTTP {code}: {text}"),
+                        });
+                    }
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    last = match t.kind() {
+                        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
+                            format!("cannot connect: {t}")
+                        }
+                        _ => t.to_string(),
+                    };
+                }
+            }
+            if attempt < self.options.attempts {
+                tracing::debug!(%url, attempt, reason = %last, "retrying");
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+        }
+        Err(Error::Server {
+            url,
+            reason: format!("{last} (after {} attempts)", self.options.attempts),
+        })
+    }
+
+    /// Log-probabilities of the tokens of `prompt + candidate` that start at or after
+    /// `prompt`'s end, summed, with their count.
+    fn score_one(&self, prompt: &str, candidate: &str) -> Result<(Vec<f64>, Usage), Error> {
+        let url = self.url("/completions");
+        let text = format!("{prompt}{candidate}");
+        let body = json!({
+            "model": self.options.model,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": true,
+            "logprobs": 1,
+        });
+        let v = self.post("/completions", &body).map_err(|e| match e {
+            Error::Server { url, reason }
+                if reason.contains("HTTP 4")
+                    && (reason.contains("logprob") || reason.contains("echo")) =>
+            {
+                Error::NoLogprobs {
+                    url,
+                    reason: format!("the server refuses prompt log-probabilities: {reason}"),
+                }
+            }
+            other => other,
+        })?;
+        let no = |what: &str| Error::NoLogprobs {
+            url: url.clone(),
+            reason: format!(
+                "the server returned no prompt log-probabilities ({what}); scoring needs \
+                 /v1/completions with echo and logprobs, as vLLM and llama.cpp's server provide"
+            ),
+        };
+        let choice = &v["choices"][0];
+        let lp = &choice["logprobs"];
+        let logprobs = lp["token_logprobs"]
+            .as_array()
+            .ok_or_else(|| no("no choices[0].logprobs.token_logprobs"))?;
+        let tokens = lp["tokens"]
+            .as_array()
+            .ok_or_else(|| no("no choices[0].logprobs.tokens"))?;
+        if tokens.len() != logprobs.len() {
+            return Err(no("tokens and token_logprobs differ in length"));
+        }
+        // Servers disagree on offsets (llama.cpp's skip control tokens), so align from the
+        // end: skip the generated text, then take the tokens that cover the candidate.
+        let echoed = choice["text"].as_str().unwrap_or(&text);
+        let generated = echoed
+            .strip_prefix(text.as_str())
+            .map_or(0, |g| g.chars().count());
+        let want = candidate.chars().count();
+        let mut skip = generated;
+        let mut covered = 0;
+        let mut per_token = Vec::new();
+        for (t, l) in tokens.iter().zip(logprobs).rev() {
+            let n = t.as_str().map_or(0, |s| s.chars().count());
+            if skip > 0 {
+                skip = skip.saturating_sub(n);
+                continue;
+            }
+            if covered >= want {
+                break;
+            }
+            covered += n;
+            per_token.push(
+                l.as_f64()
+                    .ok_or_else(|| no("a candidate token has no log-probability"))?,
+            );
+        }
+        per_token.reverse();
+        if per_token.is_empty() && !candidate.is_empty() {
+            return Err(no("no echoed token covers the candidate"));
+        }
+        Ok((per_token, usage(&v["usage"])))
+    }
+}
+
+fn usage(u: &Value) -> Usage {
+    Usage {
+        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+        cached_tokens: u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+    }
+}
+
+impl ModelBackend for OpenAi {
+    fn describe(&self) -> String {
+        format!("openai {} at {}", self.options.model, self.options.base_url)
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Generation, Error> {
+        let mut body = json!({
+            "model": self.options.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": request.seed,
+        });
+        if !request.stop.is_empty() {
+            body["stop"] = json!(request.stop);
+        }
+        let v = self.post("/chat/completions", &body)?;
+        let choice = &v["choices"][0];
+        let text = choice["message"]["content"]
+            .as_str()
+            .ok_or_else(|| Error::Server {
+                url: self.url("/chat/completions"),
+                reason: format!(
+                    "the answer has no choices[0].message.content: {}",
+                    v.to_string().chars().take(300).collect::<String>()
+                ),
+            })?
+            .to_owned();
+        let finish = match choice["finish_reason"].as_str() {
+            Some("length") => Finish::Length,
+            _ => Finish::Stop,
+        };
+        Ok(Generation {
+            text,
+            finish,
+            usage: usage(&v["usage"]),
+        })
+    }
+
+    fn score(&self, request: &ScoreRequest) -> Result<Scores, Error> {
+        if request.candidates.is_empty() {
+            return Err(Error::Request("nothing to score".into()));
+        }
+        let prompt = self.chatml.render(&request.messages)?;
+        // Candidates go out in parallel, within the concurrency limit.
+        let results: Vec<Result<(Vec<f64>, Usage), Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = request
+                .candidates
+                .iter()
+                .map(|c| {
+                    let prompt = &prompt;
+                    s.spawn(move || self.score_one(prompt, c))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(Error::Stopped)))
+                .collect()
+        });
+        let mut scores = Scores {
+            logprobs: Vec::new(),
+            tokens: Vec::new(),
+            per_token: Vec::new(),
+            usage: Usage::default(),
+        };
+        for r in results {
+            let (per_token, u) = r?;
+            scores.logprobs.push(per_token.iter().sum());
+            scores.tokens.push(per_token.len() as u32);
+            scores.per_token.push(per_token);
+            scores.usage += u;
+        }
+        Ok(scores)
+    }
+}
