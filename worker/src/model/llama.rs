@@ -417,41 +417,58 @@ impl Llama {
             for r in rows {
                 seqs[r.seq].own.len += usize::from(l == 0);
             }
-            // Each row attends over its sequence up to its own position.
-            let seqs_ro: Vec<&SeqKv> = seqs.iter().map(|q| &**q).collect();
+            // Each (row, head) attends over its sequence up to the row's position; the pairs
+            // are spread over the threads, so one long row still uses every core.
+            let segments: Vec<Vec<(&[f32], &[f32])>> =
+                seqs.iter().map(|q| segments(q, l, kvd)).collect();
             s.h.clear();
             s.h.resize(n * d, 0.0);
             let a = &s.a;
-            s.h.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
-                let seq = seqs_ro[rows[i].seq];
-                let q = &a[i * width..i * width + d];
-                let upto = pos[i] + 1;
+            let hd = c.head_dim;
+            let attend = |(i, oh): (usize, &mut [f32])| {
+                let (row, h) = (i / c.heads, i % c.heads);
+                let g = h / group;
+                let qh = &a[row * width + h * hd..row * width + (h + 1) * hd];
+                let upto = pos[row] + 1;
                 let mut scores = Vec::with_capacity(upto);
-                for h in 0..c.heads {
-                    let g = h / group;
-                    let qh = &q[h * c.head_dim..(h + 1) * c.head_dim];
-                    scores.clear();
-                    for_each_key(seq, l, upto, kvd, |k| {
-                        let kh = &k[g * c.head_dim..(g + 1) * c.head_dim];
-                        scores.push(dot(qh, kh) * scale);
-                    });
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for x in scores.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
+                let mut left = upto;
+                for (keys, _) in &segments[rows[row].seq] {
+                    for k in keys.chunks_exact(kvd).take(left) {
+                        scores.push(dot(qh, &k[g * hd..(g + 1) * hd]) * scale);
                     }
-                    let oh = &mut out[h * c.head_dim..(h + 1) * c.head_dim];
-                    let mut t = 0;
-                    for_each_value(seq, l, upto, kvd, |v| {
-                        let w = scores[t] / sum;
+                    left = upto - scores.len();
+                    if left == 0 {
+                        break;
+                    }
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for x in scores.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                let mut t = 0;
+                for (_, values) in &segments[rows[row].seq] {
+                    for v in values.chunks_exact(kvd) {
+                        if t == scores.len() {
+                            break;
+                        }
+                        let w = scores[t] * inv;
                         t += 1;
-                        for (o, x) in oh.iter_mut().zip(&v[g * c.head_dim..(g + 1) * c.head_dim]) {
+                        for (o, x) in oh.iter_mut().zip(&v[g * hd..(g + 1) * hd]) {
                             *o += w * x;
                         }
-                    });
+                    }
                 }
-            });
+            };
+            // Short contexts are cheaper to attend on one thread than to hand out.
+            let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
+            if threads > 1 && work >= 8192 {
+                s.h.par_chunks_mut(hd).enumerate().for_each(attend);
+            } else {
+                s.h.chunks_mut(hd).enumerate().for_each(attend);
+            }
             s.qa.quantize_into(&s.h, n, d);
             matmul(self.isa, &layer.out, &s.qa, &mut s.a, &mut s.t, threads);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
@@ -502,38 +519,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
 }
 
-fn for_each_key(seq: &SeqKv, layer: usize, upto: usize, kvd: usize, f: impl FnMut(&[f32])) {
-    for_each(seq, layer, upto, kvd, true, f);
-}
-
-fn for_each_value(seq: &SeqKv, layer: usize, upto: usize, kvd: usize, f: impl FnMut(&[f32])) {
-    for_each(seq, layer, upto, kvd, false, f);
-}
-
-fn for_each(
-    seq: &SeqKv,
-    layer: usize,
-    upto: usize,
-    kvd: usize,
-    keys: bool,
-    mut f: impl FnMut(&[f32]),
-) {
-    let mut left = upto;
-    let segments = seq
-        .shared
+/// A sequence's keys and values at one layer, segment by segment.
+fn segments(seq: &SeqKv, layer: usize, kvd: usize) -> Vec<(&[f32], &[f32])> {
+    seq.shared
         .iter()
         .map(|(kv, n)| (&**kv, *n))
-        .chain(std::iter::once((&seq.own, seq.own.len)));
-    for (kv, n) in segments {
-        let take = n.min(left);
-        let (k, v) = &kv.layers[layer];
-        let data = if keys { k } else { v };
-        for p in 0..take {
-            f(&data[p * kvd..(p + 1) * kvd]);
-        }
-        left -= take;
-        if left == 0 {
-            break;
-        }
-    }
+        .chain(std::iter::once((&seq.own, seq.own.len)))
+        .map(|(kv, n)| {
+            let (k, v) = &kv.layers[layer];
+            (&k[..n * kvd], &v[..n * kvd])
+        })
+        .collect()
 }

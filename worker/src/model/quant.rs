@@ -297,35 +297,41 @@ impl Isa {
     }
 }
 
-fn tile_scalar<const N: usize>(kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
-    let mut out = [0f32; N];
-    for (j, xr) in x.iter().enumerate() {
-        let mut acc = 0f32;
-        for b in 0..w.d.len() {
-            let xq = &xr.q[b * 32..(b + 1) * 32];
-            let sum: i32 = match kind {
-                Kind::Q4_1 => {
-                    let wq = &w.q[b * 16..(b + 1) * 16];
-                    (0..16)
-                        .map(|i| {
-                            i32::from(wq[i] & 0x0f) * i32::from(xq[i])
-                                + i32::from(wq[i] >> 4) * i32::from(xq[i + 16])
-                        })
-                        .sum()
+fn tile_scalar<const R: usize, const N: usize>(
+    kind: Kind,
+    w: [WRow<'_>; R],
+    x: [XRow<'_>; N],
+) -> [[f32; N]; R] {
+    let mut out = [[0f32; N]; R];
+    for (r, wr) in w.iter().enumerate() {
+        for (j, xr) in x.iter().enumerate() {
+            let mut acc = 0f32;
+            for b in 0..wr.d.len() {
+                let xq = &xr.q[b * 32..(b + 1) * 32];
+                let sum: i32 = match kind {
+                    Kind::Q4_1 => {
+                        let wq = &wr.q[b * 16..(b + 1) * 16];
+                        (0..16)
+                            .map(|i| {
+                                i32::from(wq[i] & 0x0f) * i32::from(xq[i])
+                                    + i32::from(wq[i] >> 4) * i32::from(xq[i + 16])
+                            })
+                            .sum()
+                    }
+                    Kind::Q8_0 => {
+                        let wq = &wr.q[b * 32..(b + 1) * 32];
+                        (0..32)
+                            .map(|i| i32::from(wq[i] as i8) * i32::from(xq[i]))
+                            .sum()
+                    }
+                };
+                acc += wr.d[b] * xr.d[b] * sum as f32;
+                if kind == Kind::Q4_1 {
+                    acc += wr.m[b] * xr.s[b];
                 }
-                Kind::Q8_0 => {
-                    let wq = &w.q[b * 32..(b + 1) * 32];
-                    (0..32)
-                        .map(|i| i32::from(wq[i] as i8) * i32::from(xq[i]))
-                        .sum()
-                }
-            };
-            acc += w.d[b] * xr.d[b] * sum as f32;
-            if kind == Kind::Q4_1 {
-                acc += w.m[b] * xr.s[b];
             }
+            out[r][j] = acc;
         }
-        out[j] = acc;
     }
     out
 }
@@ -357,33 +363,42 @@ mod x86 {
             /// every `x[j]` holds `w.d.len()` blocks with their broadcast scales (checked by
             /// the caller).
             #[target_feature(enable = $features)]
-            pub unsafe fn $name<const N: usize>(
+            pub unsafe fn $name<const R: usize, const N: usize>(
                 kind: Kind,
-                w: WRow<'_>,
+                w: [WRow<'_>; R],
                 x: [XRow<'_>; N],
-            ) -> [f32; N] {
-                let nb = w.d.len();
+            ) -> [[f32; N]; R] {
+                let nb = w[0].d.len();
                 let mask = _mm_set1_epi8(0x0f);
-                let mut acc = [_mm256_setzero_ps(); N];
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
                 for b in 0..nb {
-                    let wd = _mm256_set1_ps(w.d[b]);
                     // Q4_1: unsigned nibbles, element i in the low nibble of byte i, element
                     // 16 + i in its high nibble. Q8_0: signed bytes, made unsigned by moving
                     // their sign onto the activations.
-                    let (wu, wsign) = match kind {
-                        Kind::Q4_1 => {
-                            // SAFETY: block b's 16 bytes lie inside w.q.
-                            let raw = unsafe { _mm_loadu_si128(w.q.as_ptr().add(b * 16).cast()) };
-                            let lo = _mm_and_si128(raw, mask);
-                            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-                            (_mm256_set_m128i(hi, lo), None)
+                    let mut wu = [_mm256_setzero_si256(); R];
+                    let mut ws = [_mm256_setzero_si256(); R];
+                    let mut wd = [_mm256_setzero_ps(); R];
+                    for r in 0..R {
+                        wd[r] = _mm256_set1_ps(w[r].d[b]);
+                        match kind {
+                            Kind::Q4_1 => {
+                                // SAFETY: block b's 16 bytes lie inside w[r].q.
+                                let raw =
+                                    unsafe { _mm_loadu_si128(w[r].q.as_ptr().add(b * 16).cast()) };
+                                let lo = _mm_and_si128(raw, mask);
+                                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                                wu[r] = _mm256_set_m128i(hi, lo);
+                            }
+                            Kind::Q8_0 => {
+                                // SAFETY: block b's 32 bytes lie inside w[r].q.
+                                let v = unsafe {
+                                    _mm256_loadu_si256(w[r].q.as_ptr().add(b * 32).cast())
+                                };
+                                wu[r] = _mm256_sign_epi8(v, v);
+                                ws[r] = v;
+                            }
                         }
-                        Kind::Q8_0 => {
-                            // SAFETY: block b's 32 bytes lie inside w.q.
-                            let v = unsafe { _mm256_loadu_si256(w.q.as_ptr().add(b * 32).cast()) };
-                            (_mm256_sign_epi8(v, v), Some(v))
-                        }
-                    };
+                    }
                     for j in 0..N {
                         // SAFETY: block b's 32 values and 8 broadcast scales lie inside x[j].
                         let (xv, xd) = unsafe {
@@ -392,19 +407,23 @@ mod x86 {
                                 _mm256_loadu_ps(x[j].dv.as_ptr().add(b * 8)),
                             )
                         };
-                        let xv = match wsign {
-                            Some(s) => _mm256_sign_epi8(xv, s),
-                            None => xv,
-                        };
-                        let sum = _mm256_cvtepi32_ps($dot(wu, xv));
-                        acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(sum, xd), wd, acc[j]);
+                        for r in 0..R {
+                            let xs = match kind {
+                                Kind::Q8_0 => _mm256_sign_epi8(xv, ws[r]),
+                                Kind::Q4_1 => xv,
+                            };
+                            let sum = _mm256_cvtepi32_ps($dot(wu[r], xs));
+                            acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(sum, xd), wd[r], acc[r][j]);
+                        }
                     }
                 }
-                let mut out = [0f32; N];
-                for j in 0..N {
-                    out[j] = hsum(acc[j]);
-                    if kind == Kind::Q4_1 {
-                        out[j] += w.m.iter().zip(x[j].s).map(|(m, s)| m * s).sum::<f32>();
+                let mut out = [[0f32; N]; R];
+                for r in 0..R {
+                    for j in 0..N {
+                        out[r][j] = hsum(acc[r][j]);
+                        if kind == Kind::Q4_1 {
+                            out[r][j] += w[r].m.iter().zip(x[j].s).map(|(m, s)| m * s).sum::<f32>();
+                        }
                     }
                 }
                 out
@@ -421,10 +440,17 @@ mod x86 {
     });
 }
 
-fn tile<const N: usize>(isa: Isa, kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> [f32; N] {
-    let nb = w.d.len();
+fn tile<const R: usize, const N: usize>(
+    isa: Isa,
+    kind: Kind,
+    w: [WRow<'_>; R],
+    x: [XRow<'_>; N],
+) -> [[f32; N]; R] {
+    let nb = w[0].d.len();
     let per = if kind == Kind::Q4_1 { 16 } else { 32 };
-    assert!(w.q.len() >= nb * per && (kind == Kind::Q8_0 || w.m.len() >= nb));
+    assert!(w.iter().all(|r| r.d.len() == nb
+        && r.q.len() >= nb * per
+        && (kind == Kind::Q8_0 || r.m.len() >= nb)));
     assert!(x.iter().all(|r| r.q.len() >= nb * 32
         && r.d.len() >= nb
         && r.s.len() >= nb
@@ -437,6 +463,58 @@ fn tile<const N: usize>(isa: Isa, kind: Kind, w: WRow<'_>, x: [XRow<'_>; N]) -> 
         #[cfg(target_arch = "x86_64")]
         Isa::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
         _ => tile_scalar(kind, w, x),
+    }
+}
+
+/// Weight rows `r0..` (as many as `dst` holds) against every activation row, into `dst`
+/// laid out `[row][activation row]`.
+fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, dst: &mut [f32]) {
+    let n = x.n;
+    let here = dst.len() / n;
+    let mut i = 0;
+    // Four weight rows against one activation row while fewer than four remain (a
+    // single decoding sequence): four independent sums keep the core busy.
+    if n < 4 {
+        while i + 4 <= here {
+            let ws = [
+                w_row(w, r0 + i),
+                w_row(w, r0 + i + 1),
+                w_row(w, r0 + i + 2),
+                w_row(w, r0 + i + 3),
+            ];
+            for j in 0..n {
+                let v = tile(isa, w.kind, ws, [x_row(x, j)]);
+                for k in 0..4 {
+                    dst[(i + k) * n + j] = v[k][0];
+                }
+            }
+            i += 4;
+        }
+    }
+    while i < here {
+        let wr = [w_row(w, r0 + i)];
+        let dst_r = &mut dst[i * n..(i + 1) * n];
+        let mut j = 0;
+        while j + 4 <= n {
+            let v = tile(
+                isa,
+                w.kind,
+                wr,
+                [
+                    x_row(x, j),
+                    x_row(x, j + 1),
+                    x_row(x, j + 2),
+                    x_row(x, j + 3),
+                ],
+            );
+            dst_r[j..j + 4].copy_from_slice(&v[0]);
+            j += 4;
+        }
+        while j < n {
+            dst_r[j] = tile(isa, w.kind, wr, [x_row(x, j)])[0][0];
+            j += 1;
+        }
+        i += 1;
     }
 }
 
@@ -456,36 +534,15 @@ pub fn matmul(
     // range, then transposed.
     scratch.clear();
     scratch.resize(rows * n, 0.0);
-    let chunk = rows.div_ceil(threads.max(1) * 4).max(16);
-    scratch
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            let r0 = c * chunk;
-            for (i, dst_r) in dst.chunks_exact_mut(n).enumerate() {
-                let wr = w_row(w, r0 + i);
-                let mut j = 0;
-                while j + 4 <= n {
-                    let v = tile(
-                        isa,
-                        w.kind,
-                        wr,
-                        [
-                            x_row(x, j),
-                            x_row(x, j + 1),
-                            x_row(x, j + 2),
-                            x_row(x, j + 3),
-                        ],
-                    );
-                    dst_r[j..j + 4].copy_from_slice(&v);
-                    j += 4;
-                }
-                while j < n {
-                    dst_r[j] = tile(isa, w.kind, wr, [x_row(x, j)])[0];
-                    j += 1;
-                }
-            }
-        });
+    if threads <= 1 {
+        rows_into(isa, w, x, 0, scratch);
+    } else {
+        let chunk = rows.div_ceil(threads * 4).max(16);
+        scratch
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(c, dst)| rows_into(isa, w, x, c * chunk, dst));
+    }
     out.clear();
     out.resize(rows * n, 0.0);
     for r in 0..rows {
