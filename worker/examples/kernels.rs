@@ -1,16 +1,13 @@
 //! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul per ISA.
 use std::time::Instant;
 
-use hx_worker::model::quant::{Isa, QActs, QMatrix, matmul};
+use hx_worker::model::quant::{Isa, QActs, QMatrix, Team, matmul};
 fn main() {
     let threads: usize = std::env::var("HX_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .expect("pool");
+    let team = Team::new(threads);
     let (rows, cols) = (1536, 576);
     let bytes: Vec<u8> = (0..rows * cols / 32 * 20)
         .map(|i| (i * 7 % 251) as u8)
@@ -36,7 +33,7 @@ fn main() {
                 for (k, &isa) in isas.iter().enumerate() {
                     let t = Instant::now();
                     for _ in 0..10 {
-                        matmul(isa, w, &xa, &mut out, &mut s, 2);
+                        matmul(isa, w, &xa, &mut out, &mut s, &team);
                     }
                     best[k] = best[k].min(t.elapsed().as_secs_f64() / 10.0);
                 }

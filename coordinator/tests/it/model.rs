@@ -353,3 +353,65 @@ fn the_http_backend_passes_acceptance_against_llama_cpp_server() {
         acceptance(&client(&server.base));
     }
 }
+
+/// Token ids from llama.cpp (llama-cpp-python 0.3.36, `tokenize(..., special=True)`) for the
+/// shipped model: the embedded tokenizer must agree on all of them.
+#[test]
+fn the_tokenizer_matches_llama_cpp() {
+    let m = embedded();
+    let cases: [(&str, &[u32]); 8] = [
+        (
+            "You are in the middle of a room. Looking quickly around you, you see a cabinet 4, a countertop 1, and a fridge 1.",
+            &[
+                2683, 359, 281, 260, 3891, 282, 253, 3589, 30, 20732, 3112, 1130, 346, 28, 346,
+                963, 253, 19565, 216, 36, 28, 253, 4360, 4961, 216, 33, 28, 284, 253, 28867, 216,
+                33, 30,
+            ],
+        ),
+        (
+            "take apple 1 from countertop 2",
+            &[21880, 11977, 216, 33, 429, 4360, 4961, 216, 34],
+        ),
+        (
+            "It's 2024!  Don't   stop...\n\n\tTabs\tand  spaces  ",
+            &[
+                1589, 506, 216, 34, 32, 34, 36, 17, 216, 4250, 982, 256, 2853, 2026, 1116, 197, 68,
+                7366, 197, 397, 216, 5600, 256,
+            ],
+        ),
+        (
+            "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+            &[1, 4093, 198, 26843, 665, 2, 198, 1, 520, 9531, 198],
+        ),
+        (
+            "Café naïve résumé — “quotes” and emoji 🙂 ok",
+            &[
+                51, 1939, 2756, 15486, 46494, 412, 2756, 5422, 2756, 1841, 619, 385, 2346, 573,
+                284, 649, 33777, 47526, 10907,
+            ],
+        ),
+        (
+            "x=1234567; y = -3.14e10; print(f'{x}')",
+            &[
+                104, 45, 33, 34, 35, 36, 37, 38, 39, 43, 329, 446, 731, 35, 30, 33, 36, 85, 33, 32,
+                43, 1628, 24, 86, 19225, 104, 19747,
+            ],
+        ),
+        (
+            "    indented\n        more\n",
+            &[333, 641, 6574, 448, 540, 198],
+        ),
+        (
+            "UPPER lower MiXeD 's 're 've 'll 'd 'm 't",
+            &[
+                11957, 18299, 2208, 11633, 72, 85, 52, 637, 99, 637, 257, 637, 307, 637, 764, 637,
+                84, 637, 93, 637, 100,
+            ],
+        ),
+    ];
+    for (text, want) in cases {
+        let got = m.tokenizer().encode(text);
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(m.tokenizer().decode(&got), text);
+    }
+}

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::gguf::Gguf;
 use super::llama::{Config, Kv, Llama, Row, Scratch, SeqKv};
+use super::quant::Team;
 use super::template::ChatTemplate;
 use super::tokenizer::{Token, Tokenizer};
 use super::{
@@ -121,7 +122,7 @@ impl Embedded {
         let engine = Engine {
             model,
             tokenizer: Arc::clone(&tokenizer),
-            threads,
+            team: Team::new(threads),
             prefill_chunk: options.prefill_chunk.max(1),
             cache: PrefixCache {
                 entries: Vec::new(),
@@ -385,7 +386,7 @@ impl PrefixCache {
 struct Engine {
     model: Llama,
     tokenizer: Arc<Tokenizer>,
-    threads: usize,
+    team: Team,
     prefill_chunk: usize,
     cache: PrefixCache,
     active: Vec<Active>,
@@ -593,7 +594,7 @@ impl Engine {
                 seqs.push(by_lane.swap_remove(at).2);
             }
             self.model
-                .forward(&mut seqs, &rows, &mut self.scratch, self.threads)
+                .forward(&mut seqs, &rows, &mut self.scratch, &self.team)
         };
         // Hand out logits in row order.
         let mut logits = logits.into_iter();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::gguf::{DType, Error, Gguf};
-use super::quant::{Isa, QActs, QMatrix, matmul};
+use super::quant::{Isa, QActs, QMatrix, Team, matmul};
 use super::tokenizer::Token;
 
 /// Hyperparameters.
@@ -377,7 +377,7 @@ impl Llama {
         seqs: &mut [&mut SeqKv],
         rows: &[Row],
         s: &mut Scratch,
-        threads: usize,
+        team: &Team,
     ) -> Vec<Vec<f32>> {
         let c = &self.cfg;
         let (d, n) = (c.embd, rows.len());
@@ -405,7 +405,7 @@ impl Llama {
             // Attention.
             self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, &mut s.t, threads);
+            matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, &mut s.t, team);
             let width = d + 2 * kvd;
             for (i, r) in rows.iter().enumerate() {
                 let row = &mut s.a[i * width..(i + 1) * width];
@@ -464,27 +464,27 @@ impl Llama {
             };
             // Short contexts are cheaper to attend on one thread than to hand out.
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
-            if threads > 1 && work >= 8192 {
+            if team.size() > 1 && work >= 8192 {
                 s.h.par_chunks_mut(hd).enumerate().for_each(attend);
             } else {
                 s.h.chunks_mut(hd).enumerate().for_each(attend);
             }
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.out, &s.qa, &mut s.a, &mut s.t, threads);
+            matmul(self.isa, &layer.out, &s.qa, &mut s.a, &mut s.t, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
             // Feed-forward: down(silu(gate) * up).
             self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, &mut s.t, threads);
+            matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, &mut s.t, team);
             s.b.clear();
             for row in s.a.chunks_exact(2 * c.ff) {
                 let (gate, up) = row.split_at(c.ff);
                 s.b.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
             }
             s.qa.quantize_into(&s.b, n, c.ff);
-            matmul(self.isa, &layer.down, &s.qa, &mut s.a, &mut s.t, threads);
+            matmul(self.isa, &layer.down, &s.qa, &mut s.a, &mut s.t, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
@@ -501,7 +501,7 @@ impl Llama {
         self.rms_norm(&picked, &self.out_norm, &mut s.h);
         s.qa.quantize_into(&s.h, want.len(), d);
         let out = self.output.as_ref().unwrap_or(&self.embd);
-        matmul(self.isa, out, &s.qa, &mut s.a, &mut s.t, threads);
+        matmul(self.isa, out, &s.qa, &mut s.a, &mut s.t, team);
         s.a.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect()
     }
 }

@@ -12,7 +12,8 @@
 //! scalar kernel computes the same sums everywhere else, and the tests check they agree.
 #![allow(unsafe_code)]
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Block size of every quantized format here.
 pub const BLOCK: usize = 32;
@@ -518,31 +519,176 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, dst: &mut [f32]) {
     }
 }
 
+/// A team of threads for matmuls: the caller and `size - 1` helpers that spin briefly between
+/// jobs (a decode step runs over a hundred matmuls a few tens of microseconds apart, too close
+/// for a thread pool's sleep and wake-up) and park on a condition variable when idle.
+///
+/// A job is handed over as raw pointers: the caller publishes it, does its own share, and
+/// does not return until every helper has finished, so everything the pointers borrow outlives
+/// their use. That is the invariant the `unsafe` below relies on.
+pub struct Team {
+    shared: Arc<Shared>,
+    helpers: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy)]
+struct Job {
+    isa: Isa,
+    w: *const QMatrix,
+    x: *const QActs,
+    dst: *mut f32,
+    /// Weight rows per share (a multiple of 4); share `k` starts at row `k * per`.
+    per: usize,
+}
+
+// SAFETY: a Job's pointers are only dereferenced while the publishing caller waits in
+// `Team::run` for the job to finish (see `Team`).
+unsafe impl Send for Job {}
+
+struct Shared {
+    /// Bumped once per job; helpers run a job when they see a new value.
+    epoch: AtomicU64,
+    /// Helpers finished with the current job.
+    done: AtomicUsize,
+    job: Mutex<Option<Job>>,
+    /// Parked helpers wait here.
+    park: Mutex<usize>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+impl Team {
+    /// A team of `threads` (at least one: the caller).
+    pub fn new(threads: usize) -> Team {
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            park: Mutex::new(0),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let helpers = (1..threads.max(1))
+            .map(|k| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("hx-matmul-{k}"))
+                    .spawn(move || helper(&shared, k))
+                    .expect("spawning a matmul thread")
+            })
+            .collect();
+        Team { shared, helpers }
+    }
+
+    /// Threads in the team, the caller included.
+    pub fn size(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    fn run(&self, job: Job) {
+        let sh = &self.shared;
+        if !self.helpers.is_empty() {
+            *sh.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+            sh.done.store(0, Ordering::Release);
+            sh.epoch.fetch_add(1, Ordering::AcqRel);
+            let parked = *sh.park.lock().unwrap_or_else(|p| p.into_inner());
+            if parked > 0 {
+                sh.wake.notify_all();
+            }
+        }
+        run_share(&job, 0);
+        while sh.done.load(Ordering::Acquire) < self.helpers.len() {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        {
+            let _guard = self.shared.park.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn helper(sh: &Shared, k: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Spin for a job (about 100 microseconds), then park.
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = sh.epoch.load(Ordering::Acquire);
+            if e != seen {
+                break e;
+            }
+            spins += 1;
+            if spins < 20_000 {
+                std::hint::spin_loop();
+            } else {
+                let mut parked = sh.park.lock().unwrap_or_else(|p| p.into_inner());
+                *parked += 1;
+                while sh.epoch.load(Ordering::Acquire) == seen {
+                    parked = sh.wake.wait(parked).unwrap_or_else(|p| p.into_inner());
+                }
+                *parked -= 1;
+                spins = 0;
+            }
+        };
+        seen = epoch;
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let job = *sh.job.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(job) = job {
+            run_share(&job, k);
+        }
+        sh.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn run_share(job: &Job, k: usize) {
+    // SAFETY: the publishing caller keeps `w`, `x` and the destination alive and unaliased
+    // until every share is done (see `Team`), and shares write disjoint row ranges.
+    let (w, x) = unsafe { (&*job.w, &*job.x) };
+    let r0 = (k * job.per).min(w.rows);
+    let r1 = ((k + 1) * job.per).min(w.rows);
+    if r0 == r1 {
+        return;
+    }
+    let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(r0 * x.n), (r1 - r0) * x.n) };
+    rows_into(job.isa, w, x, r0, dst);
+}
+
 /// `out[j * w.rows + r] = dot(w row r, x row j)` for every activation row `j`, split over the
-/// thread pool by weight rows. `scratch` is reused between calls.
+/// team by weight rows. `scratch` is reused between calls.
 pub fn matmul(
     isa: Isa,
     w: &QMatrix,
     x: &QActs,
     out: &mut Vec<f32>,
     scratch: &mut Vec<f32>,
-    threads: usize,
+    team: &Team,
 ) {
     assert_eq!(w.cols, x.cols, "matmul width");
     let (rows, n) = (w.rows, x.n);
-    // Results are made row-major by weight row ([r][j]) so each task writes one contiguous
+    // Results are made row-major by weight row ([r][j]) so each share writes one contiguous
     // range, then transposed.
     scratch.clear();
     scratch.resize(rows * n, 0.0);
-    if threads <= 1 {
-        rows_into(isa, w, x, 0, scratch);
-    } else {
-        let chunk = rows.div_ceil(threads * 4).max(16);
-        scratch
-            .par_chunks_mut(chunk * n)
-            .enumerate()
-            .for_each(|(c, dst)| rows_into(isa, w, x, c * chunk, dst));
-    }
+    let per = rows.div_ceil(team.size()).next_multiple_of(4);
+    team.run(Job {
+        isa,
+        w,
+        x,
+        dst: scratch.as_mut_ptr(),
+        per,
+    });
     out.clear();
     out.resize(rows * n, 0.0);
     for r in 0..rows {
@@ -605,7 +751,7 @@ mod tests {
                     continue;
                 }
                 let (mut out, mut scratch) = (Vec::new(), Vec::new());
-                matmul(isa, w, &xa, &mut out, &mut scratch, 2);
+                matmul(isa, w, &xa, &mut out, &mut scratch, &Team::new(2));
                 for j in 0..n {
                     for r in 0..rows {
                         // Exact over the quantized activations: kernels must match it to
