@@ -464,7 +464,7 @@ impl Llama {
             };
             // Short contexts are cheaper to attend on one thread than to hand out.
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
-            if team.size() > 1 && work >= 8192 {
+            if team.size() > 1 && work >= 1024 {
                 s.h.par_chunks_mut(hd).enumerate().for_each(attend);
             } else {
                 s.h.chunks_mut(hd).enumerate().for_each(attend);
