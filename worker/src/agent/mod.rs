@@ -1,0 +1,838 @@
+//! The agent runtime: runs a harness graph on one task, step by step, with a model.
+//!
+//! Each step walks the harness's stages in order: `step-start` (budgets, re-planning),
+//! `before-model` (the context is assembled from the components scheduled there, in their
+//! edge order), the action selector (free generation with a parser, log-likelihood scoring over
+//! admissible commands, or sample-and-vote), `before-action` (the admissible check and the
+//! loop guard may catch or change the command), the world's step, and `after-observation`
+//! (memories, reflection, and the rewrite policy, which may change the harness itself).
+//!
+//! The episode works on its own copy of the harness; rewrites go through the algebra
+//! ([`rewrite`]), so the copy is always a valid harness.
+
+pub mod exemplars;
+pub mod rewrite;
+pub mod trace;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use hx_common::harness::catalog::{Kind, Stage};
+use hx_common::harness::{Component, Harness};
+use hx_common::protocol::{RewriteRecord, TaskOutcome};
+use hx_common::task::TaskRef;
+
+use crate::env::{self, Environment};
+use crate::model::{self, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, Usage};
+use trace::{Event, Trace};
+
+/// Why an episode could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The environment failed (an adapter crashed, a task could not be generated).
+    #[error("environment: {0}")]
+    Env(#[from] env::Error),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(#[from] model::Error),
+    /// The trace file could not be opened.
+    #[error("trace {path}: {cause}")]
+    Trace {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+}
+
+/// Switches for a run of episodes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Turn in-task rewriting off whatever the harness says (for ablations).
+    pub no_rewriting: bool,
+    /// Write one `TASK.jsonl` trace per episode here.
+    pub trace_dir: Option<PathBuf>,
+}
+
+/// What an episode did.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    /// The outcome as the protocol reports it.
+    pub outcome: TaskOutcome,
+    /// Tokens by kind.
+    pub usage: Usage,
+    /// Every rewrite tried, kept or not.
+    pub rewrites: Vec<RewriteRecord>,
+    /// A short account of what went wrong, for a mutation prompt.
+    pub failure_digest: String,
+    /// Why it ended.
+    pub reason: String,
+    /// The harness at the end (after rewrites that were kept).
+    pub harness: Harness,
+    /// The trace.
+    pub events: Vec<Event>,
+}
+
+/// One past step, as memories see it.
+#[derive(Debug, Clone)]
+struct Turn {
+    command: String,
+    observation: String,
+    progress: bool,
+}
+
+/// The episode's mutable state: memories and counters the components read and write.
+struct State {
+    task: TaskRef,
+    goal: String,
+    intro: String,
+    turns: Vec<Turn>,
+    notes: Vec<String>,
+    failures: VecDeque<String>,
+    visited: Vec<(String, String)>,
+    plan: Option<String>,
+    reflections: Vec<String>,
+    step: u32,
+    invalid: u32,
+    loops: u32,
+    last_progress: u32,
+    score: f32,
+    seen: std::collections::HashSet<String>,
+    usage: Usage,
+    exemplars: Option<Vec<exemplars::Exemplar>>,
+}
+
+const NOTHING: &str = "Nothing happens.";
+
+fn int(c: &Component, p: &str) -> i64 {
+    c.param(p).and_then(|v| v.as_int()).unwrap_or(0)
+}
+fn float(c: &Component, p: &str) -> f64 {
+    c.param(p).and_then(|v| v.as_float()).unwrap_or(0.0)
+}
+fn text<'a>(c: &'a Component, p: &str) -> &'a str {
+    c.param(p).and_then(|v| v.as_text()).unwrap_or("")
+}
+fn boolean(c: &Component, p: &str) -> bool {
+    c.param(p).and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+impl State {
+    /// Receptacles and places the first observation names (`you see a cabinet 1, a ...`).
+    fn places(&self) -> Vec<String> {
+        let Some((_, list)) = self.intro.split_once("you see ") else {
+            return Vec::new();
+        };
+        list.trim_end_matches('.')
+            .split(", ")
+            .flat_map(|p| p.split(" and "))
+            .map(|p| {
+                p.trim()
+                    .trim_start_matches("a ")
+                    .trim_start_matches("an ")
+                    .to_owned()
+            })
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
+    fn carrying(&self) -> Option<String> {
+        let mut held = None;
+        for t in &self.turns {
+            if let Some(rest) = t.observation.strip_prefix("You pick up the ") {
+                held = rest.split(" from ").next().map(str::to_owned);
+            } else if t.observation.starts_with("You put the ") {
+                held = None;
+            } else if let Some(rest) = t.observation.strip_prefix("You are carrying: a ") {
+                held = Some(rest.trim_end_matches('.').to_owned());
+            }
+        }
+        held
+    }
+
+    fn since_progress(&self) -> u32 {
+        self.step.saturating_sub(self.last_progress)
+    }
+}
+
+/// Runs `harness` on `task` in `env` with `model`.
+pub fn run_episode(
+    harness: &Harness,
+    env: &mut dyn Environment,
+    task: &TaskRef,
+    model: &dyn ModelBackend,
+    options: &Options,
+) -> Result<Episode, Error> {
+    let clock = Instant::now();
+    let mut trace = match &options.trace_dir {
+        Some(dir) => {
+            let path = dir.join(format!("{}.jsonl", task.to_string().replace('/', "-")));
+            Trace::to_file(&path).map_err(|cause| Error::Trace { path, cause })?
+        }
+        None => Trace::default(),
+    };
+    let reset = env.reset(task)?;
+    trace.push(Event::Start {
+        task: task.to_string(),
+        harness: harness.id(),
+        goal: reset.goal.clone(),
+        observation: reset.observation.clone(),
+    });
+    let mut st = State {
+        task: task.clone(),
+        goal: reset.goal,
+        intro: reset.observation,
+        turns: Vec::new(),
+        notes: Vec::new(),
+        failures: VecDeque::new(),
+        visited: Vec::new(),
+        plan: None,
+        reflections: Vec::new(),
+        step: 0,
+        invalid: 0,
+        loops: 0,
+        last_progress: 0,
+        score: 0.0,
+        seen: Default::default(),
+        usage: Usage::default(),
+        exemplars: None,
+    };
+    let mut rw = rewrite::Rewriter::new(!options.no_rewriting);
+    let mut h = harness.clone();
+    let mut won = false;
+    let limit = env.step_limit();
+    let reason = loop {
+        // step-start: budgets, then planning.
+        let max_steps = h
+            .in_group("step-budget")
+            .map_or(limit, |c| (int(c, "max-steps") as u32).min(limit));
+        if st.step >= max_steps {
+            break "step budget".to_owned();
+        }
+        if let Some(c) = h.in_group("token-budget")
+            && st.usage.prompt_tokens + st.usage.completion_tokens >= int(c, "max-tokens") as u64
+        {
+            break "token budget".to_owned();
+        }
+        if let Some(p) = h.in_group("planner") {
+            let every = int(p, "replan-every") as u32;
+            let due =
+                st.plan.is_none() || (every > 0 && st.step > 0 && st.step.is_multiple_of(every));
+            if due {
+                let prompt = text(p, "text").to_owned();
+                let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "plan", 96)?;
+                st.plan = Some(out);
+            }
+        }
+
+        // before-model and the action selector.
+        let mut command = act(model, &h, &mut st, env, &mut trace)?;
+
+        // before-action: guards, in schedule order.
+        for c in h.schedule(Stage::BeforeAction) {
+            match c.kind {
+                Kind::AdmissibleCheck => {
+                    command = check(model, &h, c, &mut st, env, &mut trace, command)?;
+                }
+                Kind::LoopGuard => {
+                    command = guard(c, &mut st, env, &mut trace, command)?;
+                }
+                _ => {}
+            }
+        }
+
+        // The world.
+        let s = env.step(&command)?;
+        st.step += 1;
+        let progress = s.observation != NOTHING
+            && (s.score.is_some_and(|x| x > st.score) || st.seen.insert(s.observation.clone()));
+        if let Some(x) = s.score {
+            st.score = st.score.max(x);
+        }
+        if s.won {
+            st.score = 1.0;
+        }
+        if progress {
+            st.last_progress = st.step;
+        }
+        if s.observation == NOTHING {
+            st.invalid += 1;
+        }
+        trace.push(Event::Step {
+            step: st.step,
+            command: command.clone(),
+            observation: s.observation.clone(),
+            score: s.score,
+            progress,
+        });
+        st.turns.push(Turn {
+            command: command.clone(),
+            observation: s.observation.clone(),
+            progress,
+        });
+
+        // after-observation: memories, reflection, rewriting.
+        for c in h.schedule(Stage::AfterObservation) {
+            match c.kind {
+                Kind::FailureMemory if s.observation == NOTHING => {
+                    if !st.failures.contains(&command) {
+                        st.failures.push_back(command.clone());
+                    }
+                    while st.failures.len() > int(c, "capacity") as usize {
+                        st.failures.pop_front();
+                    }
+                }
+                Kind::VisitedLog => {
+                    if let Some(place) = command.strip_prefix("go to ") {
+                        st.visited.retain(|(p, _)| p != place);
+                        st.visited.push((place.to_owned(), s.observation.clone()));
+                        let max = int(c, "max-places") as usize;
+                        if st.visited.len() > max {
+                            st.visited.remove(0);
+                        }
+                    }
+                }
+                Kind::Reflection => {
+                    let trigger = text(c, "trigger");
+                    let stalled =
+                        st.since_progress() >= int(c, "stall-steps") as u32 && trigger != "failure";
+                    if stalled
+                        && !s.done
+                        && (st.reflections.len() as i64) < int(c, "max-reflections")
+                    {
+                        let prompt = text(c, "text").to_owned();
+                        let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "reflect", 64)?;
+                        st.reflections.push(out);
+                        // A reflection resets the stall clock, so it does not fire every step.
+                        st.last_progress = st.step;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if s.done {
+            won = s.won;
+            break if s.won {
+                "won"
+            } else {
+                "world ended the episode"
+            }
+            .to_owned();
+        }
+        if let Some(new) = rw.after_step(model, &h, &mut st, &mut trace)? {
+            h = new;
+        }
+    };
+    rw.finish(&mut st, &mut trace);
+    let tokens = st.usage.prompt_tokens + st.usage.completion_tokens;
+    trace.push(Event::End {
+        steps: st.step,
+        won,
+        score: st.score,
+        reason: reason.clone(),
+        tokens,
+    });
+    let digest = digest(&st, won, &reason);
+    Ok(Episode {
+        outcome: TaskOutcome {
+            task: task.clone(),
+            won,
+            score: st.score,
+            steps: st.step,
+            tokens,
+            wall_ms: clock.elapsed().as_millis() as u64,
+        },
+        usage: st.usage,
+        rewrites: rw.records,
+        failure_digest: digest,
+        reason,
+        harness: h,
+        events: trace.events,
+    })
+}
+
+/// The context the `before-model` components assemble, as chat messages.
+fn context(
+    h: &Harness,
+    st: &mut State,
+    env: &mut dyn Environment,
+    trace: &mut Trace,
+) -> Result<Vec<Message>, Error> {
+    let mut system = String::new();
+    let mut parts: Vec<String> = Vec::new();
+    let mut history_shown = false;
+    for c in h.schedule(Stage::BeforeModel) {
+        match c.kind {
+            Kind::SystemPrompt => system = text(c, "text").to_owned(),
+            Kind::TaskFraming => parts.push(text(c, "text").replace("{goal}", &st.goal)),
+            Kind::FewShot => {
+                let n = int(c, "count") as usize;
+                if n > 0 {
+                    let ex = st.exemplars.get_or_insert_with(|| {
+                        exemplars::for_task(&st.task, n, boolean(c, "same-type"))
+                    });
+                    for (i, e) in ex.iter().take(n).enumerate() {
+                        parts.push(format!("Example {}:\n{}", i + 1, e.text.trim_end()));
+                    }
+                }
+            }
+            Kind::Hint => parts.push(format!("Hint: {}", text(c, "text"))),
+            Kind::HistoryWindow => {
+                history_shown = true;
+                let n = int(c, "steps") as usize;
+                let compact = h
+                    .in_group("observation-view")
+                    .is_some_and(|v| text(v, "mode") == "compact");
+                let mut s = format!("{}\n", view(&st.intro, compact));
+                for t in st.turns.iter().rev().take(n).rev() {
+                    s.push_str(&format!(
+                        "> {}\n{}\n",
+                        t.command,
+                        view(&t.observation, compact)
+                    ));
+                }
+                parts.push(s.trim_end().to_owned());
+            }
+            Kind::Scratchpad if !st.notes.is_empty() => {
+                parts.push(format!("Your notes:\n- {}", st.notes.join("\n- ")));
+            }
+            Kind::FailureMemory if !st.failures.is_empty() => {
+                let f: Vec<&str> = st.failures.iter().map(String::as_str).collect();
+                parts.push(format!("These commands did nothing: {}.", f.join("; ")));
+            }
+            Kind::VisitedLog if !st.visited.is_empty() => {
+                let v: Vec<&str> = st.visited.iter().map(|(p, _)| p.as_str()).collect();
+                parts.push(format!("Places visited: {}.", v.join(", ")));
+            }
+            Kind::Planner => {
+                if let Some(p) = &st.plan {
+                    parts.push(format!("Your plan:\n{p}"));
+                }
+            }
+            Kind::Reflection if !st.reflections.is_empty() => {
+                parts.push(format!(
+                    "Your reflections:\n- {}",
+                    st.reflections.join("\n- ")
+                ));
+            }
+            Kind::Tool => {
+                let max = int(c, "max-items") as usize;
+                let items = tool(c.tool().unwrap_or(""), st, env)?;
+                trace.push(Event::Tool {
+                    step: st.step,
+                    tool: c.tool().unwrap_or("").to_owned(),
+                    items: items.len(),
+                });
+                if !items.is_empty() {
+                    let label = match c.tool().unwrap_or("") {
+                        "admissible-commands" => "Commands you can use now",
+                        "inventory" => "You are carrying",
+                        "map" => "Places seen and what is there",
+                        "unvisited" => "Places not visited yet",
+                        _ => "Goal",
+                    };
+                    let shown: Vec<String> = items.into_iter().take(max).collect();
+                    parts.push(format!("{label}: {}.", shown.join("; ")));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !history_shown {
+        // Without a history window the model still sees where it is now.
+        let last = st
+            .turns
+            .last()
+            .map_or(st.intro.as_str(), |t| &t.observation);
+        parts.push(last.to_owned());
+    }
+    let mut messages = Vec::new();
+    if !system.is_empty() {
+        messages.push(Message::new(Role::System, system));
+    }
+    messages.push(Message::new(Role::User, parts.join("\n\n")));
+    Ok(messages)
+}
+
+/// An observation as the model reads it: raw, or compact (articles and filler dropped).
+fn view(obs: &str, compact: bool) -> String {
+    if !compact {
+        return obs.to_owned();
+    }
+    obs.replace("Looking quickly around you, ", "")
+        .replace("you see a ", "you see ")
+        .replace(", a ", ", ")
+        .replace(", and a ", ", ")
+        .replace("You arrive at ", "At ")
+}
+
+/// A tool's items. Tools read only the episode's own observations and the environment's
+/// admissible list: deterministic, with no shell, files or network.
+fn tool(name: &str, st: &State, env: &mut dyn Environment) -> Result<Vec<String>, Error> {
+    Ok(match name {
+        "admissible-commands" => env.admissible_commands()?,
+        "inventory" => vec![st.carrying().unwrap_or_else(|| "nothing".into())],
+        "map" => st
+            .visited
+            .iter()
+            .map(|(p, o)| format!("{p}: {}", o.chars().take(120).collect::<String>()))
+            .collect(),
+        "unvisited" => st
+            .places()
+            .into_iter()
+            .filter(|p| !st.visited.iter().any(|(v, _)| v == p))
+            .collect(),
+        "goal" => vec![st.goal.clone()],
+        _ => Vec::new(),
+    })
+}
+
+fn record(trace: &mut Trace, st: &State, purpose: &str, prompt: &str, usage: Usage, out: &str) {
+    trace.push(Event::Model {
+        step: st.step,
+        purpose: purpose.to_owned(),
+        prompt_hash: trace::prompt_hash(prompt),
+        prompt_chars: prompt.len(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        output: out.to_owned(),
+    });
+}
+
+fn flat(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("{}: {}", m.role.as_str(), m.content))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A side question to the model in the current context (plan, reflection).
+#[allow(clippy::too_many_arguments)]
+fn ask(
+    model: &dyn ModelBackend,
+    h: &Harness,
+    st: &mut State,
+    env: &mut dyn Environment,
+    trace: &mut Trace,
+    question: &str,
+    purpose: &str,
+    max_tokens: u32,
+) -> Result<String, Error> {
+    let mut messages = context(h, st, env, trace)?;
+    if let Some(last) = messages.last_mut() {
+        last.content.push_str(&format!("\n\n{question}"));
+    }
+    let g = model.generate(&GenerateRequest::new(messages.clone(), max_tokens))?;
+    st.usage += g.usage;
+    record(trace, st, purpose, &flat(&messages), g.usage, &g.text);
+    Ok(g.text.trim().chars().take(600).collect())
+}
+
+/// The action selector: the command to send.
+fn act(
+    model: &dyn ModelBackend,
+    h: &Harness,
+    st: &mut State,
+    env: &mut dyn Environment,
+    trace: &mut Trace,
+) -> Result<String, Error> {
+    let messages = context(h, st, env, trace)?;
+    let sel = h.action_selector();
+    match sel.kind {
+        Kind::LoglikScoring => {
+            let candidates = env.admissible_commands()?;
+            if candidates.is_empty() {
+                return Ok("look".into());
+            }
+            let mut m = messages.clone();
+            if let Some(last) = m.last_mut() {
+                last.content.push_str("\n\nYour next command:");
+            }
+            let s = model.score(&ScoreRequest {
+                messages: m.clone(),
+                candidates: candidates.clone(),
+            })?;
+            st.usage += s.usage;
+            let mean = text(sel, "normalize") == "mean";
+            let value = |i: usize| {
+                if mean {
+                    s.logprobs[i] / f64::from(s.tokens[i].max(1))
+                } else {
+                    s.logprobs[i]
+                }
+            };
+            let best = (0..candidates.len())
+                .max_by(|&a, &b| value(a).total_cmp(&value(b)))
+                .unwrap_or(0);
+            record(trace, st, "act", &flat(&m), s.usage, &candidates[best]);
+            Ok(candidates[best].clone())
+        }
+        Kind::SampleVote => {
+            let k = int(sel, "k").max(1) as u64;
+            let mut votes: Vec<(String, u32)> = Vec::new();
+            for i in 0..k {
+                let r = GenerateRequest {
+                    messages: messages.clone(),
+                    stop: Vec::new(),
+                    max_tokens: int(sel, "max-tokens") as u32,
+                    temperature: float(sel, "temperature") as f32,
+                    seed: st.task.seed ^ (u64::from(st.step) << 8) ^ i,
+                };
+                let g = model.generate(&r)?;
+                st.usage += g.usage;
+                let cmd = parse_command(&g.text, true);
+                record(trace, st, "act", &flat(&messages), g.usage, &cmd);
+                match votes.iter_mut().find(|(c, _)| *c == cmd) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((cmd, 1)),
+                }
+            }
+            // Most votes; ties go to the earliest sample.
+            let best = votes.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            Ok(votes
+                .into_iter()
+                .find(|(_, n)| *n == best)
+                .map(|(c, _)| c)
+                .unwrap_or_else(|| "look".into()))
+        }
+        _ => {
+            let react = text(sel, "format") != "command";
+            let g = model.generate(&GenerateRequest {
+                messages: messages.clone(),
+                stop: vec!["\n>".into(), "\nObservation".into()],
+                max_tokens: int(sel, "max-tokens") as u32,
+                temperature: float(sel, "temperature") as f32,
+                seed: st.task.seed ^ u64::from(st.step),
+            })?;
+            st.usage += g.usage;
+            record(trace, st, "act", &flat(&messages), g.usage, &g.text);
+            if let Some(pad) = h.in_group("scratchpad") {
+                take_notes(pad, st, &g.text);
+            }
+            Ok(parse_command(&g.text, react))
+        }
+    }
+}
+
+/// Lines starting `Note:` become scratchpad notes.
+fn take_notes(pad: &Component, st: &mut State, output: &str) {
+    let max_chars = int(pad, "max-note-chars") as usize;
+    for line in output.lines() {
+        if let Some(note) = line.trim().strip_prefix("Note:") {
+            st.notes.push(note.trim().chars().take(max_chars).collect());
+        }
+    }
+    let max = int(pad, "max-notes") as usize;
+    if st.notes.len() > max {
+        let extra = st.notes.len() - max;
+        st.notes.drain(..extra);
+    }
+}
+
+/// The command in a model's answer: the `Action:` line for ReAct, else the first line that is
+/// not a thought. Leading `>` and quotes are dropped; empty output means `look`.
+pub fn parse_command(output: &str, react: bool) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let picked = if react {
+        lines
+            .iter()
+            .find_map(|l| {
+                let lower = l.to_lowercase();
+                lower
+                    .find("action:")
+                    .map(|at| l[at + "action:".len()..].trim())
+            })
+            .or_else(|| {
+                lines
+                    .iter()
+                    .find(|l| !l.to_lowercase().starts_with("thought"))
+                    .copied()
+            })
+    } else {
+        lines.first().copied()
+    };
+    let cmd = picked
+        .unwrap_or("")
+        .trim_start_matches('>')
+        .trim()
+        .trim_matches(|c| c == '"' || c == '`' || c == '\'')
+        .trim_end_matches('.')
+        .trim()
+        .to_lowercase();
+    if cmd.is_empty() { "look".into() } else { cmd }
+}
+
+/// The admissible check: an inadmissible command goes back to the model with feedback, at
+/// most `max-retries` times; then the closest admissible command (by shared words) is sent.
+fn check(
+    model: &dyn ModelBackend,
+    h: &Harness,
+    c: &Component,
+    st: &mut State,
+    env: &mut dyn Environment,
+    trace: &mut Trace,
+    mut command: String,
+) -> Result<String, Error> {
+    let admissible = env.admissible_commands()?;
+    if admissible.is_empty() || admissible.contains(&command) {
+        return Ok(command);
+    }
+    let react = text(h.action_selector(), "format") != "command";
+    for _ in 0..int(c, "max-retries") {
+        trace.push(Event::Guard {
+            step: st.step,
+            guard: "admissible-check".into(),
+            detail: format!("{command:?} is not admissible; asking again"),
+        });
+        st.invalid += 1;
+        let mut messages = context(h, st, env, trace)?;
+        if let Some(last) = messages.last_mut() {
+            last.content.push_str(&format!(
+                "\n\n\"{command}\" is not a valid command here. Valid commands: {}.\nAnswer with one of them.",
+                admissible.join("; ")
+            ));
+        }
+        let g = model.generate(&GenerateRequest {
+            messages: messages.clone(),
+            stop: vec!["\n>".into()],
+            max_tokens: 48,
+            temperature: 0.0,
+            seed: st.task.seed,
+        })?;
+        st.usage += g.usage;
+        record(trace, st, "retry", &flat(&messages), g.usage, &g.text);
+        command = parse_command(&g.text, react);
+        if admissible.contains(&command) {
+            return Ok(command);
+        }
+    }
+    let closest = closest(&command, &admissible);
+    trace.push(Event::Guard {
+        step: st.step,
+        guard: "admissible-check".into(),
+        detail: format!("{command:?} replaced by the closest admissible {closest:?}"),
+    });
+    Ok(closest)
+}
+
+fn closest(command: &str, admissible: &[String]) -> String {
+    let words: std::collections::HashSet<&str> = command.split_whitespace().collect();
+    admissible
+        .iter()
+        .max_by_key(|a| {
+            (
+                a.split_whitespace().filter(|w| words.contains(w)).count(),
+                std::cmp::Reverse(a.len()),
+            )
+        })
+        .cloned()
+        .unwrap_or_else(|| command.to_owned())
+}
+
+/// The loop guard: a command repeated `max-repeats` times within `window` without progress
+/// is replaced by an admissible command not used in the window.
+fn guard(
+    c: &Component,
+    st: &mut State,
+    env: &mut dyn Environment,
+    trace: &mut Trace,
+    command: String,
+) -> Result<String, Error> {
+    let window = int(c, "window") as usize;
+    let recent: Vec<&Turn> = st.turns.iter().rev().take(window).collect();
+    let repeats = recent
+        .iter()
+        .filter(|t| t.command == command && !t.progress)
+        .count();
+    if repeats + 1 < int(c, "max-repeats") as usize {
+        return Ok(command);
+    }
+    st.loops += 1;
+    let admissible = env.admissible_commands()?;
+    let fresh = admissible
+        .iter()
+        .find(|a| {
+            a.as_str() != "look"
+                && a.as_str() != "inventory"
+                && !recent.iter().any(|t| &t.command == *a)
+        })
+        .cloned()
+        .unwrap_or(command.clone());
+    trace.push(Event::Guard {
+        step: st.step,
+        guard: "loop-guard".into(),
+        detail: format!("{command:?} repeated without effect; trying {fresh:?}"),
+    });
+    Ok(fresh)
+}
+
+/// A few lines on how the episode went, short enough for a mutation prompt.
+fn digest(st: &State, won: bool, reason: &str) -> String {
+    let mut d = format!(
+        "{}: {} after {} steps ({reason}); goal: {}",
+        st.task,
+        if won { "won" } else { "failed" },
+        st.step,
+        st.goal
+    );
+    if !won {
+        if !st.failures.is_empty() || st.invalid > 0 {
+            let f: Vec<&str> = st.failures.iter().take(4).map(String::as_str).collect();
+            d.push_str(&format!(
+                "; {} commands did nothing (e.g. {})",
+                st.invalid,
+                f.join("; ")
+            ));
+        }
+        if st.loops > 0 {
+            d.push_str(&format!("; looped {} times", st.loops));
+        }
+        let last: Vec<&str> = st
+            .turns
+            .iter()
+            .rev()
+            .take(4)
+            .map(|t| t.command.as_str())
+            .collect();
+        d.push_str(&format!("; last commands: {}", last.join(", ")));
+    }
+    d.chars().take(600).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_from_model_output() {
+        assert_eq!(
+            parse_command(
+                "Thought: the apple may be there.\nAction: go to fridge 1",
+                true
+            ),
+            "go to fridge 1"
+        );
+        assert_eq!(
+            parse_command("> Open Fridge 1.\nmore", false),
+            "open fridge 1"
+        );
+        assert_eq!(
+            parse_command("take apple 1 from table 1", true),
+            "take apple 1 from table 1"
+        );
+        assert_eq!(parse_command("", true), "look");
+        assert_eq!(parse_command("Thought: hmm\n", true), "look");
+    }
+
+    #[test]
+    fn the_closest_admissible_command_shares_most_words() {
+        let a = vec!["go to fridge 1".to_owned(), "open fridge 1".to_owned()];
+        assert_eq!(closest("open the fridge", &a), "open fridge 1");
+    }
+}
