@@ -29,7 +29,9 @@ pub struct Option_ {
 struct Pending {
     before: Harness,
     step: u32,
-    progress_before: usize,
+    /// Net progress in the `window` steps before the rewrite.
+    net_before: i64,
+    window: usize,
     record: usize,
 }
 
@@ -44,11 +46,13 @@ pub struct Rewriter {
     loops_at: u32,
 }
 
-fn progress_in(st: &State, from: usize, to: usize) -> usize {
+/// Net progress over turns `from..to`: steps that made progress minus commands that did
+/// nothing.
+fn net_progress(st: &State, from: usize, to: usize) -> i64 {
     st.turns[from.min(st.turns.len())..to.min(st.turns.len())]
         .iter()
-        .filter(|t| t.progress)
-        .count()
+        .map(|t| i64::from(t.progress) - i64::from(t.observation == super::NOTHING))
+        .sum()
 }
 
 impl Rewriter {
@@ -131,7 +135,8 @@ impl Rewriter {
                 self.pending = Some(Pending {
                     before: h.clone(),
                     step: st.step,
-                    progress_before: progress_in(st, n.saturating_sub(w), n),
+                    net_before: net_progress(st, n.saturating_sub(w), n),
+                    window: w,
                     record: self.records.len() - 1,
                 });
                 Ok(Some(new))
@@ -159,20 +164,21 @@ impl Rewriter {
         }
     }
 
-    /// Ends the watch on a pending rewrite: rolled back if progress got worse.
+    /// Ends the watch on a pending rewrite: rolled back if net progress (steps that made
+    /// progress minus commands that did nothing) was lower after it than in as many steps
+    /// before it. At the end of an episode a short window is compared at the same rate.
     fn resolve(&mut self, st: &State, trace: &mut Trace, at_end: bool) -> Option<Harness> {
         let p = self.pending.take()?;
-        let start = st.turns.len() - (st.step - p.step) as usize;
-        let after = progress_in(st, start, st.turns.len());
-        let window = st.step - p.step;
-        // At the end of an episode the window may be short: compare rates, not counts.
-        let worse = if at_end && window > 0 {
-            (after as f64) / f64::from(window)
-                < (p.progress_before as f64) / (start.max(1).min(window as usize).max(1) as f64)
-                && st.score < 1.0
+        let window = (st.step - p.step) as usize;
+        let start = st.turns.len() - window;
+        let after = net_progress(st, start, st.turns.len());
+        let before = if at_end && window < p.window {
+            // Scale the earlier window's net progress to the length of the later one.
+            (p.net_before as f64 * window as f64 / p.window as f64).floor() as i64
         } else {
-            after < p.progress_before && st.score < 1.0
+            p.net_before
         };
+        let worse = after < before && st.score < 1.0;
         if !worse {
             return None;
         }

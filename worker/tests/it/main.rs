@@ -1,5 +1,6 @@
 //! Integration tests of hx-worker: the binary, the task suites, and external environments.
 
+mod agent;
 mod blocks;
 mod cli;
 mod external;

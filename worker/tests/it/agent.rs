@@ -1,0 +1,262 @@
+//! The agent runtime's control flow, with a scripted model in a real household world: rewrites
+//! refused, rolled back and bounded, traces that parse back, and exemplars only from train.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use hx_common::harness::Harness;
+use hx_common::harness::format::{Format, parse_as};
+use hx_common::task::{Split, TaskRef};
+use hx_worker::agent::trace::{self, Event};
+use hx_worker::agent::{Options, exemplars, run_episode};
+use hx_worker::env::Environment;
+use hx_worker::env::household::Household;
+use hx_worker::model::{
+    Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
+};
+
+/// Answers generation with scripted commands in order (then `dance`), and scoring by
+/// preferring the candidate that contains `pick`.
+struct Scripted {
+    commands: Mutex<VecDeque<String>>,
+    pick: String,
+}
+
+impl Scripted {
+    fn new(commands: &[&str], pick: &str) -> Scripted {
+        Scripted {
+            commands: Mutex::new(commands.iter().map(|c| c.to_string()).collect()),
+            pick: pick.into(),
+        }
+    }
+}
+
+impl ModelBackend for Scripted {
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        let cmd = self
+            .commands
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or_else(|| "dance".into());
+        Ok(Generation {
+            text: format!("Thought: go on.\nAction: {cmd}"),
+            finish: Finish::Stop,
+            usage: Usage {
+                prompt_tokens: 10,
+                cached_tokens: 0,
+                completion_tokens: 5,
+            },
+        })
+    }
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        let logprobs: Vec<f64> = r
+            .candidates
+            .iter()
+            .map(|c| if c.contains(&self.pick) { -1.0 } else { -9.0 })
+            .collect();
+        Ok(Scores {
+            tokens: vec![1; logprobs.len()],
+            per_token: logprobs.iter().map(|l| vec![*l]).collect(),
+            logprobs,
+            usage: Usage::default(),
+        })
+    }
+}
+
+fn harness(policy: &str) -> Harness {
+    let text = format!(
+        r#"
+[[components]]
+name = "system"
+kind = "system-prompt"
+params.text = "You are an agent in a household."
+
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "act"
+kind = "free-generation"
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 12
+
+[[components]]
+name = "rewrite"
+kind = "rewrite-policy"
+{policy}
+"#
+    );
+    parse_as(&text, Format::Toml, "test").expect("a valid harness")
+}
+
+fn task() -> TaskRef {
+    TaskRef {
+        suite: "household".into(),
+        split: Split::Train,
+        seed: 3,
+    }
+}
+
+/// Two `go to` commands that make progress in the task's world.
+fn two_moves() -> Vec<String> {
+    let mut env = Household::new();
+    env.reset(&task()).expect("resets");
+    env.admissible_commands()
+        .expect("admissible")
+        .into_iter()
+        .filter(|c| c.starts_with("go to "))
+        .take(2)
+        .collect()
+}
+
+#[test]
+fn an_invalid_rewrite_is_refused_and_the_episode_continues() {
+    let h = harness(
+        "params.no-progress-steps = 0\nparams.invalid-commands = 2\nparams.on-loop = false\nparams.max-rewrites = 1\nparams.allowed = [\"remove\"]",
+    );
+    // The model picks "remove act": an episode without an action selector is not a harness.
+    let model = Scripted::new(&[], "remove act");
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    assert_eq!(ep.rewrites.len(), 1, "{:?}", ep.rewrites);
+    let r = &ep.rewrites[0];
+    assert!(!r.kept);
+    assert_eq!(r.before, r.after);
+    assert!(ep.events.iter().any(|e| matches!(e,
+        Event::Rewrite { result, .. } if result.starts_with("refused") && result.contains("action-selector"))),
+        "{:?}", ep.events);
+    assert_eq!(ep.outcome.steps, 12, "the episode ran to its budget");
+    assert_eq!(ep.harness.id(), h.id());
+}
+
+#[test]
+fn a_rewrite_that_worsens_progress_is_rolled_back() {
+    let moves = two_moves();
+    let h = harness(
+        "params.no-progress-steps = 0\nparams.invalid-commands = 2\nparams.on-loop = false\nparams.max-rewrites = 1\nparams.rollback-window = 3\nparams.allowed = [\"set-parameter\"]",
+    );
+    // Progress twice, then two commands that do nothing fire the policy; the rewrite (more
+    // history) is followed by three more failures: worse than before, so it is undone.
+    let model = Scripted::new(
+        &[&moves[0], &moves[1], "dance", "dance"],
+        "remember more steps",
+    );
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    assert_eq!(ep.rewrites.len(), 1);
+    assert!(!ep.rewrites[0].kept, "{:?}", ep.rewrites);
+    assert_ne!(ep.rewrites[0].before, ep.rewrites[0].after);
+    assert!(
+        ep.events
+            .iter()
+            .any(|e| matches!(e, Event::Rewrite { result, .. } if result == "rolled-back"))
+    );
+    assert_eq!(
+        ep.harness.id(),
+        h.id(),
+        "the harness is back to what it was"
+    );
+}
+
+#[test]
+fn a_rewrite_that_helps_is_kept() {
+    let moves = two_moves();
+    let h = harness(
+        "params.no-progress-steps = 0\nparams.invalid-commands = 2\nparams.on-loop = false\nparams.max-rewrites = 1\nparams.rollback-window = 2\nparams.allowed = [\"set-parameter\"]",
+    );
+    let model = Scripted::new(
+        &["dance", "dance", &moves[0], &moves[1]],
+        "remember more steps",
+    );
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    assert_eq!(ep.rewrites.len(), 1);
+    assert!(ep.rewrites[0].kept, "{:?}", ep.events);
+    assert_eq!(ep.harness.id(), ep.rewrites[0].after);
+    let history = ep.harness.component("history").expect("kept");
+    assert_eq!(history.param("steps").and_then(|v| v.as_int()), Some(16));
+}
+
+#[test]
+fn the_rewrite_bound_holds_and_rewriting_can_be_turned_off() {
+    let h = harness(
+        "params.no-progress-steps = 2\nparams.invalid-commands = 1\nparams.on-loop = false\nparams.max-rewrites = 2\nparams.rollback-window = 1\nparams.allowed = [\"insert\", \"set-parameter\"]",
+    );
+    let model = Scripted::new(&[], "remember");
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    assert_eq!(ep.rewrites.len(), 2, "fires often, bounded at two");
+
+    let off = Options {
+        no_rewriting: true,
+        ..Options::default()
+    };
+    let ep = run_episode(&h, &mut env, &task(), &model, &off).expect("runs");
+    assert!(ep.rewrites.is_empty());
+}
+
+#[test]
+fn traces_parse_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = harness("params.invalid-commands = 2\nparams.allowed = [\"insert\"]");
+    let model = Scripted::new(&["look", "inventory"], "remember");
+    let mut env = Household::new();
+    let options = Options {
+        trace_dir: Some(dir.path().to_owned()),
+        ..Options::default()
+    };
+    let ep = run_episode(&h, &mut env, &task(), &model, &options).expect("runs");
+    let path = dir.path().join("household-train-3.jsonl");
+    let read = trace::read(&path).expect("parses");
+    assert_eq!(read, ep.events);
+    assert!(matches!(read.first(), Some(Event::Start { .. })));
+    assert!(matches!(
+        read.last(),
+        Some(Event::End {
+            steps: 12,
+            won: false,
+            ..
+        })
+    ));
+    assert_eq!(
+        read.iter()
+            .filter(|e| matches!(e, Event::Step { .. }))
+            .count(),
+        12
+    );
+    assert!(ep.failure_digest.len() <= 600 && ep.failure_digest.contains("failed"));
+
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"event\":\"start\"}\n").expect("writes");
+    let err = trace::read(&dir.path().join("bad.jsonl")).expect_err("malformed");
+    assert!(err.contains("bad.jsonl:1"), "{err}");
+}
+
+#[test]
+fn exemplars_come_only_from_train_tasks() {
+    for split in [Split::Train, Split::Validation, Split::Test] {
+        for seed in 0..20 {
+            for suite in ["household", "blocks"] {
+                let t = TaskRef {
+                    suite: suite.into(),
+                    split,
+                    seed,
+                };
+                let ex = exemplars::for_task(&t, 3, true);
+                assert_eq!(ex.len(), 3, "{t}");
+                for e in ex {
+                    assert_eq!(e.task.split, Split::Train, "{t}: {}", e.task);
+                    assert_ne!(e.task, t);
+                    assert!(e.text.contains("Your task is to:"));
+                }
+            }
+        }
+    }
+}
