@@ -46,12 +46,59 @@ enum Command {
     /// Inspect task suites: survey a split, or show one task with its expert's plan.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Run a harness on tasks and report its success rate with a 95% Wilson interval.
+    ///
+    /// Episodes run concurrently against one model (the embedded one by default); the model
+    /// batches their calls. Example:
+    /// `hx run --harness configs/harnesses/strong.toml --suite household --split test --tasks 50`
+    Run(RunArgs),
     /// Manage the embedded model.
     #[command(subcommand)]
     Model(ModelCommand),
     /// Measure hx's speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The harness file (.toml or .json).
+    #[arg(long)]
+    harness: PathBuf,
+    /// The suite: household, blocks, or one served by --adapter.
+    #[arg(long, default_value = "household")]
+    suite: String,
+    /// The split.
+    #[arg(long, default_value = "validation")]
+    split: Split,
+    /// How many tasks, from seed --start.
+    #[arg(long, default_value_t = 20)]
+    tasks: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Episodes run at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Turn in-task rewriting off (for comparing the same harness with and without it).
+    #[arg(long)]
+    no_rewriting: bool,
+    /// Write one JSON-lines trace per episode into this directory.
+    #[arg(long, value_name = "DIR")]
+    trace_dir: Option<PathBuf>,
+    /// Take the model from this experiment or worker config's [model] section instead of the
+    /// embedded default.
+    #[arg(long, short, env = "HX_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A GGUF file for the embedded model.
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// An adapter command line for a suite hx does not generate.
+    #[arg(long, value_name = "COMMAND")]
+    adapter: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,9 +302,148 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => config(c),
         Command::Harness(c) => harness(c),
         Command::Tasks(c) => tasks(c),
+        Command::Run(a) => run_harness(a),
         Command::Model(c) => model(c),
         Command::Bench(c) => bench(c),
     }
+}
+
+fn run_harness(a: RunArgs) -> Result<ExitCode> {
+    let harness = format::load(&a.harness)?;
+    let model_options = match (&a.config, &a.gguf) {
+        (_, Some(g)) => hx_common::config::ModelOptions::Embedded {
+            gguf: Some(g.clone()),
+            threads: 0,
+            context: 4096,
+        },
+        (Some(c), None) => {
+            // An experiment file, or else a worker file.
+            match Experiment::load(c, &[]) {
+                Ok(e) => e.model,
+                Err(_) => WorkerOptions::load(c, &[])?.model,
+            }
+        }
+        (None, None) => hx_common::config::ModelOptions::default(),
+    };
+    let model = hx_worker::model::open(&model_options, &mut say)?;
+    say(&format!("model: {}", model.describe()));
+    let adapter = a.adapter.as_ref().map(|cmd| AdapterOptions {
+        command: cmd.split_whitespace().map(str::to_owned).collect(),
+        timeout: std::time::Duration::from_secs(60),
+        step_limit: 50,
+    });
+    let tasks: Vec<TaskRef> = (a.start..a.start + a.tasks)
+        .map(|seed| TaskRef {
+            suite: a.suite.clone(),
+            split: a.split,
+            seed,
+        })
+        .collect();
+    let options = hx_worker::agent::Options {
+        no_rewriting: a.no_rewriting,
+        trace_dir: a.trace_dir.clone(),
+    };
+    let clock = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    let total = tasks.len();
+    let results = hx_worker::agent::run_many(
+        &harness,
+        &tasks,
+        model.as_ref(),
+        adapter.as_ref(),
+        &options,
+        a.concurrency,
+        &|i, r| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let n = done.fetch_add(1, Relaxed) + 1;
+            let w = wins.fetch_add(
+                usize::from(r.as_ref().is_ok_and(|e| e.outcome.won)),
+                Relaxed,
+            ) + usize::from(r.as_ref().is_ok_and(|e| e.outcome.won));
+            let what = match r {
+                Ok(e) => format!(
+                    "{} in {} steps",
+                    if e.outcome.won { "won" } else { "lost" },
+                    e.outcome.steps
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            say(&format!(
+                "[{n}/{total}] {}: {what} ({w} won so far, {:.0}s)",
+                tasks[i],
+                clock.elapsed().as_secs_f64()
+            ));
+        },
+    );
+    let mut episodes = Vec::new();
+    let mut errors = Vec::new();
+    for (t, r) in tasks.iter().zip(results) {
+        match r {
+            Ok(e) => episodes.push(e),
+            Err(e) => errors.push(format!("{t}: {e}")),
+        }
+    }
+    let n = episodes.len() as u64;
+    let won = episodes.iter().filter(|e| e.outcome.won).count() as u64;
+    let rate = hx_common::stats::Rate::wilson95(won, n);
+    let mean = |f: &dyn Fn(&hx_worker::agent::Episode) -> f64| {
+        if n == 0 {
+            0.0
+        } else {
+            episodes.iter().map(f).sum::<f64>() / n as f64
+        }
+    };
+    let steps = mean(&|e| f64::from(e.outcome.steps));
+    let tokens = mean(&|e| e.outcome.tokens as f64);
+    let score = mean(&|e| f64::from(e.outcome.score));
+    let rewrites = episodes.iter().map(|e| e.rewrites.len()).sum::<usize>();
+    let kept = episodes
+        .iter()
+        .flat_map(|e| &e.rewrites)
+        .filter(|r| r.kept)
+        .count();
+    let secs = clock.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "harness": a.harness,
+            "harness_id": harness.id().to_string(),
+            "suite": a.suite,
+            "split": a.split.to_string(),
+            "start": a.start,
+            "tasks": a.tasks,
+            "rewriting": !a.no_rewriting,
+            "model": model.describe(),
+            "success": rate,
+            "mean_steps": steps,
+            "mean_tokens": tokens,
+            "mean_score": score,
+            "rewrites": rewrites,
+            "rewrites_kept": kept,
+            "errors": errors,
+            "wall_s": secs,
+            "outcomes": episodes.iter().map(|e| &e.outcome).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} on {}/{} seeds {}..{}: success {} (95% Wilson), mean steps {steps:.1}, mean tokens {tokens:.0}, mean score {score:.2}, rewrites {rewrites} ({kept} kept), {secs:.0}s",
+            a.harness.display(),
+            a.suite,
+            a.split,
+            a.start,
+            a.start + a.tasks,
+            rate
+        );
+        for e in &errors {
+            println!("  error: {e}");
+        }
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn say(message: &str) {

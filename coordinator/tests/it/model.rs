@@ -415,3 +415,84 @@ fn the_tokenizer_matches_llama_cpp() {
         assert_eq!(m.tokenizer().decode(&got), text);
     }
 }
+
+/// The agent runtime end to end with the real embedded model: a harness with exemplars, a
+/// tool, log-likelihood action selection and a rewrite policy plays a household task; every
+/// command it sends is admissible and the trace accounts for every step.
+#[test]
+fn an_agent_runs_end_to_end_with_the_real_model() {
+    use hx_common::harness::format::{Format, parse_as};
+    use hx_worker::agent::trace::Event;
+    let h = parse_as(
+        r#"
+[[components]]
+name = "system"
+kind = "system-prompt"
+params.text = "You are an agent in a household. Reach the goal in few steps."
+
+[[components]]
+name = "goal"
+kind = "task-framing"
+
+[[components]]
+name = "examples"
+kind = "few-shot"
+params.count = 1
+
+[[components]]
+name = "history"
+kind = "history-window"
+params.steps = 4
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+params.tool = "admissible-commands"
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 6
+
+[[components]]
+name = "rewrite"
+kind = "rewrite-policy"
+params.no-progress-steps = 3
+"#,
+        Format::Toml,
+        "e2e",
+    )
+    .expect("valid");
+    let task: hx_common::task::TaskRef = "household/train/5".parse().expect("a task");
+    let mut env = hx_worker::env::household::Household::new();
+    let m = embedded();
+    let ep = hx_worker::agent::run_episode(
+        &h,
+        &mut env,
+        &task,
+        m.as_ref(),
+        &hx_worker::agent::Options::default(),
+    )
+    .expect("runs");
+    assert!(ep.outcome.steps >= 1 && ep.outcome.steps <= 6);
+    assert!(ep.outcome.tokens > 0);
+    let steps: Vec<&Event> = ep
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Step { .. }))
+        .collect();
+    assert_eq!(steps.len() as u32, ep.outcome.steps);
+    for e in steps {
+        if let Event::Step { observation, .. } = e {
+            assert_ne!(
+                observation, "Nothing happens.",
+                "scoring picks admissible commands"
+            );
+        }
+    }
+    assert!(matches!(ep.events.last(), Some(Event::End { .. })));
+}

@@ -836,3 +836,50 @@ mod tests {
         assert_eq!(closest("open the fridge", &a), "open fridge 1");
     }
 }
+
+/// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
+/// environment; the model batches their calls). `progress` hears each finished episode. An
+/// episode that fails (an adapter crash, a model error) is returned as its error, in order.
+pub fn run_many(
+    harness: &Harness,
+    tasks: &[TaskRef],
+    model: &dyn ModelBackend,
+    adapter: Option<&hx_common::config::AdapterOptions>,
+    options: &Options,
+    concurrency: usize,
+    progress: &(dyn Fn(usize, &Result<Episode, Error>) + Sync),
+) -> Vec<Result<Episode, Error>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Episode, Error>>>> =
+        Mutex::new((0..tasks.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.clamp(1, tasks.len().max(1)) {
+            s.spawn(|| {
+                let mut envs: std::collections::HashMap<String, Box<dyn Environment>> =
+                    std::collections::HashMap::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = tasks.get(i) else { break };
+                    let r = match envs.entry(task.suite.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            env::open(&task.suite, adapter).map(|e| v.insert(e))
+                        }
+                    }
+                    .map_err(Error::from)
+                    .and_then(|env| run_episode(harness, env.as_mut(), task, model, options));
+                    progress(i, &r);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every task ran"))
+        .collect()
+}
