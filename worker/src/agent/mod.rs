@@ -805,38 +805,6 @@ fn digest(st: &State, won: bool, reason: &str) -> String {
     d.chars().take(600).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_are_parsed_from_model_output() {
-        assert_eq!(
-            parse_command(
-                "Thought: the apple may be there.\nAction: go to fridge 1",
-                true
-            ),
-            "go to fridge 1"
-        );
-        assert_eq!(
-            parse_command("> Open Fridge 1.\nmore", false),
-            "open fridge 1"
-        );
-        assert_eq!(
-            parse_command("take apple 1 from table 1", true),
-            "take apple 1 from table 1"
-        );
-        assert_eq!(parse_command("", true), "look");
-        assert_eq!(parse_command("Thought: hmm\n", true), "look");
-    }
-
-    #[test]
-    fn the_closest_admissible_command_shares_most_words() {
-        let a = vec!["go to fridge 1".to_owned(), "open fridge 1".to_owned()];
-        assert_eq!(closest("open the fridge", &a), "open fridge 1");
-    }
-}
-
 /// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
 /// environment; the model batches their calls). `progress` hears each finished episode. An
 /// episode that fails (an adapter crash, a model error) is returned as its error, in order.
@@ -882,4 +850,36 @@ pub fn run_many(
         .into_iter()
         .map(|r| r.expect("every task ran"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_from_model_output() {
+        assert_eq!(
+            parse_command(
+                "Thought: the apple may be there.\nAction: go to fridge 1",
+                true
+            ),
+            "go to fridge 1"
+        );
+        assert_eq!(
+            parse_command("> Open Fridge 1.\nmore", false),
+            "open fridge 1"
+        );
+        assert_eq!(
+            parse_command("take apple 1 from table 1", true),
+            "take apple 1 from table 1"
+        );
+        assert_eq!(parse_command("", true), "look");
+        assert_eq!(parse_command("Thought: hmm\n", true), "look");
+    }
+
+    #[test]
+    fn the_closest_admissible_command_shares_most_words() {
+        let a = vec!["go to fridge 1".to_owned(), "open fridge 1".to_owned()];
+        assert_eq!(closest("open the fridge", &a), "open fridge 1");
+    }
 }
