@@ -28,12 +28,12 @@ fn main() {
         let xa = QActs::quantize(&x, n, cols);
         for (name, w) in [("q4_1", &w4), ("q8_0", &w8)] {
             let mut best = vec![f64::MAX; isas.len()];
-            let (mut out, mut s) = (Vec::new(), Vec::new());
+            let mut out = Vec::new();
             for _ in 0..30 {
                 for (k, &isa) in isas.iter().enumerate() {
                     let t = Instant::now();
                     for _ in 0..10 {
-                        matmul(isa, w, &xa, &mut out, &mut s, &team);
+                        matmul(isa, w, &xa, &mut out, &team);
                     }
                     best[k] = best[k].min(t.elapsed().as_secs_f64() / 10.0);
                 }

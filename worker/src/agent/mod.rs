@@ -495,6 +495,7 @@ fn record(trace: &mut Trace, st: &State, purpose: &str, prompt: &str, usage: Usa
         prompt_hash: trace::prompt_hash(prompt),
         prompt_chars: prompt.len(),
         prompt_tokens: usage.prompt_tokens,
+        cached_tokens: usage.cached_tokens,
         completion_tokens: usage.completion_tokens,
         output: out.to_owned(),
     });

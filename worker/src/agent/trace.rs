@@ -49,6 +49,9 @@ pub enum Event {
         prompt_chars: usize,
         /// Prompt tokens.
         prompt_tokens: u64,
+        /// Of those, tokens reused from a cached prefix.
+        #[serde(default)]
+        cached_tokens: u64,
         /// Generated tokens.
         completion_tokens: u64,
         /// What came back (generated text, or the chosen candidate).

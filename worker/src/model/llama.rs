@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::gguf::{DType, Error, Gguf};
-use super::quant::{Isa, QActs, QMatrix, Team, matmul};
+use super::quant::{Isa, QActs, QMatrix, Team, axpy_f32, dot_f32, matmul};
 use super::tokenizer::Token;
 
 /// Hyperparameters.
@@ -242,7 +242,6 @@ pub struct Scratch {
     qa: QActs,
     a: Vec<f32>,
     b: Vec<f32>,
-    t: Vec<f32>,
 }
 
 impl Llama {
@@ -405,7 +404,7 @@ impl Llama {
             // Attention.
             self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, &mut s.t, team);
+            matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, team);
             let width = d + 2 * kvd;
             for (i, r) in rows.iter().enumerate() {
                 let row = &mut s.a[i * width..(i + 1) * width];
@@ -425,6 +424,7 @@ impl Llama {
             s.h.resize(n * d, 0.0);
             let a = &s.a;
             let hd = c.head_dim;
+            let isa = self.isa;
             let attend = |(i, oh): (usize, &mut [f32])| {
                 let (row, h) = (i / c.heads, i % c.heads);
                 let g = h / group;
@@ -434,7 +434,7 @@ impl Llama {
                 let mut left = upto;
                 for (keys, _) in &segments[rows[row].seq] {
                     for k in keys.chunks_exact(kvd).take(left) {
-                        scores.push(dot(qh, &k[g * hd..(g + 1) * hd]) * scale);
+                        scores.push(dot_f32(isa, qh, &k[g * hd..(g + 1) * hd]) * scale);
                     }
                     left = upto - scores.len();
                     if left == 0 {
@@ -456,9 +456,7 @@ impl Llama {
                         }
                         let w = scores[t] * inv;
                         t += 1;
-                        for (o, x) in oh.iter_mut().zip(&v[g * hd..(g + 1) * hd]) {
-                            *o += w * x;
-                        }
+                        axpy_f32(isa, oh, w, &v[g * hd..(g + 1) * hd]);
                     }
                 }
             };
@@ -470,21 +468,21 @@ impl Llama {
                 s.h.chunks_mut(hd).enumerate().for_each(attend);
             }
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.out, &s.qa, &mut s.a, &mut s.t, team);
+            matmul(self.isa, &layer.out, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
             // Feed-forward: down(silu(gate) * up).
             self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
             s.qa.quantize_into(&s.h, n, d);
-            matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, &mut s.t, team);
+            matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, team);
             s.b.clear();
             for row in s.a.chunks_exact(2 * c.ff) {
                 let (gate, up) = row.split_at(c.ff);
                 s.b.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
             }
             s.qa.quantize_into(&s.b, n, c.ff);
-            matmul(self.isa, &layer.down, &s.qa, &mut s.a, &mut s.t, team);
+            matmul(self.isa, &layer.down, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
@@ -501,22 +499,9 @@ impl Llama {
         self.rms_norm(&picked, &self.out_norm, &mut s.h);
         s.qa.quantize_into(&s.h, want.len(), d);
         let out = self.output.as_ref().unwrap_or(&self.embd);
-        matmul(self.isa, out, &s.qa, &mut s.a, &mut s.t, team);
+        matmul(self.isa, out, &s.qa, &mut s.a, team);
         s.a.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect()
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight accumulators so the compiler vectorizes without reassociating one sum.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// A sequence's keys and values at one layer, segment by segment.

@@ -432,6 +432,70 @@ mod x86 {
         };
     }
 
+    /// # Safety
+    /// AVX2 and FMA are present; `a` and `b` have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len() / 8 * 8;
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= len of both.
+            unsafe {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                    s1,
+                );
+            }
+            i += 16;
+        }
+        if i < n {
+            // SAFETY: i + 8 <= n <= len of both.
+            unsafe {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+            }
+        }
+        let mut sum = hsum(_mm256_add_ps(s0, s1));
+        for j in n..a.len() {
+            sum += a[j] * b[j];
+        }
+        sum
+    }
+
+    /// # Safety
+    /// AVX2 and FMA are present; `y` and `x` have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len() / 8 * 8;
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= len of both.
+            unsafe {
+                let v = _mm256_fmadd_ps(
+                    av,
+                    _mm256_loadu_ps(x.as_ptr().add(i)),
+                    _mm256_loadu_ps(y.as_ptr().add(i)),
+                );
+                _mm256_storeu_ps(y.as_mut_ptr().add(i), v);
+            }
+            i += 8;
+        }
+        for j in n..y.len() {
+            y[j] += a * x[j];
+        }
+    }
+
     kernel!(tile_avx2, "avx2,fma", |a, b| _mm256_madd_epi16(
         _mm256_maddubs_epi16(a, b),
         _mm256_set1_epi16(1)
@@ -439,6 +503,43 @@ mod x86 {
     kernel!(tile_vnni, "avx2,fma,avxvnni", |a, b| {
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
     });
+}
+
+/// `a . b` over f32 (attention scores), vectorized where the CPU allows.
+pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    match isa {
+        // SAFETY: Avx2 and AvxVnni are only made by `detect` on CPUs with AVX2 and FMA; the
+        // lengths are equal (checked above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::dot_f32(a, b) },
+        _ => {
+            let mut acc = [0f32; 8];
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..8 {
+                    acc[i] += x[i] * y[i];
+                }
+            }
+            acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+        }
+    }
+}
+
+/// `y += a * x` over f32 (attention's weighted sum of values).
+pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len());
+    match isa {
+        // SAFETY: as in `dot_f32`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::axpy_f32(y, a, x) },
+        _ => {
+            for (o, v) in y.iter_mut().zip(x) {
+                *o += a * v;
+            }
+        }
+    }
 }
 
 fn tile<const R: usize, const N: usize>(
@@ -469,32 +570,48 @@ fn tile<const R: usize, const N: usize>(
 
 /// Weight rows `r0..` (as many as `dst` holds) against every activation row, into `dst`
 /// laid out `[row][activation row]`.
-fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, dst: &mut [f32]) {
+/// Where a matmul writes: `rows` outputs per activation row, activation-row-major.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    rows: usize,
+    n: usize,
+}
+
+impl Out {
+    fn set(self, j: usize, r: usize, v: f32) {
+        assert!(j < self.n && r < self.rows, "matmul output index");
+        // SAFETY: the index is inside the `n * rows` buffer the pointer was made from (checked
+        // above), which outlives the matmul; shares write disjoint weight rows.
+        unsafe { *self.ptr.add(j * self.rows + r) = v };
+    }
+}
+
+/// Weight rows `r0..r1` against every activation row.
+fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
     let n = x.n;
-    let here = dst.len() / n;
-    let mut i = 0;
+    let mut r = r0;
     // Four weight rows against one activation row while fewer than four remain (a
     // single decoding sequence): four independent sums keep the core busy.
     if n < 4 {
-        while i + 4 <= here {
+        while r + 4 <= r1 {
             let ws = [
-                w_row(w, r0 + i),
-                w_row(w, r0 + i + 1),
-                w_row(w, r0 + i + 2),
-                w_row(w, r0 + i + 3),
+                w_row(w, r),
+                w_row(w, r + 1),
+                w_row(w, r + 2),
+                w_row(w, r + 3),
             ];
             for j in 0..n {
                 let v = tile(isa, w.kind, ws, [x_row(x, j)]);
-                for k in 0..4 {
-                    dst[(i + k) * n + j] = v[k][0];
+                for (k, vk) in v.iter().enumerate() {
+                    out.set(j, r + k, vk[0]);
                 }
             }
-            i += 4;
+            r += 4;
         }
     }
-    while i < here {
-        let wr = [w_row(w, r0 + i)];
-        let dst_r = &mut dst[i * n..(i + 1) * n];
+    while r < r1 {
+        let wr = [w_row(w, r)];
         let mut j = 0;
         while j + 4 <= n {
             let v = tile(
@@ -508,14 +625,16 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, dst: &mut [f32]) {
                     x_row(x, j + 3),
                 ],
             );
-            dst_r[j..j + 4].copy_from_slice(&v[0]);
+            for (k, vk) in v[0].iter().enumerate() {
+                out.set(j + k, r, *vk);
+            }
             j += 4;
         }
         while j < n {
-            dst_r[j] = tile(isa, w.kind, wr, [x_row(x, j)])[0][0];
+            out.set(j, r, tile(isa, w.kind, wr, [x_row(x, j)])[0][0]);
             j += 1;
         }
-        i += 1;
+        r += 1;
     }
 }
 
@@ -536,7 +655,7 @@ struct Job {
     isa: Isa,
     w: *const QMatrix,
     x: *const QActs,
-    dst: *mut f32,
+    out: Out,
     /// Weight rows per share (a multiple of 4); share `k` starts at row `k * per`.
     per: usize,
 }
@@ -653,49 +772,33 @@ fn helper(sh: &Shared, k: usize) {
 }
 
 fn run_share(job: &Job, k: usize) {
-    // SAFETY: the publishing caller keeps `w`, `x` and the destination alive and unaliased
-    // until every share is done (see `Team`), and shares write disjoint row ranges.
+    // SAFETY: the publishing caller keeps `w`, `x` and the output alive until every share is
+    // done (see `Team`); shares write disjoint weight rows.
     let (w, x) = unsafe { (&*job.w, &*job.x) };
     let r0 = (k * job.per).min(w.rows);
     let r1 = ((k + 1) * job.per).min(w.rows);
-    if r0 == r1 {
-        return;
-    }
-    let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(r0 * x.n), (r1 - r0) * x.n) };
-    rows_into(job.isa, w, x, r0, dst);
+    rows_into(job.isa, w, x, r0, r1, job.out);
 }
 
 /// `out[j * w.rows + r] = dot(w row r, x row j)` for every activation row `j`, split over the
-/// team by weight rows. `scratch` is reused between calls.
-pub fn matmul(
-    isa: Isa,
-    w: &QMatrix,
-    x: &QActs,
-    out: &mut Vec<f32>,
-    scratch: &mut Vec<f32>,
-    team: &Team,
-) {
+/// team by weight rows.
+pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &Team) {
     assert_eq!(w.cols, x.cols, "matmul width");
     let (rows, n) = (w.rows, x.n);
-    // Results are made row-major by weight row ([r][j]) so each share writes one contiguous
-    // range, then transposed.
-    scratch.clear();
-    scratch.resize(rows * n, 0.0);
+    out.clear();
+    out.resize(rows * n, 0.0);
     let per = rows.div_ceil(team.size()).next_multiple_of(4);
     team.run(Job {
         isa,
         w,
         x,
-        dst: scratch.as_mut_ptr(),
+        out: Out {
+            ptr: out.as_mut_ptr(),
+            rows,
+            n,
+        },
         per,
     });
-    out.clear();
-    out.resize(rows * n, 0.0);
-    for r in 0..rows {
-        for j in 0..n {
-            out[j * rows + r] = scratch[r * n + j];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -750,8 +853,8 @@ mod tests {
                 if isa == Isa::Avx2 && Isa::detect() == Isa::Scalar {
                     continue;
                 }
-                let (mut out, mut scratch) = (Vec::new(), Vec::new());
-                matmul(isa, w, &xa, &mut out, &mut scratch, &Team::new(2));
+                let mut out = Vec::new();
+                matmul(isa, w, &xa, &mut out, &Team::new(2));
                 for j in 0..n {
                     for r in 0..rows {
                         // Exact over the quantized activations: kernels must match it to
