@@ -175,6 +175,11 @@ fn stop_sequences_and_limits_end_generation() {
         .expect("generates");
     assert_eq!(g.finish, Finish::Length);
     assert_eq!(g.usage.completion_tokens, 5);
+    // Zero tokens asked, zero generated.
+    let g = m
+        .generate(&GenerateRequest::new(ask(None, "Hi."), 0))
+        .expect("generates");
+    assert_eq!((g.text.as_str(), g.usage.completion_tokens), ("", 0));
 }
 
 #[test]

@@ -188,6 +188,16 @@ impl Embedded {
         if prompt.is_empty() {
             return Err(Error::Request("the prompt is empty".into()));
         }
+        if request.max_tokens == 0 {
+            return Ok(Generation {
+                text: String::new(),
+                finish: Finish::Length,
+                usage: Usage {
+                    prompt_tokens: prompt.len() as u64,
+                    ..Usage::default()
+                },
+            });
+        }
         let room = self.context.saturating_sub(prompt.len());
         let (reply, rx) = mpsc::channel();
         self.send(Job::Generate {
