@@ -83,6 +83,9 @@ struct RunArgs {
     /// Turn in-task rewriting off (for comparing the same harness with and without it).
     #[arg(long)]
     no_rewriting: bool,
+    /// End every episode after this many steps, whatever the harness's own step budget says.
+    #[arg(long, value_name = "N")]
+    max_steps: Option<u32>,
     /// Write one JSON-lines trace per episode into this directory.
     #[arg(long, value_name = "DIR")]
     trace_dir: Option<PathBuf>,
@@ -342,6 +345,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
     let options = hx_worker::agent::Options {
         no_rewriting: a.no_rewriting,
         trace_dir: a.trace_dir.clone(),
+        max_steps: a.max_steps,
     };
     let clock = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -413,6 +417,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             "start": a.start,
             "tasks": a.tasks,
             "rewriting": !a.no_rewriting,
+            "max_steps": a.max_steps,
             "model": model.describe(),
             "success": rate,
             "mean_steps": steps,

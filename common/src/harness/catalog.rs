@@ -292,7 +292,8 @@ static SPECS: &[KindSpec] = &[
             D::Int(8),
             "past steps kept in the context",
         )],
-        doc: "a sliding window of past commands and observations",
+        doc: "recent commands and observations; the window advances in blocks of half its \
+              size, so the context's prefix stays the same between advances",
     },
     KindSpec {
         kind: Kind::Scratchpad,
@@ -486,8 +487,21 @@ static SPECS: &[KindSpec] = &[
                 D::Text("mean"),
                 "score candidates by mean or summed token log-likelihood",
             ),
+            p(
+                "goal-weight",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "bonus (in nats) times the share of the goal's words a candidate names",
+            ),
+            p(
+                "repeat-penalty",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "penalty (in nats) per earlier use of the same command in the episode",
+            ),
         ],
-        doc: "picks the admissible command the model finds most likely",
+        doc: "picks the admissible command the model finds most likely, with optional priors \
+              for naming the goal and against repeating itself",
     },
     KindSpec {
         kind: Kind::SampleVote,

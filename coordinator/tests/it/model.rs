@@ -162,6 +162,44 @@ fn concurrent_requests_match_sequential_ones() {
     assert_eq!(alone, together);
 }
 
+/// Candidates that share a prefix compute it once; that must not change a single log-likelihood
+/// against scoring each candidate alone.
+#[test]
+fn shared_prefix_scoring_matches_scoring_each_candidate_alone() {
+    let m = embedded();
+    let messages = ask(Some("You are in a kitchen."), "Your next command:");
+    let candidates: Vec<String> = [
+        "go to cabinet 1",
+        "go to cabinet 2",
+        "go to countertop 1",
+        "take apple 1 from countertop 1",
+        "take apple 1 from countertop 1",
+        "look",
+        "go to cabinet 1",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let together = m
+        .score(&ScoreRequest {
+            messages: messages.clone(),
+            candidates: candidates.clone(),
+        })
+        .expect("scores");
+    for (i, c) in candidates.iter().enumerate() {
+        let alone = m
+            .score(&ScoreRequest {
+                messages: messages.clone(),
+                candidates: vec![c.clone()],
+            })
+            .expect("scores");
+        assert_eq!(together.tokens[i], alone.tokens[0], "{c}");
+        assert_eq!(together.per_token[i].len(), alone.per_token[0].len(), "{c}");
+        for (a, b) in together.per_token[i].iter().zip(&alone.per_token[0]) {
+            assert!((a - b).abs() < 1e-4, "{c}: {a} vs {b}");
+        }
+    }
+}
+
 #[test]
 fn stop_sequences_and_limits_end_generation() {
     let m = embedded();

@@ -53,6 +53,9 @@ pub struct Options {
     pub no_rewriting: bool,
     /// Write one `TASK.jsonl` trace per episode here.
     pub trace_dir: Option<PathBuf>,
+    /// A cap on every episode's steps on top of the harness's step budget and the world's
+    /// limit (a search's `episode-steps` budget).
+    pub max_steps: Option<u32>,
 }
 
 /// What an episode did.
@@ -201,7 +204,9 @@ pub fn run_episode(
     let mut rw = rewrite::Rewriter::new(!options.no_rewriting);
     let mut h = harness.clone();
     let mut won = false;
-    let limit = env.step_limit();
+    let limit = options
+        .max_steps
+        .map_or(env.step_limit(), |m| m.min(env.step_limit()));
     let reason = loop {
         // step-start: budgets, then planning.
         let max_steps = h
@@ -385,7 +390,7 @@ fn context(
                     .in_group("observation-view")
                     .is_some_and(|v| text(v, "mode") == "compact");
                 let mut s = format!("{}\n", view(&st.intro, compact));
-                for t in st.turns.iter().rev().take(n).rev() {
+                for t in &st.turns[window_start(st.turns.len(), n)..] {
                     s.push_str(&format!(
                         "> {}\n{}\n",
                         t.command,
@@ -531,6 +536,54 @@ fn ask(
     Ok(g.text.trim().chars().take(600).collect())
 }
 
+/// Words that say nothing about which command serves the goal.
+const FILLER: &[&str] = &[
+    "the", "some", "and", "put", "them", "two", "with", "your", "task", "that", "have", "are",
+    "into", "onto", "then", "from", "look", "its", "for", "this", "there",
+];
+
+/// The goal's content words (lower case, no filler, no numbers).
+fn goal_words(goal: &str) -> Vec<String> {
+    let mut words: Vec<String> = goal
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|w| {
+            w.len() >= 3 && !FILLER.contains(&w.as_str()) && !w.chars().all(|c| c.is_ascii_digit())
+        })
+        .collect();
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// The share of `goal`'s words that `command` names.
+fn goal_share(goal: &[String], command: &str) -> f64 {
+    if goal.is_empty() {
+        return 0.0;
+    }
+    let named = goal
+        .iter()
+        .filter(|g| {
+            command
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w.eq_ignore_ascii_case(g))
+        })
+        .count();
+    named as f64 / goal.len() as f64
+}
+
+/// The first turn a history window of `n` steps shows out of `len`: the window advances in
+/// blocks of half its size, so between advances the context only grows at its end and the
+/// model's prefix cache covers everything before the newest step.
+fn window_start(len: usize, n: usize) -> usize {
+    let block = (n / 2).max(1);
+    if len <= n {
+        0
+    } else {
+        (len - n).div_ceil(block) * block
+    }
+}
+
 /// The action selector: the command to send.
 fn act(
     model: &dyn ModelBackend,
@@ -557,12 +610,21 @@ fn act(
             })?;
             st.usage += s.usage;
             let mean = text(sel, "normalize") == "mean";
+            let goal = goal_words(&st.goal);
+            let (goal_weight, repeat_penalty) =
+                (float(sel, "goal-weight"), float(sel, "repeat-penalty"));
             let value = |i: usize| {
-                if mean {
+                let ll = if mean {
                     s.logprobs[i] / f64::from(s.tokens[i].max(1))
                 } else {
                     s.logprobs[i]
-                }
+                };
+                let used = st
+                    .turns
+                    .iter()
+                    .filter(|t| t.command == candidates[i])
+                    .count();
+                ll + goal_weight * goal_share(&goal, &candidates[i]) - repeat_penalty * used as f64
             };
             let best = (0..candidates.len())
                 .max_by(|&a, &b| value(a).total_cmp(&value(b)))
@@ -882,5 +944,31 @@ mod tests {
     fn the_closest_admissible_command_shares_most_words() {
         let a = vec!["go to fridge 1".to_owned(), "open fridge 1".to_owned()];
         assert_eq!(closest("open the fridge", &a), "open fridge 1");
+    }
+
+    #[test]
+    fn goal_words_skip_filler_and_score_commands_by_share() {
+        let g = goal_words("Your task is to: put a clean apple in fridge 1.");
+        assert_eq!(g, ["apple", "clean", "fridge"]);
+        assert_eq!(goal_share(&g, "clean apple 1 with sinkbasin 1"), 2.0 / 3.0);
+        assert_eq!(goal_share(&g, "go to Fridge 1"), 1.0 / 3.0);
+        assert_eq!(goal_share(&g, "go to cabinet 1"), 0.0);
+        assert_eq!(goal_share(&[], "go to cabinet 1"), 0.0);
+    }
+
+    #[test]
+    fn the_history_window_advances_in_half_blocks() {
+        // Up to n turns: all shown.
+        assert_eq!(window_start(3, 6), 0);
+        assert_eq!(window_start(6, 6), 0);
+        // Past n, the start jumps by n/2 and then holds while the window fills up again.
+        let starts: Vec<usize> = (7..=13).map(|len| window_start(len, 6)).collect();
+        assert_eq!(starts, [3, 3, 3, 6, 6, 6, 9]);
+        for len in 0..50 {
+            let shown = len - window_start(len, 6);
+            assert!(shown <= 6 && (len < 4 || shown >= 4), "{len}: {shown}");
+        }
+        // A window of one shows the newest turn only.
+        assert_eq!(window_start(5, 1), 4);
     }
 }

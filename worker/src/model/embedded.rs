@@ -312,12 +312,103 @@ enum Work {
     Score {
         candidates: Vec<Vec<Token>>,
         logprobs: Vec<Vec<f64>>,
-        /// Which candidate each lane after the prompt's computes.
-        lane_candidate: Vec<usize>,
-        /// Rows of logits each candidate lane has received.
+        /// The candidates' shared prefixes, computed once each.
+        trie: Vec<Segment>,
+        /// Which segment each lane after the prompt's computes.
+        lane_segment: Vec<usize>,
+        /// Rows of logits each segment lane has received.
         progress: Vec<usize>,
         reply: Sender<Result<Scores, Error>>,
     },
+}
+
+/// A run of candidate tokens that the same candidates share, in a radix trie of the tokens
+/// the candidates feed (all but each one's last): its rows are computed once, and the
+/// segments after it fork from its cache.
+#[derive(Debug, Clone, PartialEq)]
+struct Segment {
+    /// The tokens fed, from candidate position `start` on.
+    tokens: Vec<Token>,
+    start: usize,
+    /// The candidates that read each row's logits (they continue past that token).
+    readers: Vec<Vec<usize>>,
+    /// Segments that continue from this one's end.
+    children: Vec<usize>,
+}
+
+/// The radix trie of the tokens `candidates` feed, as segments; the roots are the segments
+/// with `start == 0`.
+fn candidate_trie(candidates: &[Vec<Token>]) -> Vec<Segment> {
+    // A plain trie first: node per fed prefix, with the candidates that read its logits.
+    struct Node {
+        token: Token,
+        readers: Vec<usize>,
+        children: Vec<usize>,
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut roots: Vec<usize> = Vec::new();
+    for (c, toks) in candidates.iter().enumerate() {
+        let fed = toks.len().saturating_sub(1);
+        let mut parent: Option<usize> = None;
+        for &t in &toks[..fed] {
+            let siblings = match parent {
+                Some(p) => &nodes[p].children,
+                None => &roots,
+            };
+            let found = siblings.iter().copied().find(|&n| nodes[n].token == t);
+            let n = match found {
+                Some(n) => n,
+                None => {
+                    nodes.push(Node {
+                        token: t,
+                        readers: Vec::new(),
+                        children: Vec::new(),
+                    });
+                    let n = nodes.len() - 1;
+                    match parent {
+                        Some(p) => nodes[p].children.push(n),
+                        None => roots.push(n),
+                    }
+                    n
+                }
+            };
+            nodes[n].readers.push(c);
+            parent = Some(n);
+        }
+    }
+    // Then chains of single children become one segment each.
+    let mut segments = Vec::new();
+    let mut stack: Vec<(usize, usize, Option<usize>)> =
+        roots.iter().map(|&r| (r, 0, None)).collect();
+    while let Some((first, start, parent)) = stack.pop() {
+        let mut seg = Segment {
+            tokens: Vec::new(),
+            start,
+            readers: Vec::new(),
+            children: Vec::new(),
+        };
+        let mut n = first;
+        loop {
+            seg.tokens.push(nodes[n].token);
+            seg.readers.push(std::mem::take(&mut nodes[n].readers));
+            if nodes[n].children.len() == 1 {
+                n = nodes[n].children[0];
+            } else {
+                break;
+            }
+        }
+        let index = segments.len();
+        let end = start + seg.tokens.len();
+        for &child in nodes[n].children.iter().rev() {
+            stack.push((child, end, Some(index)));
+        }
+        segments.push(seg);
+        if let Some(p) = parent {
+            let p: &mut Segment = &mut segments[p];
+            p.children.push(index);
+        }
+    }
+    segments
 }
 
 struct Active {
@@ -497,12 +588,14 @@ impl Engine {
                 reply,
             } => {
                 let n = candidates.len();
+                let trie = candidate_trie(&candidates);
                 (
                     prompt,
                     Work::Score {
                         candidates,
                         logprobs: vec![Vec::new(); n],
-                        lane_candidate: Vec::new(),
+                        trie,
+                        lane_segment: Vec::new(),
                         progress: Vec::new(),
                         reply,
                     },
@@ -692,12 +785,16 @@ impl Engine {
             Work::Score {
                 candidates,
                 logprobs,
-                lane_candidate,
+                trie,
+                lane_segment,
                 progress,
                 reply,
             } => {
+                // Lanes to start: the root segments after the prompt, a segment's children
+                // after it.
+                let mut fork: Option<(usize, Vec<usize>)> = None;
                 if lane == 0 {
-                    // The prompt is computed: score every first token, fork the candidates.
+                    // The prompt is computed: score every first token.
                     let logits = got.last().expect("one row");
                     for (c, toks) in candidates.iter().enumerate() {
                         if let Some(&t0) = toks.first() {
@@ -708,29 +805,39 @@ impl Engine {
                     prompt.seq.freeze(cfg);
                     flatten(cfg, &mut prompt.seq);
                     cache.insert(prompt.fed.clone(), prompt.seq.shared.clone());
-                    let shared = prompt.seq.shared.clone();
-                    let fed = prompt.fed.clone();
-                    for (c, toks) in candidates.iter().enumerate() {
-                        if toks.len() > 1 {
-                            act.lanes.push(Lane {
-                                seq: SeqKv {
-                                    shared: shared.clone(),
-                                    own: Kv::new(cfg),
-                                },
-                                pending: toks[..toks.len() - 1].iter().copied().collect(),
-                                every_row: true,
-                                fed: fed.clone(),
-                            });
-                            lane_candidate.push(c);
-                            progress.push(0);
-                        }
-                    }
+                    let roots = (0..trie.len()).filter(|&i| trie[i].start == 0).collect();
+                    fork = Some((0, roots));
                 } else {
                     let k = lane - 1;
-                    let c = lane_candidate[k];
+                    let seg = &trie[lane_segment[k]];
                     for logits in &got {
+                        let row = progress[k];
                         progress[k] += 1;
-                        logprobs[c].push(log_softmax_at(logits, candidates[c][progress[k]]));
+                        let position = seg.start + row + 1;
+                        for &c in &seg.readers[row] {
+                            logprobs[c].push(log_softmax_at(logits, candidates[c][position]));
+                        }
+                    }
+                    if act.lanes[lane].pending.is_empty() && !seg.children.is_empty() {
+                        act.lanes[lane].seq.freeze(cfg);
+                        fork = Some((lane, seg.children.clone()));
+                    }
+                }
+                if let Some((from, segments)) = fork {
+                    let shared = act.lanes[from].seq.shared.clone();
+                    let fed = act.lanes[from].fed.clone();
+                    for i in segments {
+                        act.lanes.push(Lane {
+                            seq: SeqKv {
+                                shared: shared.clone(),
+                                own: Kv::new(cfg),
+                            },
+                            pending: trie[i].tokens.iter().copied().collect(),
+                            every_row: true,
+                            fed: fed.clone(),
+                        });
+                        lane_segment.push(i);
+                        progress.push(0);
                     }
                 }
                 let all_done = act.lanes.iter().all(|l| l.pending.is_empty());
@@ -743,6 +850,52 @@ impl Engine {
                     }));
                     act.done = true;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_candidate_trie_feeds_each_shared_prefix_once() {
+        let cands = vec![
+            vec![1, 2, 3],
+            vec![1, 2, 4],
+            vec![1, 5],
+            vec![6],
+            vec![1, 2, 3],
+        ];
+        let trie = candidate_trie(&cands);
+        // Fed prefixes: [1,2], [1,2], [1], [], [1,2]: one chain of two tokens.
+        assert_eq!(trie.len(), 1);
+        assert_eq!(trie[0].tokens, [1, 2]);
+        assert_eq!(trie[0].readers, [vec![0, 1, 2, 4], vec![0, 1, 4]]);
+
+        let cands = vec![vec![7, 1, 2, 9], vec![7, 1, 3, 9], vec![8, 8]];
+        let trie = candidate_trie(&cands);
+        let rows: usize = trie.iter().map(|s| s.tokens.len()).sum();
+        // 7,1 shared; then 2 and 3 apart; 8 alone: 5 rows instead of 3 + 3 + 1 = 7.
+        assert_eq!(rows, 5);
+        // Every candidate reads each of its positions after the first exactly once.
+        for (c, toks) in cands.iter().enumerate() {
+            let mut read = Vec::new();
+            for s in &trie {
+                for (r, readers) in s.readers.iter().enumerate() {
+                    if readers.contains(&c) {
+                        read.push(s.start + r + 1);
+                    }
+                }
+            }
+            read.sort();
+            assert_eq!(read, (1..toks.len()).collect::<Vec<_>>(), "candidate {c}");
+        }
+        // Children start where their parent ends.
+        for s in &trie {
+            for &ch in &s.children {
+                assert_eq!(trie[ch].start, s.start + s.tokens.len());
             }
         }
     }
