@@ -2,3 +2,4 @@
 //! population store, scheduler, job bus and reports grow here.
 
 pub mod cli;
+pub mod store;
