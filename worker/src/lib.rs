@@ -1,7 +1,8 @@
-//! The worker side of hx: task environments, model backends, and the worker's command line.
-//! The agent runtime with in-task rewriting, mutation operators and the NATS job loop grow here.
+//! The worker side of hx: task environments, model backends, the agent runtime with in-task
+//! rewriting, variation operators, and the worker's command line. The NATS job loop grows here.
 
 pub mod agent;
 pub mod cli;
 pub mod env;
 pub mod model;
+pub mod mutate;

@@ -5,3 +5,4 @@ mod blocks;
 mod cli;
 mod external;
 mod household;
+mod mutate;

@@ -1,0 +1,373 @@
+//! Variation operators: how a worker makes a child harness from one parent or two.
+//!
+//! Every operator is a sequence of algebra [`Edit`]s (or, for crossover, a new document that is
+//! validated like any file), so every child is a valid harness or an error naming why none
+//! could be made. Choices are drawn from a generator seeded by the job, so a redelivered job
+//! makes the same child.
+//!
+//! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
+//!   action selector;
+//! - **parametric**: move one numeric, choice or flag parameter within its range;
+//! - **text**: the model rewrites a prompt text given the parent's failure digest;
+//! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
+//! - **crossover**: each role's components come from one parent or the other.
+
+use hx_common::harness::algebra::{Edit, TextEdit};
+use hx_common::harness::catalog::{Kind, Role, TOOLS};
+use hx_common::harness::param::{ParamType, ParamValue};
+use hx_common::harness::{Component, Harness, HarnessDoc};
+use hx_common::protocol::{MutationOp, MutationSpec};
+use rand::seq::IndexedRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::{self, GenerateRequest, Message, ModelBackend, Role as MsgRole, Usage};
+
+/// Why no child was made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operator found no edit the algebra accepts, or the edits given do not apply.
+    #[error("no valid child: {0}")]
+    NoValidChild(String),
+    /// The model failed during a text mutation.
+    #[error("model: {0}")]
+    Model(#[from] model::Error),
+}
+
+/// A child and how it was made.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The child.
+    pub harness: Harness,
+    /// The edits that made it from the parent (empty for crossover).
+    pub edits: Vec<Edit>,
+    /// The operator's name: `structural`, `parametric`, `text`, `adopt` or `crossover`.
+    pub operator: &'static str,
+    /// Tokens the model spent (text mutation only).
+    pub usage: Usage,
+}
+
+/// How many candidate edits an operator tries before it gives up.
+const TRIES: usize = 24;
+
+/// Makes a child of `parent` as `spec` says.
+pub fn mutate(
+    parent: &Harness,
+    spec: &MutationSpec,
+    model: &dyn ModelBackend,
+) -> Result<Child, Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    match &spec.op {
+        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
+        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
+        MutationOp::Text { component } => text(
+            parent,
+            component.as_deref(),
+            &spec.failure_digest,
+            spec.seed,
+            model,
+        ),
+        MutationOp::Apply { edits } => {
+            let harness = parent
+                .apply_all(edits)
+                .map_err(|e| Error::NoValidChild(e.to_string()))?;
+            Ok(Child {
+                harness,
+                edits: edits.clone(),
+                operator: "adopt",
+                usage: Usage::default(),
+            })
+        }
+    }
+}
+
+/// The first candidate edit that the algebra accepts and that changes the harness.
+fn first_valid(
+    parent: &Harness,
+    operator: &'static str,
+    candidates: Vec<Edit>,
+) -> Result<Child, Error> {
+    let mut last = String::from("no candidate edit");
+    for edit in candidates.into_iter().take(TRIES) {
+        match parent.apply(&edit) {
+            Ok(h) if h.id() != parent.id() => {
+                return Ok(Child {
+                    harness: h,
+                    edits: vec![edit],
+                    operator,
+                    usage: Usage::default(),
+                });
+            }
+            Ok(_) => last = "the edit changed nothing".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::NoValidChild(format!("{operator}: {last}")))
+}
+
+/// A fresh component name for `kind` in `h`.
+fn fresh_name(h: &Harness, kind: Kind) -> String {
+    let base = kind.as_str();
+    if h.component(base).is_none() {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| h.component(n).is_none())
+        .expect("some name is free")
+}
+
+/// Candidate structural edits in random order.
+fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = Vec::new();
+    for kind in Kind::all() {
+        let spec = kind.spec();
+        if let Some(member) = spec.singleton.and_then(|g| h.in_group(g)) {
+            // Its group is taken: a member of another kind may be replaced.
+            if member.kind != kind
+                && let Some(mut c) = component_for(h, kind, rng)
+            {
+                c.name = member.name.clone();
+                out.push(Edit::Replace { component: c });
+            }
+            continue;
+        }
+        if let Some(c) = component_for(h, kind, rng) {
+            out.push(Edit::Insert {
+                component: c,
+                edges: Vec::new(),
+            });
+        }
+    }
+    for c in h.components() {
+        if c.kind != Kind::SystemPrompt {
+            out.push(Edit::Remove {
+                name: c.name.clone(),
+            });
+        }
+    }
+    shuffle(&mut out, rng);
+    out
+}
+
+/// A new component of `kind` with its required parameters filled in, or `None` where hx has
+/// nothing sensible to fill in.
+fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Component> {
+    let mut c = Component::new(fresh_name(h, kind), kind);
+    for p in kind.spec().params {
+        if !matches!(p.default, hx_common::harness::param::ParamDefault::Required) {
+            continue;
+        }
+        let value = match (kind, p.name) {
+            (Kind::Tool, "tool") => {
+                let free: Vec<&&str> = TOOLS.iter().filter(|t| h.tool(t).is_none()).collect();
+                ParamValue::Text((**free.choose(rng)?).to_owned())
+            }
+            (Kind::Hint, "text") => ParamValue::Text(
+                (*[
+                    "Visit places you have not searched yet.",
+                    "Open closed receptacles to look inside.",
+                    "Do not repeat a command that did nothing.",
+                    "Take the object the goal names before going to its destination.",
+                ]
+                .choose(rng)?)
+                .to_owned(),
+            ),
+            _ => return None,
+        };
+        c = c.with(p.name, value);
+    }
+    Some(c)
+}
+
+/// Candidate parameter moves in random order.
+fn parametric(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = Vec::new();
+    for c in h.components() {
+        for p in c.spec().params {
+            let current = c.param(p.name);
+            let value = match p.ty {
+                ParamType::Bool => {
+                    ParamValue::Bool(!current.and_then(ParamValue::as_bool).unwrap_or(false))
+                }
+                ParamType::Int { min, max } => {
+                    let v = current.and_then(ParamValue::as_int).unwrap_or(min);
+                    let step = ((max - min) / 8).max(1);
+                    let d = rng.random_range(1..=step);
+                    let up = v == min || (v != max && rng.random_bool(0.5));
+                    ParamValue::Int(if up {
+                        (v + d).min(max)
+                    } else {
+                        (v - d).max(min)
+                    })
+                }
+                ParamType::Float { min, max } => {
+                    let v = current.and_then(ParamValue::as_float).unwrap_or(min);
+                    let d = rng.random_range(0.05..=0.25) * (max - min);
+                    let up = v <= min || (v < max && rng.random_bool(0.5));
+                    let x = if up {
+                        (v + d).min(max)
+                    } else {
+                        (v - d).max(min)
+                    };
+                    ParamValue::Float((x * 100.0).round() / 100.0)
+                }
+                ParamType::Choice(options) => {
+                    let now = current.and_then(ParamValue::as_text).unwrap_or("");
+                    let others: Vec<&&str> = options.iter().filter(|o| **o != now).collect();
+                    let Some(o) = others.choose(rng) else {
+                        continue;
+                    };
+                    ParamValue::Text((**o).to_owned())
+                }
+                _ => continue,
+            };
+            out.push(Edit::SetParameter {
+                component: c.name.clone(),
+                param: p.name.to_owned(),
+                value,
+            });
+        }
+    }
+    shuffle(&mut out, rng);
+    out
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
+    use rand::seq::SliceRandom as _;
+    v.shuffle(rng);
+}
+
+/// Model-guided text mutation: the model rewrites one prompt text given the failure digest.
+fn text(
+    parent: &Harness,
+    component: Option<&str>,
+    digest: &str,
+    seed: u64,
+    model: &dyn ModelBackend,
+) -> Result<Child, Error> {
+    // Text parameters that are prompts (the system prompt, hints, framing).
+    let texts: Vec<(&Component, &str, usize)> = parent
+        .components()
+        .filter(|c| component.is_none_or(|n| c.name == n))
+        .flat_map(|c| {
+            c.spec().params.iter().filter_map(move |p| match p.ty {
+                ParamType::Text { max_len } if c.param(p.name).is_some() => {
+                    Some((c, p.name, max_len))
+                }
+                _ => None,
+            })
+        })
+        .filter(|(c, _, _)| matches!(c.kind, Kind::SystemPrompt | Kind::Hint | Kind::TaskFraming))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let Some(&(c, param, max_len)) = texts.choose(&mut rng) else {
+        return Err(Error::NoValidChild(match component {
+            Some(n) => format!("text: {n} has no prompt text"),
+            None => "text: the harness has no prompt text".into(),
+        }));
+    };
+    let old = c.param(param).and_then(ParamValue::as_text).unwrap_or("");
+    let keep_goal = old.contains("{goal}");
+    let digest: String = digest.chars().take(600).collect();
+    let ask = format!(
+        "Here are instructions for an agent that acts in a text world:\n\n{old}\n\n\
+         The agent failed like this:\n{}\n\n\
+         Write better instructions that would help it avoid these failures. \
+         Keep them short and concrete.{}",
+        if digest.is_empty() {
+            "(no details)"
+        } else {
+            digest.as_str()
+        },
+        if keep_goal {
+            " Keep the placeholder {goal} where the task goes."
+        } else {
+            ""
+        }
+    );
+    let g = model.generate(&GenerateRequest {
+        messages: vec![
+            Message::new(MsgRole::System, "You write instructions for agents."),
+            Message::new(MsgRole::User, ask),
+        ],
+        stop: Vec::new(),
+        max_tokens: 160,
+        temperature: 0.7,
+        seed,
+    })?;
+    let new = g.text.trim();
+    let reason = if new.is_empty() {
+        Some("the model wrote nothing".to_owned())
+    } else if new.len() > max_len {
+        Some(format!(
+            "the model wrote {} bytes; {param} holds {max_len}",
+            new.len()
+        ))
+    } else if keep_goal && !new.contains("{goal}") {
+        Some("the model dropped the {goal} placeholder".into())
+    } else if new == old {
+        Some("the model wrote the same text".into())
+    } else {
+        None
+    };
+    if let Some(r) = reason {
+        return Err(Error::NoValidChild(format!("text: {r}")));
+    }
+    let edit = Edit::EditText {
+        component: c.name.clone(),
+        param: param.to_owned(),
+        edit: TextEdit::Set(new.to_owned()),
+    };
+    let harness = parent
+        .apply(&edit)
+        .map_err(|e| Error::NoValidChild(format!("text: {e}")))?;
+    Ok(Child {
+        harness,
+        edits: vec![edit],
+        operator: "text",
+        usage: g.usage,
+    })
+}
+
+/// Crossover by role: each role's components come from `a` or `b` (a coin per role); edges
+/// between components the child keeps come from both. Tries other coins if a draw makes an
+/// invalid harness; fails if none of its tries is valid and different from both parents.
+pub fn crossover(a: &Harness, b: &Harness, seed: u64) -> Result<Child, Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut last = String::from("every draw equalled a parent");
+    for _ in 0..TRIES {
+        let mut components: Vec<Component> = Vec::new();
+        for role in Role::ALL {
+            let from = if rng.random_bool(0.5) { a } else { b };
+            for c in from.with_role(role) {
+                if !components.iter().any(|k| k.name == c.name) {
+                    components.push(c.clone());
+                }
+            }
+        }
+        let edges = a
+            .edges()
+            .chain(b.edges())
+            .filter(|e| {
+                components.iter().any(|c| c.name == e.from)
+                    && components.iter().any(|c| c.name == e.to)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        match Harness::from_doc(HarnessDoc { components, edges }) {
+            Ok(h) if h.id() != a.id() && h.id() != b.id() => {
+                return Ok(Child {
+                    harness: h,
+                    edits: Vec::new(),
+                    operator: "crossover",
+                    usage: Usage::default(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::NoValidChild(format!("crossover: {last}")))
+}

@@ -1,0 +1,150 @@
+//! Variation operators: every child is valid, a seed fixes the child, bad model output is a
+//! refused child rather than a broken harness.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use hx_common::harness::Harness;
+use hx_common::harness::format;
+use hx_common::protocol::{MutationOp, MutationSpec};
+use hx_worker::model::{
+    Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
+};
+use hx_worker::mutate::{self, crossover, mutate};
+
+fn seed_harness(name: &str) -> Harness {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    format::load(&root.join("configs/harnesses").join(name)).expect("loads")
+}
+
+/// Writes the texts it is given, in turn.
+struct Writer(Mutex<Vec<String>>);
+
+impl ModelBackend for Writer {
+    fn describe(&self) -> String {
+        "writer".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        let text = self.0.lock().expect("lock").remove(0);
+        Ok(Generation {
+            text,
+            finish: Finish::Stop,
+            usage: Usage::default(),
+        })
+    }
+    fn score(&self, _: &ScoreRequest) -> Result<Scores, Error> {
+        Err(Error::Request("the writer does not score".into()))
+    }
+}
+
+fn spec(op: MutationOp, seed: u64) -> MutationSpec {
+    MutationSpec {
+        op,
+        seed,
+        failure_digest: "took the wrong object; went to the sofa 4 times".into(),
+    }
+}
+
+fn valid(h: &Harness) {
+    // A child survives its own canonical round trip with the same id.
+    let back = format::parse_as(&format::to_json(h), format::Format::Json, "child").expect("valid");
+    assert_eq!(back.id(), h.id());
+}
+
+#[test]
+fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
+    let none = Writer(Mutex::new(Vec::new()));
+    for parent in [seed_harness("react.toml"), seed_harness("strong.toml")] {
+        let mut ids = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            for op in [MutationOp::Structural, MutationOp::Parametric] {
+                let child = mutate(&parent, &spec(op.clone(), seed), &none).expect("a child");
+                valid(&child.harness);
+                assert_ne!(child.harness.id(), parent.id());
+                assert_eq!(child.edits.len(), 1);
+                // The same seed makes the same child; the edits replay to it.
+                let again = mutate(&parent, &spec(op, seed), &none).expect("a child");
+                assert_eq!(again.harness.id(), child.harness.id());
+                assert_eq!(
+                    parent.apply_all(&child.edits).expect("replays").id(),
+                    child.harness.id()
+                );
+                ids.insert(child.harness.id());
+            }
+        }
+        assert!(ids.len() >= 20, "80 draws made only {} children", ids.len());
+    }
+}
+
+#[test]
+fn text_mutation_takes_the_models_text_and_refuses_bad_text() {
+    let parent = seed_harness("strong.toml");
+    let op = MutationOp::Text {
+        component: Some("system".into()),
+    };
+    let good = Writer(Mutex::new(vec![
+        "  Search every unvisited receptacle and open closed ones.  ".into(),
+    ]));
+    let child = mutate(&parent, &spec(op.clone(), 1), &good).expect("a child");
+    valid(&child.harness);
+    assert_eq!(
+        child
+            .harness
+            .component("system")
+            .and_then(|c| c.param("text")),
+        Some(&hx_common::harness::param::ParamValue::Text(
+            "Search every unvisited receptacle and open closed ones.".into()
+        ))
+    );
+    for bad in ["", &"x".repeat(5000)] {
+        let m = Writer(Mutex::new(vec![bad.to_owned()]));
+        let e = mutate(&parent, &spec(op.clone(), 1), &m).expect_err("refused");
+        assert!(matches!(e, mutate::Error::NoValidChild(_)), "{e}");
+    }
+    // The task framing keeps its {goal} placeholder or the child is refused.
+    let framing = MutationOp::Text {
+        component: Some("goal".into()),
+    };
+    let m = Writer(Mutex::new(vec!["Do the task.".into()]));
+    let e = mutate(&parent, &spec(framing, 1), &m).expect_err("refused");
+    assert!(e.to_string().contains("{goal}"), "{e}");
+}
+
+#[test]
+fn crossover_children_are_valid_and_differ_from_both_parents() {
+    let (a, b) = (seed_harness("react.toml"), seed_harness("strong.toml"));
+    let mut made = 0;
+    for seed in 0..30 {
+        match crossover(&a, &b, seed) {
+            Ok(child) => {
+                valid(&child.harness);
+                assert_ne!(child.harness.id(), a.id());
+                assert_ne!(child.harness.id(), b.id());
+                // Every component comes from one parent or the other.
+                for c in child.harness.components() {
+                    assert!(
+                        a.component(&c.name) == Some(c) || b.component(&c.name) == Some(c),
+                        "{} is in neither parent",
+                        c.name
+                    );
+                }
+                made += 1;
+            }
+            Err(e) => assert!(matches!(e, mutate::Error::NoValidChild(_))),
+        }
+    }
+    assert!(made >= 20, "only {made} of 30 crossovers made a child");
+}
+
+#[test]
+fn adopted_edits_that_do_not_apply_are_refused() {
+    let parent = seed_harness("react.toml");
+    let none = Writer(Mutex::new(Vec::new()));
+    let op = MutationOp::Apply {
+        edits: vec![hx_common::harness::algebra::Edit::Remove {
+            name: "no-such-component".into(),
+        }],
+    };
+    let e = mutate(&parent, &spec(op, 0), &none).expect_err("refused");
+    assert!(e.to_string().contains("no-such-component"), "{e}");
+}
