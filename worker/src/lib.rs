@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod cli;
 pub mod env;
+pub mod job;
 pub mod model;
 pub mod mutate;

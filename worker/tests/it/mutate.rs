@@ -25,7 +25,13 @@ impl ModelBackend for Writer {
         "writer".into()
     }
     fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
-        let text = self.0.lock().expect("lock").remove(0);
+        let mut texts = self.0.lock().expect("lock");
+        // Out of texts, it acts: a command the household world understands.
+        let text = if texts.is_empty() {
+            "Action: look".to_owned()
+        } else {
+            texts.remove(0)
+        };
         Ok(Generation {
             text,
             finish: Finish::Stop,
@@ -147,4 +153,71 @@ fn adopted_edits_that_do_not_apply_are_refused() {
     };
     let e = mutate(&parent, &spec(op, 0), &none).expect_err("refused");
     assert!(e.to_string().contains("no-such-component"), "{e}");
+}
+
+fn job(kind: hx_common::protocol::JobKind) -> hx_common::protocol::Job {
+    use hx_common::protocol::{Job, JobBudget, JobId};
+    use hx_common::task::{Split, TaskBatch};
+    Job {
+        id: JobId(7),
+        run: "t".into(),
+        kind,
+        tasks: TaskBatch {
+            suite: "household".into(),
+            split: Split::Validation,
+            seeds: vec![3, 4],
+        },
+        budget: JobBudget {
+            max_steps: 3,
+            max_tokens: 100_000,
+            wall_ms: 60_000,
+        },
+        attempt: 1,
+    }
+}
+
+#[test]
+fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
+    use hx_common::protocol::{JobKind, JobStatus};
+    let parent = seed_harness("react.toml");
+    let m = Writer(Mutex::new(Vec::new()));
+    let j = job(JobKind::MutateAndEvaluate {
+        parent: parent.clone(),
+        mutation: spec(MutationOp::Parametric, 5),
+    });
+    let r = hx_worker::job::run(&j, &m, None, "w1", 2);
+    assert_eq!(r.status, JobStatus::Completed);
+    let child = r.child.expect("a child");
+    assert_eq!(
+        child.id(),
+        mutate(&parent, &spec(MutationOp::Parametric, 5), &m)
+            .expect("a child")
+            .harness
+            .id()
+    );
+    assert_eq!((r.job, r.attempt, r.worker.as_str()), (j.id, 1, "w1"));
+    let seeds: Vec<u64> = r.outcomes.iter().map(|o| o.task.seed).collect();
+    assert_eq!(seeds, [3, 4]);
+    // The job's step budget holds; "look" never wins.
+    assert!(r.outcomes.iter().all(|o| o.steps <= 3 && !o.won));
+    assert!(!r.failure_digest.is_empty() && r.failure_digest.len() <= 600 * 4);
+
+    let bad = job(JobKind::MutateAndEvaluate {
+        parent,
+        mutation: spec(
+            MutationOp::Apply {
+                edits: vec![hx_common::harness::algebra::Edit::Remove {
+                    name: "nothing".into(),
+                }],
+            },
+            0,
+        ),
+    });
+    let r = hx_worker::job::run(&bad, &m, None, "w1", 2);
+    assert!(
+        matches!(r.status, JobStatus::InvalidChild { .. }),
+        "{:?}",
+        r.status
+    );
+    assert!(r.outcomes.is_empty() && r.child.is_none());
 }

@@ -1,0 +1,106 @@
+//! One job, start to finish, as any worker runs it (in-process or over NATS): make the child
+//! (or take the harness as it is), run its episodes, and answer with a [`JobResult`].
+
+use std::time::Instant;
+
+use hx_common::config::AdapterOptions;
+use hx_common::harness::Harness;
+use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus};
+
+use crate::agent::{self, Options};
+use crate::model::ModelBackend;
+use crate::mutate;
+
+/// How long a job's combined failure digest may be (it feeds a mutation prompt).
+pub const DIGEST_CHARS: usize = 600;
+
+/// Runs `job` with `model`, `concurrency` episodes at once. Never fails: what went wrong is
+/// the result's status.
+pub fn run(
+    job: &Job,
+    model: &dyn ModelBackend,
+    adapter: Option<&AdapterOptions>,
+    worker: &str,
+    concurrency: usize,
+) -> JobResult {
+    let clock = Instant::now();
+    let mut result = JobResult {
+        job: job.id,
+        run: job.run.clone(),
+        attempt: job.attempt,
+        worker: worker.to_owned(),
+        status: JobStatus::Completed,
+        child: None,
+        outcomes: Vec::new(),
+        usage: protocol::Usage::default(),
+        wall_ms: 0,
+        rewrites: Vec::new(),
+        failure_digest: String::new(),
+    };
+    let child: Result<Harness, mutate::Error> = match &job.kind {
+        JobKind::Evaluate { harness } => Ok(harness.clone()),
+        JobKind::MutateAndEvaluate { parent, mutation } => mutate::mutate(parent, mutation, model)
+            .map(|c| {
+                result.usage.prompt_tokens += c.usage.prompt_tokens;
+                result.usage.completion_tokens += c.usage.completion_tokens;
+                c.harness
+            }),
+        JobKind::CrossoverAndEvaluate { parents, seed } => {
+            mutate::crossover(&parents[0], &parents[1], *seed).map(|c| c.harness)
+        }
+    };
+    let child = match child {
+        Ok(h) => h,
+        Err(mutate::Error::NoValidChild(reason)) => {
+            result.status = JobStatus::InvalidChild { reason };
+            result.wall_ms = clock.elapsed().as_millis() as u64;
+            return result;
+        }
+        Err(e) => {
+            result.status = JobStatus::Failed {
+                reason: e.to_string(),
+            };
+            result.wall_ms = clock.elapsed().as_millis() as u64;
+            return result;
+        }
+    };
+    let tasks: Vec<_> = job.tasks.tasks().collect();
+    let options = Options {
+        max_steps: Some(job.budget.max_steps),
+        ..Options::default()
+    };
+    let episodes = agent::run_many(
+        &child,
+        &tasks,
+        model,
+        adapter,
+        &options,
+        concurrency,
+        &|_, _| {},
+    );
+    let mut errors = Vec::new();
+    let mut digests = Vec::new();
+    for (task, e) in tasks.iter().zip(episodes) {
+        match e {
+            Ok(e) => {
+                result.usage.prompt_tokens += e.usage.prompt_tokens;
+                result.usage.completion_tokens += e.usage.completion_tokens;
+                if !e.outcome.won {
+                    digests.push(e.failure_digest);
+                }
+                result.outcomes.push(e.outcome);
+                result.rewrites.extend(e.rewrites);
+            }
+            Err(e) => errors.push(format!("{task}: {e}")),
+        }
+    }
+    result.failure_digest = digests.join("\n").chars().take(DIGEST_CHARS).collect();
+    if !errors.is_empty() {
+        result.status = JobStatus::Failed {
+            reason: errors.join("; ").chars().take(2000).collect(),
+        };
+    }
+    result.child = Some(child);
+    result.wall_ms = clock.elapsed().as_millis() as u64;
+    result
+}
