@@ -244,6 +244,13 @@ pub struct RacingOptions {
     pub rungs: Vec<u32>,
     /// Confidence of the Wilson intervals candidates are raced on.
     pub confidence: f64,
+    /// At the end: how many of the best candidates are scored on the select split.
+    pub finalists: usize,
+    /// Select-split tasks per finalist.
+    pub select_tasks: u32,
+    /// Test-split tasks the chosen harness and each seed harness are scored on at the very
+    /// end (the search never sees the test split).
+    pub test_tasks: u32,
 }
 
 impl Default for RacingOptions {
@@ -251,6 +258,9 @@ impl Default for RacingOptions {
         RacingOptions {
             rungs: vec![4, 8, 16],
             confidence: 0.95,
+            finalists: 3,
+            select_tasks: 24,
+            test_tasks: 100,
         }
     }
 }
@@ -757,6 +767,9 @@ impl Experiment {
             ),
         );
         p.range("racing.confidence", r.confidence, 0.5, 0.999);
+        p.range("racing.finalists", r.finalists, 1, 1000);
+        p.range("racing.select-tasks", r.select_tasks, 1, 100_000);
+        p.range("racing.test-tasks", r.test_tasks, 0, 100_000);
 
         let b = &self.budget;
         p.check(

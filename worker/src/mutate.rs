@@ -56,10 +56,7 @@ pub fn mutate(
     spec: &MutationSpec,
     model: &dyn ModelBackend,
 ) -> Result<Child, Error> {
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     match &spec.op {
-        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
-        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
         MutationOp::Text { component } => text(
             parent,
             component.as_deref(),
@@ -67,18 +64,29 @@ pub fn mutate(
             spec.seed,
             model,
         ),
-        MutationOp::Apply { edits } => {
-            let harness = parent
-                .apply_all(edits)
-                .map_err(|e| Error::NoValidChild(e.to_string()))?;
-            Ok(Child {
+        _ => offline(parent, spec).expect("only text mutation needs the model"),
+    }
+}
+
+/// Makes the child of a mutation that needs no model (every operator but text), so a
+/// coordinator can know the child, and skip it if it was seen, before any work is sent;
+/// `None` for text mutation.
+pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, Error>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    Some(match &spec.op {
+        MutationOp::Text { .. } => return None,
+        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
+        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
+        MutationOp::Apply { edits } => parent
+            .apply_all(edits)
+            .map_err(|e| Error::NoValidChild(e.to_string()))
+            .map(|harness| Child {
                 harness,
                 edits: edits.clone(),
                 operator: "adopt",
                 usage: Usage::default(),
-            })
-        }
-    }
+            }),
+    })
 }
 
 /// The first candidate edit that the algebra accepts and that changes the harness.

@@ -1,0 +1,130 @@
+//! The job bus: how the scheduler hands jobs to workers and hears their results. The scheduler
+//! sees only [`JobBus`]; jobs and results cross it encoded with [`hx_common::protocol`], so the
+//! in-process bus exercises the same decoding and checks as a network one.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hx_common::config::AdapterOptions;
+use hx_common::protocol::{self, Job};
+use hx_worker::model::ModelBackend;
+
+/// Carries jobs to workers and results back.
+pub trait JobBus {
+    /// Sends a job to some worker.
+    fn submit(&mut self, job: &Job) -> anyhow::Result<()>;
+    /// The next result's bytes, waiting at most `timeout`; `None` if none came.
+    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Workers known to be alive.
+    fn workers(&self) -> usize;
+}
+
+/// In-process workers sharing one model: the embedded default of `hx evolve`.
+pub struct LocalBus {
+    jobs: Option<Sender<Vec<u8>>>,
+    results: Receiver<Vec<u8>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LocalBus {
+    /// Starts `workers` worker threads, each running one job at a time with `concurrency`
+    /// episodes at once, all on `model` (which batches their calls).
+    pub fn start(
+        model: Arc<dyn ModelBackend>,
+        adapters: BTreeMap<String, AdapterOptions>,
+        workers: usize,
+        concurrency: usize,
+    ) -> LocalBus {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<u8>>();
+        let (results_tx, results_rx) = mpsc::channel::<Vec<u8>>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let threads = (0..workers.max(1))
+            .map(|i| {
+                let (jobs, results, model, adapters) = (
+                    Arc::clone(&jobs_rx),
+                    results_tx.clone(),
+                    Arc::clone(&model),
+                    adapters.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("hx-local-worker-{i}"))
+                    .spawn(move || {
+                        let name = format!("local-{i}");
+                        loop {
+                            let bytes = match jobs.lock().map(|rx| rx.recv()) {
+                                Ok(Ok(b)) => b,
+                                _ => break,
+                            };
+                            let job: Job = match protocol::decode(&bytes) {
+                                Ok(j) => j,
+                                Err(e) => {
+                                    tracing::error!("local worker: a job does not decode: {e}");
+                                    continue;
+                                }
+                            };
+                            let adapter = adapters.get(&job.tasks.suite);
+                            let result = hx_worker::job::run(
+                                &job,
+                                model.as_ref(),
+                                adapter,
+                                &name,
+                                concurrency,
+                            );
+                            match protocol::encode(&result) {
+                                Ok(b) => {
+                                    if results.send(b).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e) => tracing::error!("local worker: {e}"),
+                            }
+                        }
+                    })
+                    .expect("spawns a worker thread")
+            })
+            .collect();
+        LocalBus {
+            jobs: Some(jobs_tx),
+            results: results_rx,
+            threads,
+        }
+    }
+}
+
+impl JobBus for LocalBus {
+    fn submit(&mut self, job: &Job) -> anyhow::Result<()> {
+        let bytes = protocol::encode(job)?;
+        self.jobs
+            .as_ref()
+            .expect("open until dropped")
+            .send(bytes)
+            .map_err(|_| anyhow::anyhow!("every local worker has stopped"))
+    }
+
+    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.results.recv_timeout(timeout) {
+            Ok(b) => Ok(Some(b)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("every local worker has stopped")
+            }
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.threads.iter().filter(|t| !t.is_finished()).count()
+    }
+}
+
+impl Drop for LocalBus {
+    fn drop(&mut self) {
+        // Closing the job channel ends each worker after its current job.
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

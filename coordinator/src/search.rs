@@ -1,0 +1,994 @@
+//! The evolutionary search: a steady-state, asynchronous loop over a [`JobBus`].
+//!
+//! - **Scheduler**: keeps at most `population.jobs-in-flight` jobs out and refills as results
+//!   arrive; there is no generation barrier, so slow and fast workers mix.
+//! - **Fitness** is success on the search split with a Wilson interval; candidates are ranked
+//!   by the interval's lower bound, so a lucky streak on few tasks does not outrank a
+//!   well-measured harness.
+//! - **Racing** by successive halving: a child is evaluated on the first rung's tasks; it gets
+//!   the next rung's tasks only while its interval still reaches the incumbent's. Every
+//!   candidate is evaluated on the same seeds at each rung (common random numbers), and an
+//!   evaluation is keyed by harness id and task, so no pair is ever run twice.
+//! - **Selection**: tournaments over a MAP-Elites archive (harness size x tokens per step)
+//!   plus the elites; immigrants from the seed harnesses now and then.
+//! - **Variation**: structural, parametric, model-guided text mutation, adoption of in-task
+//!   rewrites that were kept, and crossover by role ([`hx_worker::mutate`]). Children of the
+//!   operators that need no model are made here, so a known child costs nothing.
+//! - **Budgets**: episodes, tokens and wall time; at the first reached the loop stops sending
+//!   work, collects what is in flight, and ends.
+//! - **End**: the best candidates are scored on the select split; the best of those, and every
+//!   seed harness for comparison, on the test split, which nothing before this touches.
+//!
+//! Everything is recorded in the [`Store`] before it is acted on; `--resume` rebuilds the
+//! state from the store and sends again only the jobs that had no answer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use hx_common::config::Experiment;
+use hx_common::harness::{Harness, HarnessId};
+use hx_common::protocol::{
+    self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
+    RewriteRecord, TaskOutcome,
+};
+use hx_common::stats::Rate;
+use hx_common::task::{Split, TaskBatch, TaskRef};
+use rand::seq::IndexedRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::bus::JobBus;
+use crate::store::{Answer, JobRecord, JobState, Lineage, Store};
+
+/// What the search learned from a harness's episodes, for its children.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The failure digest of its latest evaluation.
+    pub digest: String,
+    /// In-task rewrites that were kept, from episodes it won.
+    pub helpful: Vec<RewriteRecord>,
+    /// Model tokens and steps over its search episodes.
+    pub tokens: u64,
+    /// Steps over its search episodes.
+    pub steps: u64,
+}
+
+/// One candidate as the search tracks it.
+#[derive(Debug, Clone)]
+struct Cand {
+    harness: Harness,
+    /// Outcomes on the search split.
+    search: BTreeMap<u64, TaskOutcome>,
+    /// A job for it is out.
+    busy: bool,
+    feedback: Feedback,
+    operator: String,
+    /// The normal quantile of the racing confidence.
+    z: f64,
+}
+
+impl Cand {
+    /// Success on the search split, with the interval racing uses.
+    fn rate(&self) -> Rate {
+        let won = self.search.values().filter(|o| o.won).count() as u64;
+        Rate::wilson(won, self.search.len() as u64, self.z)
+    }
+    fn tokens_per_step(&self) -> f64 {
+        self.feedback.tokens as f64 / self.feedback.steps.max(1) as f64
+    }
+}
+
+/// The end of a run, as recorded in the store's `final` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Final {
+    /// The chosen harness.
+    pub best: Option<HarnessId>,
+    /// Finalists' success on the select split.
+    pub select: Vec<(HarnessId, Rate)>,
+    /// Test-split success of the chosen harness and of every seed harness.
+    pub test: Vec<(HarnessId, Rate)>,
+}
+
+/// A live view of the run, written to `status.json` beside the store after every answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// The run's name.
+    pub run: String,
+    /// `searching`, `final` or `done`.
+    pub phase: String,
+    /// Episodes recorded in the search, and the budget.
+    pub evaluations: u64,
+    /// The budget of episodes.
+    pub evaluation_budget: u64,
+    /// Model tokens so far.
+    pub tokens: u64,
+    /// Seconds of search so far (over every resumption).
+    pub elapsed_s: f64,
+    /// Jobs out now.
+    pub in_flight: usize,
+    /// Workers alive.
+    pub workers: usize,
+    /// Harnesses evaluated.
+    pub candidates: usize,
+    /// Children refused as invalid.
+    pub invalid_children: u64,
+    /// Children that were already known (their work was skipped).
+    pub cache_hits: u64,
+    /// Episodes run, against what evaluating every candidate on every rung would have cost.
+    pub episodes_run: u64,
+    /// See `episodes_run`.
+    pub episodes_without_racing: u64,
+    /// The best candidate by the lower bound of its interval.
+    pub best: Option<(HarnessId, Rate)>,
+    /// The median success of candidates.
+    pub median: f64,
+    /// Best and median over time: (seconds, best, median).
+    pub history: Vec<(f64, f64, f64)>,
+    /// Why the search stopped, once it has.
+    pub stopped: Option<String>,
+    /// The end of the run, once there.
+    pub final_: Option<Final>,
+}
+
+/// A search over one store.
+pub struct Search<'a> {
+    exp: Experiment,
+    store: &'a Store,
+    bus: &'a mut dyn JobBus,
+    seeds: Vec<Harness>,
+    cands: HashMap<HarnessId, Cand>,
+    /// Jobs out: job id -> its record.
+    out: BTreeMap<u64, JobRecord>,
+    clock: Instant,
+    elapsed_before: Duration,
+    tokens: u64,
+    invalid: u64,
+    cache_hits: u64,
+    episodes_run: u64,
+    history: Vec<(f64, f64, f64)>,
+    say: &'a mut dyn FnMut(&str),
+    /// Most jobs out at once so far (the scheduler's bound is checked against it).
+    pub peak_in_flight: usize,
+}
+
+/// Harness size buckets and tokens-per-step buckets of the archive.
+fn cell(c: &Cand) -> (usize, usize) {
+    let size = match c.harness.len() {
+        0..=4 => 0,
+        5..=8 => 1,
+        9..=12 => 2,
+        13..=16 => 3,
+        _ => 4,
+    };
+    let t = c.tokens_per_step();
+    let cost = [400.0, 800.0, 1600.0, 3200.0]
+        .iter()
+        .take_while(|&&b| t >= b)
+        .count();
+    (size, cost)
+}
+
+impl<'a> Search<'a> {
+    /// A search for `exp` with seed harnesses `seeds`, recording in `store`; with `resume`,
+    /// the store's earlier state is taken up, else the store must be new.
+    pub fn new(
+        exp: Experiment,
+        seeds: Vec<Harness>,
+        store: &'a Store,
+        bus: &'a mut dyn JobBus,
+        resume: bool,
+        say: &'a mut dyn FnMut(&str),
+    ) -> Result<Search<'a>> {
+        let stored: Option<Experiment> = store.meta("config")?;
+        match (&stored, resume) {
+            (Some(_), false) => bail!(
+                "the store {} already holds run {:?}; pass --resume to go on with it, or set \
+                 run.store to a new directory",
+                store.path().display(),
+                exp.run.name
+            ),
+            (None, true) => bail!(
+                "--resume: the store {} holds no run to resume",
+                store.path().display()
+            ),
+            (Some(old), true) if old.run.name != exp.run.name => bail!(
+                "--resume: the store {} holds run {:?}, not {:?}",
+                store.path().display(),
+                old.run.name,
+                exp.run.name
+            ),
+            _ => {}
+        }
+        if stored.is_none() {
+            store.set_meta("config", &exp)?;
+        }
+        let mut s = Search {
+            elapsed_before: Duration::from_secs_f64(store.meta::<f64>("elapsed_s")?.unwrap_or(0.0)),
+            tokens: store.meta("tokens")?.unwrap_or(0),
+            invalid: store.meta("invalid_children")?.unwrap_or(0),
+            cache_hits: store.meta("cache_hits")?.unwrap_or(0),
+            episodes_run: store.meta("episodes_run")?.unwrap_or(0),
+            history: store.meta("history")?.unwrap_or_default(),
+            exp,
+            store,
+            bus,
+            seeds,
+            cands: HashMap::new(),
+            out: BTreeMap::new(),
+            clock: Instant::now(),
+            say,
+            peak_in_flight: 0,
+        };
+        s.load()?;
+        Ok(s)
+    }
+
+    fn z(&self) -> f64 {
+        hx_common::stats::normal_quantile(0.5 + self.exp.racing.confidence / 2.0)
+    }
+
+    fn suite(&self) -> &str {
+        &self.exp.suites[0].name
+    }
+
+    fn search_split(&self) -> Split {
+        self.exp.suites[0].search_split
+    }
+
+    /// Rebuilds candidates from the store (all of them, on resume; the seeds on a new run).
+    fn load(&mut self) -> Result<()> {
+        for h in self.store.harnesses()? {
+            let id = h.id();
+            let lineage = self.store.lineage(&id)?;
+            let search = self
+                .store
+                .evaluations(&id)?
+                .into_iter()
+                .filter(|o| o.task.split == self.search_split() && o.task.suite == self.suite())
+                .map(|o| (o.task.seed, o))
+                .collect();
+            let feedback = self
+                .store
+                .meta(&format!("feedback/{id}"))?
+                .unwrap_or_default();
+            self.cands.insert(
+                id,
+                Cand {
+                    harness: h,
+                    search,
+                    busy: false,
+                    feedback,
+                    operator: lineage.map_or_else(|| "seed".into(), |l| l.operator),
+                    z: self.z(),
+                },
+            );
+        }
+        for h in self.seeds.clone() {
+            if !self.cands.contains_key(&h.id()) {
+                self.store.put_harness(&h)?;
+                self.store.put_lineage(
+                    &h.id(),
+                    &Lineage {
+                        parents: vec![],
+                        operator: "seed".into(),
+                        adopted: vec![],
+                        job: None,
+                        at_ms: 0,
+                    },
+                )?;
+                self.cands.insert(
+                    h.id(),
+                    Cand {
+                        harness: h,
+                        search: BTreeMap::new(),
+                        busy: false,
+                        feedback: Feedback::default(),
+                        operator: "seed".into(),
+                        z: self.z(),
+                    },
+                );
+            }
+        }
+        // Jobs that had no answer go out again (same job, next attempt).
+        for mut r in self.store.jobs()? {
+            if r.state == JobState::Pending {
+                r.attempts += 1;
+                r.job.attempt = r.attempts;
+                if let JobKind::Evaluate { harness } = &r.job.kind
+                    && let Some(c) = self.cands.get_mut(&harness.id())
+                {
+                    c.busy = true;
+                }
+                self.store.put_job(&r)?;
+                self.bus.submit(&r.job)?;
+                self.out.insert(r.job.id.0, r);
+            }
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.elapsed_before + self.clock.elapsed()
+    }
+
+    fn rungs(&self) -> &[u32] {
+        &self.exp.racing.rungs
+    }
+
+    /// Which rung `c` has completed: the number of rungs whose tasks it has all done.
+    fn rung(&self, c: &Cand) -> usize {
+        self.rungs()
+            .iter()
+            .take_while(|&&n| (0..u64::from(n)).all(|s| c.search.contains_key(&s)))
+            .count()
+    }
+
+    /// The incumbent: best lower bound among candidates with the most rungs done.
+    fn incumbent(&self) -> Option<&Cand> {
+        let top = self
+            .cands
+            .values()
+            .filter(|c| !c.search.is_empty())
+            .map(|c| self.rung(c))
+            .max()?;
+        self.cands
+            .values()
+            .filter(|c| self.rung(c) == top && !c.search.is_empty())
+            .max_by(|a, b| {
+                a.rate()
+                    .low
+                    .total_cmp(&b.rate().low)
+                    .then(b.harness.id().cmp(&a.harness.id()))
+            })
+    }
+
+    fn best(&self) -> Option<&Cand> {
+        self.cands
+            .values()
+            .filter(|c| !c.search.is_empty())
+            .max_by(|a, b| {
+                a.rate()
+                    .low
+                    .total_cmp(&b.rate().low)
+                    .then(b.harness.id().cmp(&a.harness.id()))
+            })
+    }
+
+    /// Which budget is spent, if any.
+    fn spent(&self) -> Option<String> {
+        let b = &self.exp.budget;
+        let evals = self.search_evaluations();
+        if evals >= b.evaluations {
+            Some(format!("evaluation budget ({evals} of {})", b.evaluations))
+        } else if self.tokens >= b.tokens {
+            Some(format!("token budget ({} of {})", self.tokens, b.tokens))
+        } else if self.elapsed() >= b.wall_time {
+            Some(format!(
+                "wall-time budget ({})",
+                humantime_format(b.wall_time)
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn search_evaluations(&self) -> u64 {
+        self.cands.values().map(|c| c.search.len() as u64).sum()
+    }
+
+    /// Seeds of the search split that candidate `c` still needs for its next rung, if its
+    /// interval still reaches the incumbent's.
+    fn promotion(&self, c: &Cand) -> Option<Vec<u64>> {
+        let r = self.rung(c);
+        let target = *self.rungs().get(r)?;
+        if r > 0
+            && let Some(inc) = self.incumbent()
+            && inc.harness.id() != c.harness.id()
+            && c.rate().high < inc.rate().low
+        {
+            return None;
+        }
+        let seeds: Vec<u64> = (0..u64::from(target))
+            .filter(|s| !c.search.contains_key(s))
+            .collect();
+        (!seeds.is_empty()).then_some(seeds)
+    }
+
+    fn job(&self, id: JobId, kind: JobKind, split: Split, seeds: Vec<u64>) -> JobRecord {
+        JobRecord {
+            job: Job {
+                id,
+                run: self.exp.run.name.clone(),
+                kind,
+                tasks: TaskBatch {
+                    suite: self.suite().to_owned(),
+                    split,
+                    seeds,
+                },
+                budget: JobBudget {
+                    max_steps: self.exp.budget.episode_steps,
+                    max_tokens: self.exp.budget.tokens,
+                    wall_ms: self.exp.budget.wall_time.as_millis() as u64,
+                },
+                attempt: 1,
+            },
+            state: JobState::Pending,
+            attempts: 1,
+        }
+    }
+
+    fn send(&mut self, record: JobRecord) -> Result<()> {
+        self.store.put_job(&record)?;
+        self.store.flush()?;
+        self.bus.submit(&record.job)?;
+        self.out.insert(record.job.id.0, record);
+        self.peak_in_flight = self.peak_in_flight.max(self.out.len());
+        Ok(())
+    }
+
+    /// Tournament over the archive's cell winners and the elites.
+    fn select<'c>(&'c self, rng: &mut ChaCha8Rng) -> Option<&'c Cand> {
+        let evaluated: Vec<&Cand> = self
+            .cands
+            .values()
+            .filter(|c| !c.search.is_empty())
+            .collect();
+        let mut cells: BTreeMap<(usize, usize), &Cand> = BTreeMap::new();
+        for c in &evaluated {
+            let e = cells.entry(cell(c)).or_insert(c);
+            if c.rate().low > e.rate().low {
+                *e = c;
+            }
+        }
+        let mut pool: Vec<&Cand> = cells.into_values().collect();
+        let mut ranked = evaluated.clone();
+        ranked.sort_by(|a, b| b.rate().low.total_cmp(&a.rate().low));
+        for e in ranked.into_iter().take(self.exp.population.elites) {
+            if !pool.iter().any(|p| p.harness.id() == e.harness.id()) {
+                pool.push(e);
+            }
+        }
+        pool.sort_by_key(|c| c.harness.id());
+        pool.truncate(self.exp.population.size);
+        let k = self.exp.population.tournament.max(1);
+        (0..k)
+            .filter_map(|_| pool.choose(rng).copied())
+            .max_by(|a, b| a.rate().low.total_cmp(&b.rate().low))
+    }
+
+    /// Makes the next job, or `None` if there is nothing to do now.
+    fn next_job(&mut self) -> Result<Option<JobRecord>> {
+        // Promotions first: candidates waiting for their next rung.
+        let mut waiting: Vec<(HarnessId, Vec<u64>)> = self
+            .cands
+            .values()
+            .filter(|c| !c.busy)
+            .filter_map(|c| self.promotion(c).map(|s| (c.harness.id(), s)))
+            .collect();
+        waiting.sort();
+        if let Some((id, seeds)) = waiting.into_iter().next() {
+            let c = self.cands.get_mut(&id).expect("a candidate");
+            c.busy = true;
+            let kind = JobKind::Evaluate {
+                harness: c.harness.clone(),
+            };
+            let jid = self.store.next_job_id()?;
+            return Ok(Some(self.job(jid, kind, self.search_split(), seeds)));
+        }
+        // Then a new child; a known or invalid child costs a try, not a job.
+        for _ in 0..16 {
+            let jid = self.store.next_job_id()?;
+            let mut rng = ChaCha8Rng::seed_from_u64(self.exp.run.seed ^ jid.0.rotate_left(17));
+            let immigrant = rng.random_bool(self.exp.population.immigrant_rate);
+            let parent = if immigrant {
+                self.seeds.choose(&mut rng).cloned()
+            } else {
+                self.select(&mut rng).map(|c| c.harness.clone())
+            };
+            let Some(parent) = parent else {
+                return Ok(None);
+            };
+            let child_seed = rng.random::<u64>();
+            let (made, parents, op_name) = if rng.random_bool(self.exp.population.crossover_rate)
+                && let Some(other) = self.select(&mut rng).map(|c| c.harness.clone())
+                && other.id() != parent.id()
+            {
+                (
+                    Some(hx_worker::mutate::crossover(&parent, &other, child_seed)),
+                    vec![parent.id(), other.id()],
+                    "crossover".to_owned(),
+                )
+            } else {
+                let fb = self
+                    .cands
+                    .get(&parent.id())
+                    .map(|c| c.feedback.clone())
+                    .unwrap_or_default();
+                let mut ops = vec![
+                    MutationOp::Structural,
+                    MutationOp::Parametric,
+                    MutationOp::Text { component: None },
+                ];
+                if let Some(r) = fb.helpful.choose(&mut rng) {
+                    ops.push(MutationOp::Apply {
+                        edits: vec![r.edit.clone()],
+                    });
+                }
+                let op = ops.choose(&mut rng).expect("ops").clone();
+                let spec = MutationSpec {
+                    op,
+                    seed: child_seed,
+                    failure_digest: fb.digest,
+                };
+                match hx_worker::mutate::offline(&parent, &spec) {
+                    Some(made) => (Some(made), vec![parent.id()], String::new()),
+                    None => {
+                        // Text mutation needs the model: the worker makes the child.
+                        let rung0 = (0..u64::from(self.rungs()[0])).collect();
+                        let kind = JobKind::MutateAndEvaluate {
+                            parent,
+                            mutation: spec,
+                        };
+                        return Ok(Some(self.job(jid, kind, self.search_split(), rung0)));
+                    }
+                }
+            };
+            match made.expect("made here") {
+                Err(e) => {
+                    self.invalid += 1;
+                    (self.say)(&format!("child refused: {e}"));
+                    self.store.set_meta("invalid_children", &self.invalid)?;
+                }
+                Ok(child) => {
+                    let id = child.harness.id();
+                    if self.cands.contains_key(&id) {
+                        self.cache_hits += 1;
+                        self.store.set_meta("cache_hits", &self.cache_hits)?;
+                        continue;
+                    }
+                    let operator = if op_name.is_empty() {
+                        child.operator.to_owned()
+                    } else {
+                        op_name
+                    };
+                    let adopted = match child.operator {
+                        "adopt" => self
+                            .cands
+                            .get(&parents[0])
+                            .map(|c| {
+                                c.feedback
+                                    .helpful
+                                    .iter()
+                                    .filter(|r| child.edits.contains(&r.edit))
+                                    .cloned()
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        _ => vec![],
+                    };
+                    self.store.put_harness(&child.harness)?;
+                    self.store.put_lineage(
+                        &id,
+                        &Lineage {
+                            parents,
+                            operator: operator.clone(),
+                            adopted,
+                            job: Some(jid),
+                            at_ms: self.elapsed().as_millis() as u64,
+                        },
+                    )?;
+                    self.cands.insert(
+                        id,
+                        Cand {
+                            harness: child.harness.clone(),
+                            search: BTreeMap::new(),
+                            busy: true,
+                            feedback: Feedback::default(),
+                            operator,
+                            z: self.z(),
+                        },
+                    );
+                    let rung0 = (0..u64::from(self.rungs()[0])).collect();
+                    let kind = JobKind::Evaluate {
+                        harness: child.harness,
+                    };
+                    return Ok(Some(self.job(jid, kind, self.search_split(), rung0)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a result against its job (never trust a worker) and records it.
+    fn answer(&mut self, bytes: &[u8]) -> Result<()> {
+        let r: JobResult = match protocol::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                (self.say)(&format!("a result was refused: {e}"));
+                return Ok(());
+            }
+        };
+        let Some(mut record) = self.out.remove(&r.job.0) else {
+            // Already answered (a redelivery) or not ours: nothing to record twice.
+            return Ok(());
+        };
+        let asked: BTreeSet<TaskRef> = record.job.tasks.tasks().collect();
+        let problem = match (&record.job.kind, &r.child) {
+            _ if r.run != record.job.run => Some(format!("it names run {:?}", r.run)),
+            (JobKind::Evaluate { harness }, Some(child)) if child.id() != harness.id() => Some(
+                format!("it evaluated {} instead of {}", child.id(), harness.id()),
+            ),
+            _ if r.outcomes.iter().any(|o| !asked.contains(&o.task)) => {
+                Some("it reports a task the job did not ask for".into())
+            }
+            _ if r
+                .outcomes
+                .iter()
+                .map(|o| &o.task)
+                .collect::<BTreeSet<_>>()
+                .len()
+                != r.outcomes.len() =>
+            {
+                Some("it reports a task twice".into())
+            }
+            _ => None,
+        };
+        if let Some(p) = problem {
+            (self.say)(&format!("{}: result refused: {p}", record.job.id));
+            record.state = JobState::Failed { reason: p };
+            self.store.put_job(&record)?;
+            self.release(&record);
+            return Ok(());
+        }
+        self.tokens += r.usage.prompt_tokens + r.usage.completion_tokens;
+        record.state = match &r.status {
+            JobStatus::Completed => JobState::Done,
+            JobStatus::InvalidChild { reason } => JobState::Invalid {
+                reason: reason.clone(),
+            },
+            JobStatus::Failed { reason } => JobState::Failed {
+                reason: reason.clone(),
+            },
+        };
+        if let JobStatus::InvalidChild { reason } = &r.status {
+            self.invalid += 1;
+            (self.say)(&format!(
+                "{}: child refused by the worker: {reason}",
+                record.job.id
+            ));
+        }
+        if let JobStatus::Failed { reason } = &r.status {
+            (self.say)(&format!(
+                "{}: failed on {}: {reason}",
+                record.job.id, r.worker
+            ));
+        }
+        let lineage = match (&record.job.kind, &r.child) {
+            (JobKind::MutateAndEvaluate { parent, .. }, Some(_)) => Some(Lineage {
+                parents: vec![parent.id()],
+                operator: "text".into(),
+                adopted: vec![],
+                job: Some(record.job.id),
+                at_ms: self.elapsed().as_millis() as u64,
+            }),
+            (_, Some(child)) => self.store.lineage(&child.id())?.or(Some(Lineage {
+                parents: vec![],
+                operator: "seed".into(),
+                adopted: vec![],
+                job: Some(record.job.id),
+                at_ms: 0,
+            })),
+            _ => None,
+        };
+        let new = self.store.record_answer(&Answer {
+            record: &record,
+            child: r.child.as_ref().zip(lineage.as_ref()),
+            outcomes: &r.outcomes,
+        })?;
+        self.episodes_run += r.outcomes.len() as u64;
+        self.release(&record);
+        if let Some(child) = &r.child {
+            let id = child.id();
+            let split = record.job.tasks.split;
+            let z = self.z();
+            let on_search = split == self.search_split();
+            let c = self.cands.entry(id).or_insert_with(|| Cand {
+                harness: child.clone(),
+                search: BTreeMap::new(),
+                busy: false,
+                feedback: Feedback::default(),
+                operator: "text".into(),
+                z,
+            });
+            if on_search {
+                for o in &r.outcomes {
+                    c.search.entry(o.task.seed).or_insert_with(|| o.clone());
+                    c.feedback.tokens += o.tokens;
+                    c.feedback.steps += u64::from(o.steps);
+                }
+                if !r.failure_digest.is_empty() {
+                    c.feedback.digest = r.failure_digest.clone();
+                }
+                let won: BTreeSet<&TaskRef> = r
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.won)
+                    .map(|o| &o.task)
+                    .collect();
+                for rw in &r.rewrites {
+                    if rw.kept && won.contains(&rw.task) && !c.feedback.helpful.contains(rw) {
+                        c.feedback.helpful.push(rw.clone());
+                    }
+                }
+                let fb = c.feedback.clone();
+                self.store.set_meta(&format!("feedback/{id}"), &fb)?;
+            }
+            let c = &self.cands[&id];
+            let line = format!(
+                "{} {} ({}): {} on {} {} ({} new), rung {}",
+                record.job.id,
+                id.short(),
+                c.operator,
+                Rate::wilson95(
+                    r.outcomes.iter().filter(|o| o.won).count() as u64,
+                    r.outcomes.len() as u64
+                ),
+                r.outcomes.len(),
+                split,
+                new,
+                self.rung(c),
+            );
+            (self.say)(&line);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, record: &JobRecord) {
+        if let JobKind::Evaluate { harness } = &record.job.kind
+            && let Some(c) = self.cands.get_mut(&harness.id())
+        {
+            c.busy = false;
+        }
+    }
+
+    fn status(&self, phase: &str, stopped: Option<String>, final_: Option<Final>) -> Status {
+        let mut rates: Vec<f64> = self
+            .cands
+            .values()
+            .filter(|c| !c.search.is_empty())
+            .map(|c| c.rate().rate)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        let without: u64 = self.cands.values().filter(|c| !c.search.is_empty()).count() as u64
+            * u64::from(*self.rungs().last().expect("rungs"));
+        Status {
+            run: self.exp.run.name.clone(),
+            phase: phase.into(),
+            evaluations: self.search_evaluations(),
+            evaluation_budget: self.exp.budget.evaluations,
+            tokens: self.tokens,
+            elapsed_s: self.elapsed().as_secs_f64(),
+            in_flight: self.out.len(),
+            workers: self.bus.workers(),
+            candidates: self.cands.values().filter(|c| !c.search.is_empty()).count(),
+            invalid_children: self.invalid,
+            cache_hits: self.cache_hits,
+            episodes_run: self.episodes_run,
+            episodes_without_racing: without,
+            best: self.best().map(|c| (c.harness.id(), c.rate())),
+            median,
+            history: self.history.clone(),
+            stopped,
+            final_,
+        }
+    }
+
+    fn checkpoint(
+        &mut self,
+        phase: &str,
+        stopped: Option<String>,
+        final_: Option<Final>,
+    ) -> Result<()> {
+        let st = self.status(phase, stopped, final_);
+        if let Some((_, best)) = &st.best {
+            self.history.push((st.elapsed_s, best.rate, st.median));
+        }
+        self.store.set_meta("elapsed_s", &st.elapsed_s)?;
+        self.store.set_meta("tokens", &self.tokens)?;
+        self.store.set_meta("episodes_run", &self.episodes_run)?;
+        self.store.set_meta("history", &self.history)?;
+        self.store.flush()?;
+        write_status(
+            self.store.path(),
+            &Status {
+                history: self.history.clone(),
+                ..st
+            },
+        )
+    }
+
+    /// Runs the search to its budget, then the final stage. Returns the final status.
+    pub fn run(&mut self) -> Result<Status> {
+        let done: Option<Final> = self.store.meta("final")?;
+        if let Some(f) = done {
+            let st = self.status("done", Some("the run had ended".into()), Some(f));
+            write_status(self.store.path(), &st)?;
+            return Ok(st);
+        }
+        let bound = self.exp.population.jobs_in_flight;
+        let stopped = loop {
+            let spent = self.spent();
+            if spent.is_none() {
+                while self.out.len() < bound {
+                    match self.next_job()? {
+                        Some(j) => self.send(j)?,
+                        None => break,
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                break spent.unwrap_or_else(|| "nothing left to evaluate".into());
+            }
+            if let Some(bytes) = self.bus.recv(Duration::from_millis(500))? {
+                self.answer(&bytes)?;
+                self.checkpoint("searching", None, None)?;
+            }
+        };
+        (self.say)(&format!("search stopped: {stopped}"));
+        self.store.set_meta("stopped", &stopped)?;
+        let f = self.finish()?;
+        self.store.set_meta("final", &f)?;
+        self.checkpoint("done", Some(stopped.clone()), Some(f.clone()))?;
+        Ok(self.status("done", Some(stopped), Some(f)))
+    }
+
+    /// Evaluates `harnesses` on `split` seeds `0..n` through the bus (cached pairs skipped)
+    /// and returns each one's rate there.
+    fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Rate>> {
+        let mut pending = Vec::new();
+        for h in harnesses {
+            let seeds: Vec<u64> = (0..u64::from(n))
+                .filter(|&s| {
+                    let t = TaskRef {
+                        suite: self.suite().to_owned(),
+                        split,
+                        seed: s,
+                    };
+                    !matches!(self.store.evaluation(&h.id(), &t), Ok(Some(_)))
+                })
+                .collect();
+            if !seeds.is_empty() {
+                pending.push((h.clone(), seeds));
+            }
+        }
+        let bound = self.exp.population.jobs_in_flight;
+        let mut queue = pending.into_iter();
+        loop {
+            while self.out.len() < bound {
+                let Some((h, seeds)) = queue.next() else {
+                    break;
+                };
+                let jid = self.store.next_job_id()?;
+                let rec = self.job(jid, JobKind::Evaluate { harness: h }, split, seeds);
+                self.send(rec)?;
+            }
+            if self.out.is_empty() {
+                break;
+            }
+            if let Some(bytes) = self.bus.recv(Duration::from_millis(500))? {
+                self.answer(&bytes)?;
+                self.checkpoint("final", None, None)?;
+            }
+        }
+        harnesses
+            .iter()
+            .map(|h| {
+                let outs: Vec<TaskOutcome> = self
+                    .store
+                    .evaluations(&h.id())?
+                    .into_iter()
+                    .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
+                    .collect();
+                let won = outs.iter().filter(|o| o.won).count() as u64;
+                Ok(Rate::wilson95(won, outs.len() as u64))
+            })
+            .collect()
+    }
+
+    /// The final stage: finalists on the select split, then the chosen one and the seeds on
+    /// the test split.
+    fn finish(&mut self) -> Result<Final> {
+        let mut ranked: Vec<&Cand> = self
+            .cands
+            .values()
+            .filter(|c| !c.search.is_empty())
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.rate()
+                .low
+                .total_cmp(&a.rate().low)
+                .then(a.harness.id().cmp(&b.harness.id()))
+        });
+        let finalists: Vec<Harness> = ranked
+            .into_iter()
+            .take(self.exp.racing.finalists)
+            .map(|c| c.harness.clone())
+            .collect();
+        if finalists.is_empty() {
+            return Ok(Final::default());
+        }
+        let select_split = self.exp.suites[0].select_split;
+        (self.say)(&format!(
+            "final: {} finalists on {} {} tasks",
+            finalists.len(),
+            self.exp.racing.select_tasks,
+            select_split
+        ));
+        let rates = self.evaluate_on(&finalists, select_split, self.exp.racing.select_tasks)?;
+        let select: Vec<(HarnessId, Rate)> = finalists.iter().map(|h| h.id()).zip(rates).collect();
+        let best = select
+            .iter()
+            .max_by(|a, b| a.1.low.total_cmp(&b.1.low).then(b.0.cmp(&a.0)))
+            .map(|(id, _)| *id)
+            .expect("finalists");
+        let mut test_set = vec![self.cands[&best].harness.clone()];
+        for s in &self.seeds {
+            if s.id() != best {
+                test_set.push(s.clone());
+            }
+        }
+        let test = if self.exp.racing.test_tasks > 0 {
+            (self.say)(&format!(
+                "final: the chosen harness and {} seed harness(es) on {} test tasks",
+                test_set.len() - 1,
+                self.exp.racing.test_tasks
+            ));
+            let rates = self.evaluate_on(&test_set, Split::Test, self.exp.racing.test_tasks)?;
+            test_set.iter().map(|h| h.id()).zip(rates).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Final {
+            best: Some(best),
+            select,
+            test,
+        })
+    }
+}
+
+fn humantime_format(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// Writes `status.json` beside the store (atomically: readers never see half a file).
+pub fn write_status(store: &Path, st: &Status) -> Result<()> {
+    let path = status_path(store);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Where a store's live status is.
+pub fn status_path(store: &Path) -> std::path::PathBuf {
+    store.join("status.json")
+}
+
+/// Reads a store's live status.
+pub fn read_status(store: &Path) -> Result<Status> {
+    let path = status_path(store);
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "no status at {} (is {} a run's store?)",
+            path.display(),
+            store.display()
+        )
+    })?;
+    serde_json::from_slice(&text).with_context(|| format!("{} does not parse", path.display()))
+}
