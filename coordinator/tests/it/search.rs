@@ -1,0 +1,344 @@
+//! The search's control flow over a scripted job bus (a test double that answers jobs with
+//! outcomes drawn from the harness id and task, out of order): the in-flight bound, the test
+//! split held out, resume after a kill, every child valid. The real model and worlds are
+//! exercised by `hx evolve` itself (see BENCHMARKS.md).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hx_common::config::{Experiment, parse_toml};
+use hx_common::harness::{Harness, format};
+use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
+use hx_common::task::{Split, TaskRef};
+use hx_coordinator::bus::JobBus;
+use hx_coordinator::search::Search;
+use hx_coordinator::store::Store;
+
+/// What the scripted workers did, shared across buses (a resumed run uses a new bus).
+#[derive(Default)]
+struct Log {
+    evaluated: Vec<(String, TaskRef)>,
+    splits: Vec<Split>,
+    max_out: usize,
+}
+
+struct Scripted {
+    queue: VecDeque<Job>,
+    log: Arc<Mutex<Log>>,
+    /// Answer this many jobs, then fail as a killed coordinator's bus would.
+    answers_left: Option<usize>,
+    turn: u64,
+}
+
+impl Scripted {
+    fn new(log: &Arc<Mutex<Log>>, answers: Option<usize>) -> Scripted {
+        Scripted {
+            queue: VecDeque::new(),
+            log: Arc::clone(log),
+            answers_left: answers,
+            turn: 0,
+        }
+    }
+}
+
+/// A deterministic "success" that favours harnesses with more components.
+fn wins(h: &Harness, task: &TaskRef) -> bool {
+    let x = h.id().0[0] as u64 * 31 + task.seed * 17 + h.len() as u64 * 7;
+    (x % 10) < (h.len() as u64).min(8)
+}
+
+impl JobBus for Scripted {
+    fn submit(&mut self, job: &Job) -> anyhow::Result<()> {
+        let job: Job = protocol::decode(&protocol::encode(job)?)?;
+        let mut log = self.log.lock().unwrap();
+        log.splits.push(job.tasks.split);
+        self.queue.push_back(job);
+        log.max_out = log.max_out.max(self.queue.len());
+        Ok(())
+    }
+
+    fn recv(&mut self, _: Duration) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(n) = &mut self.answers_left {
+            if *n == 0 {
+                anyhow::bail!("killed");
+            }
+            *n -= 1;
+        }
+        if self.queue.is_empty() {
+            return Ok(None);
+        }
+        // Out of order: every other answer comes from the back of the queue.
+        self.turn += 1;
+        let job = if self.turn.is_multiple_of(2) {
+            self.queue.pop_back()
+        } else {
+            self.queue.pop_front()
+        }
+        .expect("a job");
+        let child = match &job.kind {
+            JobKind::Evaluate { harness } => harness.clone(),
+            JobKind::MutateAndEvaluate { parent, mutation } => {
+                // The scripted worker's "model" cannot write; say so like a worker would.
+                let _ = mutation;
+                let r = JobResult {
+                    job: job.id,
+                    run: job.run.clone(),
+                    attempt: job.attempt,
+                    worker: "scripted".into(),
+                    status: JobStatus::InvalidChild {
+                        reason: format!("no text model for {}", parent.id()),
+                    },
+                    child: None,
+                    outcomes: vec![],
+                    usage: Usage::default(),
+                    wall_ms: 1,
+                    rewrites: vec![],
+                    failure_digest: String::new(),
+                };
+                return Ok(Some(protocol::encode(&r)?));
+            }
+            JobKind::CrossoverAndEvaluate { .. } => unreachable!("made by the coordinator"),
+        };
+        let mut log = self.log.lock().unwrap();
+        let outcomes: Vec<TaskOutcome> = job
+            .tasks
+            .tasks()
+            .map(|task| {
+                log.evaluated.push((child.id().to_string(), task.clone()));
+                TaskOutcome {
+                    won: wins(&child, &task),
+                    task,
+                    score: 0.0,
+                    steps: 5,
+                    tokens: 1000 + child.len() as u64 * 100,
+                    wall_ms: 1,
+                }
+            })
+            .collect();
+        let r = JobResult {
+            job: job.id,
+            run: job.run.clone(),
+            attempt: job.attempt,
+            worker: "scripted".into(),
+            status: JobStatus::Completed,
+            child: Some(child),
+            usage: Usage {
+                prompt_tokens: outcomes.iter().map(|o| o.tokens).sum(),
+                completion_tokens: 0,
+            },
+            outcomes,
+            wall_ms: 1,
+            rewrites: vec![],
+            failure_digest: "went in circles".into(),
+        };
+        Ok(Some(protocol::encode(&r)?))
+    }
+
+    fn workers(&self) -> usize {
+        1
+    }
+}
+
+fn experiment(store: &Path, evaluations: u64) -> (Experiment, Vec<Harness>) {
+    let text = format!(
+        r#"
+[run]
+name = "scripted"
+store = "{}"
+seed = 3
+
+[[suites]]
+name = "household"
+
+[population]
+seeds = ["react.toml", "strong.toml"]
+size = 8
+tournament = 2
+elites = 1
+immigrant-rate = 0.1
+crossover-rate = 0.3
+jobs-in-flight = 3
+
+[racing]
+rungs = [2, 4, 8]
+finalists = 2
+select-tasks = 6
+test-tasks = 10
+
+[budget]
+evaluations = {evaluations}
+wall-time = "10m"
+episode-steps = 10
+"#,
+        store.display()
+    );
+    let exp: Experiment = parse_toml(&text, "test", &[]).expect("parses");
+    exp.validate("test").expect("valid");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
+    let seeds = ["react.toml", "strong.toml"]
+        .iter()
+        .map(|f| format::load(&root.join(f)).expect("loads"))
+        .collect();
+    (exp, seeds)
+}
+
+#[test]
+fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(dir.path(), 80);
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut lines = Vec::new();
+    let mut say = |l: &str| lines.push(l.to_owned());
+    let mut search =
+        Search::new(exp, seeds.clone(), &store, &mut bus, false, &mut say).expect("starts");
+    let status = search.run().expect("runs");
+    assert!(search.peak_in_flight <= 3, "{}", search.peak_in_flight);
+    drop(search);
+    let log = log.lock().unwrap();
+    assert!(log.max_out <= 3, "{} jobs were out at once", log.max_out);
+    // Search split, then select split, then test split: nothing from test before the end.
+    let first_test = log
+        .splits
+        .iter()
+        .position(|s| *s == Split::Test)
+        .expect("a test job");
+    assert!(log.splits[..first_test].iter().all(|s| *s != Split::Test));
+    assert!(log.splits[first_test..].iter().all(|s| *s == Split::Test));
+    let first_select = log
+        .splits
+        .iter()
+        .position(|s| *s == Split::Validation)
+        .expect("select");
+    assert!(
+        log.splits[..first_select]
+            .iter()
+            .all(|s| *s == Split::Train)
+    );
+    // The budget stopped it, with the in-flight work collected.
+    assert!(
+        status
+            .stopped
+            .as_deref()
+            .unwrap_or("")
+            .contains("evaluation budget"),
+        "{status:?}"
+    );
+    assert!(status.evaluations >= 80 && status.evaluations < 80 + 3 * 8);
+    // Racing ran fewer search episodes than every candidate on the full batch would have.
+    assert!(
+        status.evaluations < status.episodes_without_racing,
+        "{} vs {}",
+        status.evaluations,
+        status.episodes_without_racing
+    );
+    let f = status.final_.expect("a final");
+    let best = f.best.expect("a best");
+    // The chosen harness and both seeds were scored on test.
+    assert_eq!(
+        f.test.len(),
+        if seeds.iter().any(|s| s.id() == best) {
+            2
+        } else {
+            3
+        }
+    );
+    assert!(f.test.iter().all(|(_, r)| r.trials == 10));
+    // No pair was evaluated twice.
+    let pairs: BTreeSet<_> = log.evaluated.iter().collect();
+    assert_eq!(pairs.len(), log.evaluated.len());
+    // Every stored harness is valid (the store validates on reading) with known parents.
+    let all = store.harnesses().expect("valid harnesses");
+    assert!(all.len() > 2);
+    for h in &all {
+        let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
+        for p in &l.parents {
+            assert!(
+                store.harness(p).expect("reads").is_some(),
+                "unknown parent {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(dir.path(), 60);
+    let log = Arc::new(Mutex::new(Log::default()));
+    let before: BTreeMap<String, TaskOutcome>;
+    {
+        let store = Store::open(dir.path()).expect("opens");
+        let mut bus = Scripted::new(&log, Some(9));
+        let mut say = |_: &str| {};
+        let mut search = Search::new(
+            exp.clone(),
+            seeds.clone(),
+            &store,
+            &mut bus,
+            false,
+            &mut say,
+        )
+        .expect("starts");
+        let e = search.run().expect_err("killed");
+        assert!(e.to_string().contains("killed"), "{e}");
+        drop(search);
+        before = store
+            .harnesses()
+            .expect("reads")
+            .iter()
+            .flat_map(|h| {
+                store
+                    .evaluations(&h.id())
+                    .expect("reads")
+                    .into_iter()
+                    .map(move |o| (format!("{}/{}", h.id(), o.task), o))
+            })
+            .collect();
+        assert!(!before.is_empty());
+    }
+    // A fresh start on the same store is refused; --resume goes on.
+    let store = Store::open(dir.path()).expect("reopens");
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let refused = Search::new(
+        exp.clone(),
+        seeds.clone(),
+        &store,
+        &mut bus,
+        false,
+        &mut say,
+    );
+    assert!(
+        refused
+            .err()
+            .expect("refused")
+            .to_string()
+            .contains("--resume")
+    );
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let mut search = Search::new(exp, seeds, &store, &mut bus, true, &mut say).expect("resumes");
+    search.run().expect("finishes");
+    drop(search);
+    // Nothing recorded before the kill is lost or changed.
+    for (key, o) in &before {
+        let (id, task) = key.split_once('/').expect("key");
+        let got = store
+            .evaluation(&id.parse().expect("id"), &task.parse().expect("task"))
+            .expect("reads");
+        assert_eq!(got.as_ref(), Some(o), "{key}");
+    }
+    // And no pair was evaluated twice, across the kill.
+    let log = log.lock().unwrap();
+    let pairs: BTreeSet<_> = log.evaluated.iter().collect();
+    assert_eq!(
+        pairs.len(),
+        log.evaluated.len(),
+        "a pair was evaluated twice"
+    );
+    assert_eq!(store.evaluation_count(), pairs.len());
+}
