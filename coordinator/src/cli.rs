@@ -46,6 +46,37 @@ enum Command {
     /// Inspect task suites: survey a split, or show one task with its expert's plan.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Evolve harnesses: the search on this machine, with in-process workers and the embedded
+    /// model unless the config names another.
+    ///
+    /// Seeds the population from the config's harness files, races children on the search
+    /// split, stops at the first budget reached, scores the best on the select split and then
+    /// on the held-out test split. Everything is recorded in the run's store (sled), so a
+    /// killed run goes on with --resume. Example:
+    /// `hx evolve --config configs/quickstart.toml`
+    Evolve(EvolveArgs),
+    /// Show a run's live status: budget used, best and median success, jobs in flight, and at
+    /// the end the select and test scores. RUN is a store directory or a run name (runs/RUN).
+    Status {
+        /// The run's store directory, or its name.
+        run: String,
+        /// Print the status JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a run's best harnesses as JSON, TOML, DOT and a Markdown card each.
+    ///
+    /// The exported JSON or TOML loads back into `hx run` with the same id.
+    Export {
+        /// The run's store directory, or its name.
+        run: String,
+        /// How many harnesses, best first.
+        #[arg(long, default_value_t = 1)]
+        top: usize,
+        /// The directory to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Run a harness on tasks and report its success rate with a 95% Wilson interval.
     ///
     /// Episodes run concurrently against one model (the embedded one by default); the model
@@ -58,6 +89,18 @@ enum Command {
     /// Measure hx's speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+struct EvolveArgs {
+    #[command(flatten)]
+    source: ConfigSource,
+    /// Go on with the run recorded in the config's store (after a kill or a stop).
+    #[arg(long)]
+    resume: bool,
+    /// Print the final status as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -305,10 +348,143 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => config(c),
         Command::Harness(c) => harness(c),
         Command::Tasks(c) => tasks(c),
+        Command::Evolve(a) => evolve(a),
+        Command::Status { run, json } => status(&run, json),
+        Command::Export { run, top, out } => export(&run, top, &out),
         Command::Run(a) => run_harness(a),
         Command::Model(c) => model(c),
         Command::Bench(c) => bench(c),
     }
+}
+
+/// A run's store: RUN itself if it is a directory, else `runs/RUN`.
+fn store_dir(run: &str) -> PathBuf {
+    let p = PathBuf::from(run);
+    if p.is_dir() {
+        p
+    } else {
+        Path::new("runs").join(run)
+    }
+}
+
+fn evolve(a: EvolveArgs) -> Result<ExitCode> {
+    use hx_common::config::TransportOptions;
+    let config = &a.source.config;
+    let exp = Experiment::load(config, &a.source.overrides()?)?;
+    let seeds = exp
+        .seed_paths(config)
+        .iter()
+        .map(|p| format::load(p).with_context(|| format!("{}: population.seeds", config.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let workers = match &exp.transport {
+        TransportOptions::Local { workers } => *workers,
+        TransportOptions::Nats { .. } => bail!(
+            "{}: transport.kind = \"nats\" is distributed mode, which `hx coordinator` runs; \
+             `hx evolve` runs locally (transport.kind = \"local\")",
+            config.display()
+        ),
+    };
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        workers
+    };
+    let path = exp.run.store_path();
+    let store = crate::store::Store::open(&path)?;
+    let mut say = |m: &str| eprintln!("hx: {m}");
+    let model = hx_worker::model::open(&exp.model, &mut say)?;
+    say(&format!("model: {}", model.describe()));
+    let adapters = exp
+        .suites
+        .iter()
+        .filter_map(|s| s.adapter.clone().map(|a| (s.name.clone(), a)))
+        .collect();
+    // Each local worker runs one job at a time with a few episodes at once; the embedded model
+    // batches all of their calls.
+    let mut bus = crate::bus::LocalBus::start(model, adapters, workers, 4);
+    say(&format!(
+        "run {} in {} ({} local workers, at most {} jobs in flight)",
+        exp.run.name,
+        path.display(),
+        workers,
+        exp.population.jobs_in_flight
+    ));
+    let mut search = crate::search::Search::new(exp, seeds, &store, &mut bus, a.resume, &mut say)?;
+    let st = search.run()?;
+    drop(search);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print_status(&st);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(st: &crate::search::Status) {
+    println!(
+        "run {}: {}; {} of {} episodes, {} tokens, {:.0}s; {} candidates ({} children refused, {} already known); {} jobs in flight, {} workers",
+        st.run,
+        st.phase,
+        st.evaluations,
+        st.evaluation_budget,
+        st.tokens,
+        st.elapsed_s,
+        st.candidates,
+        st.invalid_children,
+        st.cache_hits,
+        st.in_flight,
+        st.workers
+    );
+    if let Some((id, r)) = &st.best {
+        println!(
+            "best on the search split: {} {r} (95% Wilson); median {:.1}%",
+            id.short(),
+            st.median * 100.0
+        );
+    }
+    println!(
+        "search episodes {} (racing and the cache) vs {} evaluating every candidate on the full batch; {} episodes in all",
+        st.evaluations, st.episodes_without_racing, st.episodes_run
+    );
+    if let Some(why) = &st.stopped {
+        println!("stopped: {why}");
+    }
+    if let Some(f) = &st.final_ {
+        for (id, r) in &f.select {
+            println!("select split: {} {r}", id.short());
+        }
+        for (id, r) in &f.test {
+            let mark = if f.best == Some(*id) { " (chosen)" } else { "" };
+            println!("test split: {}{mark} {r}", id.short());
+        }
+    }
+}
+
+fn status(run: &str, json: bool) -> Result<ExitCode> {
+    let dir = store_dir(run);
+    let st = crate::search::read_status(&dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print_status(&st);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
+    let dir = store_dir(run);
+    if !dir.is_dir() {
+        bail!(
+            "no run store at {} (give a store directory or a run name)",
+            dir.display()
+        );
+    }
+    let store = crate::store::Store::open(&dir)?;
+    let files = crate::export::export(&store, top, out)?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_harness(a: RunArgs) -> Result<ExitCode> {

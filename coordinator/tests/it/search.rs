@@ -250,6 +250,18 @@ fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
     // No pair was evaluated twice.
     let pairs: BTreeSet<_> = log.evaluated.iter().collect();
     assert_eq!(pairs.len(), log.evaluated.len());
+    // Export: the chosen harness first; its JSON and TOML load back with the same id.
+    let out = dir.path().join("export");
+    let files = hx_coordinator::export::export(&store, 2, &out).expect("exports");
+    assert_eq!(files.len(), 8);
+    let first = format::load(&files[0]).expect("loads");
+    assert_eq!(first.id(), best);
+    assert_eq!(format::load(&files[1]).expect("loads").id(), best);
+    let card = std::fs::read_to_string(&files[3]).expect("card");
+    assert!(
+        card.contains("held-out test") && card.contains("## Lineage"),
+        "{card}"
+    );
     // Every stored harness is valid (the store validates on reading) with known parents.
     let all = store.harnesses().expect("valid harnesses");
     assert!(all.len() > 2);
