@@ -499,6 +499,14 @@ static SPECS: &[KindSpec] = &[
                 D::Float(0.0),
                 "penalty (in nats) per earlier use of the same command in the episode",
             ),
+            p(
+                "focus",
+                T::Choice(&["all", "goal-or-explore"]),
+                D::Text("all"),
+                "score every candidate, or only those acting on a goal word (their first word \
+                 after the verb) or going to or opening a place not visited yet (all of them \
+                 if none qualifies)",
+            ),
         ],
         doc: "picks the admissible command the model finds most likely, with optional priors \
               for naming the goal and against repeating itself",

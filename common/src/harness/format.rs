@@ -231,6 +231,17 @@ stage = "before-model"
         assert_eq!(json, h);
     }
 
+    /// Floats survive JSON exactly: a float that is one ulp off would change
+    /// the harness id after a trip through the store or the wire.
+    #[test]
+    fn floats_round_trip_exactly() {
+        let text = SMALL.replace("temperature = 0", "temperature = 0.45499999999999996");
+        let h = parse_as(&text, Format::Toml, "float.toml").expect("valid");
+        let json = parse_as(&to_json(&h), Format::Json, "json").expect("round trip");
+        assert_eq!(json.id(), h.id());
+        assert_eq!(json, h);
+    }
+
     #[test]
     fn errors_name_the_origin_and_field() {
         let bad = SMALL.replace("params.temperature = 0", "params.temprature = 0");

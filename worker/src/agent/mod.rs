@@ -100,6 +100,9 @@ struct State {
     invalid: u32,
     loops: u32,
     last_progress: u32,
+    /// The step of the last reflection: it restarts the reflection's stall clock only, so a
+    /// reflection does not hide a stall from the rewrite policy.
+    reflected_at: u32,
     score: f32,
     seen: std::collections::HashSet<String>,
     usage: Usage,
@@ -154,8 +157,10 @@ impl State {
         held
     }
 
-    fn since_progress(&self) -> u32 {
-        self.step.saturating_sub(self.last_progress)
+    /// Steps since progress or the last reflection, whichever came later.
+    fn since_reflection(&self) -> u32 {
+        self.step
+            .saturating_sub(self.last_progress.max(self.reflected_at))
     }
 }
 
@@ -196,6 +201,7 @@ pub fn run_episode(
         invalid: 0,
         loops: 0,
         last_progress: 0,
+        reflected_at: 0,
         score: 0.0,
         seen: Default::default(),
         usage: Usage::default(),
@@ -300,8 +306,8 @@ pub fn run_episode(
                 }
                 Kind::Reflection => {
                     let trigger = text(c, "trigger");
-                    let stalled =
-                        st.since_progress() >= int(c, "stall-steps") as u32 && trigger != "failure";
+                    let stalled = st.since_reflection() >= int(c, "stall-steps") as u32
+                        && trigger != "failure";
                     if stalled
                         && !s.done
                         && (st.reflections.len() as i64) < int(c, "max-reflections")
@@ -309,8 +315,9 @@ pub fn run_episode(
                         let prompt = text(c, "text").to_owned();
                         let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "reflect", 64)?;
                         st.reflections.push(out);
-                        // A reflection resets the stall clock, so it does not fire every step.
-                        st.last_progress = st.step;
+                        // A reflection restarts its own stall clock, so it does not fire
+                        // every step.
+                        st.reflected_at = st.step;
                     }
                 }
                 _ => {}
@@ -572,6 +579,29 @@ fn goal_share(goal: &[String], command: &str) -> f64 {
     named as f64 / goal.len() as f64
 }
 
+/// The thing a command acts on: its first content word after the verb (`apple` in "take
+/// apple 2 from table 1", `cabinet` in "go to cabinet 1", `red` in "pick up the red block").
+fn object(command: &str) -> Option<String> {
+    command
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .skip(1)
+        .map(str::to_lowercase)
+        .find(|w| w.len() >= 3 && !FILLER.contains(&w.as_str()))
+}
+
+/// Whether `command` goes to a place the episode has not been to, or opens something.
+fn explores(st: &State, command: &str) -> bool {
+    if command.starts_with("open ") {
+        return true;
+    }
+    command.strip_prefix("go to ").is_some_and(|place| {
+        !st.turns
+            .iter()
+            .any(|t| t.command.strip_prefix("go to ") == Some(place))
+    })
+}
+
 /// The first turn a history window of `n` steps shows out of `len`: the window advances in
 /// blocks of half its size, so between advances the context only grows at its end and the
 /// model's prefix cache covers everything before the newest step.
@@ -596,9 +626,20 @@ fn act(
     let sel = h.action_selector();
     match sel.kind {
         Kind::LoglikScoring => {
-            let candidates = env.admissible_commands()?;
+            let mut candidates = env.admissible_commands()?;
             if candidates.is_empty() {
                 return Ok("look".into());
+            }
+            if text(sel, "focus") == "goal-or-explore" {
+                let goal = goal_words(&st.goal);
+                let focused: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| object(c).is_some_and(|o| goal.contains(&o)) || explores(st, c))
+                    .cloned()
+                    .collect();
+                if !focused.is_empty() {
+                    candidates = focused;
+                }
             }
             let mut m = messages.clone();
             if let Some(last) = m.last_mut() {
@@ -954,6 +995,17 @@ mod tests {
         assert_eq!(goal_share(&g, "go to Fridge 1"), 1.0 / 3.0);
         assert_eq!(goal_share(&g, "go to cabinet 1"), 0.0);
         assert_eq!(goal_share(&[], "go to cabinet 1"), 0.0);
+    }
+
+    #[test]
+    fn a_commands_object_is_its_first_content_word_after_the_verb() {
+        assert_eq!(
+            object("take apple 2 from diningtable 1").as_deref(),
+            Some("apple")
+        );
+        assert_eq!(object("go to cabinet 1").as_deref(), Some("cabinet"));
+        assert_eq!(object("pick up the red block").as_deref(), Some("red"));
+        assert_eq!(object("look"), None);
     }
 
     #[test]

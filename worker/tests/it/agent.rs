@@ -204,6 +204,26 @@ fn the_rewrite_bound_holds_and_rewriting_can_be_turned_off() {
 }
 
 #[test]
+fn reflection_does_not_hide_a_stall_from_the_rewrite_policy() {
+    // Reflection every 2 stalled steps, rewriting after 3: reflecting is not progress.
+    let h = harness(
+        "params.no-progress-steps = 3\nparams.invalid-commands = 0\nparams.on-loop = false\nparams.max-rewrites = 1\nparams.allowed = [\"set-parameter\"]\n\n[[components]]\nname = \"reflect\"\nkind = \"reflection\"\nparams.trigger = \"stall\"\nparams.stall-steps = 2\nparams.max-reflections = 5",
+    );
+    let model = Scripted::new(&[], "remember more steps");
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    let reflections = ep
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Model { purpose, .. } if purpose == "reflect"))
+        .count();
+    assert!(reflections >= 2, "{:?}", ep.events);
+    assert_eq!(ep.rewrites.len(), 1, "{:?}", ep.events);
+    assert_eq!(ep.rewrites[0].trigger, "no-progress");
+    assert_eq!(ep.rewrites[0].step, 3);
+}
+
+#[test]
 fn traces_parse_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = harness("params.invalid-commands = 2\nparams.allowed = [\"insert\"]");
