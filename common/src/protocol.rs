@@ -16,8 +16,9 @@ use crate::task::{TaskBatch, TaskRef};
 /// The protocol version this build speaks. Bump on any change to a message's shape.
 pub const VERSION: u16 = 1;
 
-/// Largest message, header included, that is encoded or decoded.
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest message, header included, that is encoded or decoded: `nats-server`'s default
+/// `max_payload`, so anything encoded can be published.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 const MAGIC: [u8; 2] = *b"HX";
 const HEADER_LEN: usize = 5;
@@ -34,6 +35,8 @@ pub enum MessageKind {
     Job = 1,
     /// A [`JobResult`].
     JobResult = 2,
+    /// A [`WorkerBeat`].
+    WorkerBeat = 3,
 }
 
 impl MessageKind {
@@ -41,6 +44,7 @@ impl MessageKind {
         match b {
             1 => Some(MessageKind::Job),
             2 => Some(MessageKind::JobResult),
+            3 => Some(MessageKind::WorkerBeat),
             _ => None,
         }
     }
@@ -380,6 +384,32 @@ impl Message for JobResult {
     const KIND: MessageKind = MessageKind::JobResult;
 }
 
+/// A worker's registration and heartbeat, kept under its id in the workers bucket, which
+/// forgets it when the beats stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerBeat {
+    /// The worker's name.
+    pub worker: String,
+    /// Its model backend, as the backend describes itself.
+    pub model: String,
+    /// Jobs it runs at once.
+    pub slots: u32,
+    /// Jobs running now.
+    pub busy: u32,
+    /// Jobs answered since it started.
+    pub jobs_done: u64,
+    /// Episodes run since it started.
+    pub episodes: u64,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// When this beat was sent, in milliseconds since the Unix epoch.
+    pub sent_ms: u64,
+}
+
+impl Message for WorkerBeat {
+    const KIND: MessageKind = MessageKind::WorkerBeat;
+}
+
 /// Checks a run name: it appears in NATS subjects, so 1 to 64 characters of `a-z`, `0-9`, `-`
 /// and `_`.
 pub fn check_run_name(name: &str) -> Result<(), String> {
@@ -399,12 +429,32 @@ pub fn check_run_name(name: &str) -> Result<(), String> {
 
 /// NATS names. Distributed mode uses these and only these.
 pub mod subjects {
-    /// The work-queue stream holding jobs.
+    use super::JobId;
+
+    /// The work-queue stream holding jobs, for every run.
     pub const JOBS_STREAM: &str = "HX_JOBS";
-    /// The stream holding results.
+    /// The subjects [`JOBS_STREAM`] holds.
+    pub const JOBS_ALL: &str = "hx.jobs.>";
+    /// The durable pull consumer every worker shares.
+    pub const WORKERS_CONSUMER: &str = "hx-workers";
+    /// The work-queue stream holding results, for every run.
     pub const RESULTS_STREAM: &str = "HX_RESULTS";
+    /// The subjects [`RESULTS_STREAM`] holds.
+    pub const RESULTS_ALL: &str = "hx.results.>";
+    /// The stream of dead-lettered jobs: ones no worker could decode, and ones delivered the
+    /// maximum number of times without an answer.
+    pub const DEAD_STREAM: &str = "HX_DEAD";
+    /// The subjects [`DEAD_STREAM`] holds.
+    pub const DEAD_ALL: &str = "hx.dead.>";
     /// The key-value bucket where workers register and heartbeat.
     pub const WORKERS_BUCKET: &str = "hx_workers";
+    /// Header carrying the job id, so a job can be followed across machines in logs.
+    pub const JOB_HEADER: &str = "Hx-Job";
+    /// Header on a dead letter saying why it died.
+    pub const REASON_HEADER: &str = "Hx-Reason";
+    /// The advisory JetStream sends when a job reached the workers' delivery limit.
+    pub const MAX_DELIVERIES_ADVISORY: &str =
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.HX_JOBS.hx-workers";
 
     /// The subject a run's jobs are published on.
     pub fn jobs(run: &str) -> String {
@@ -414,6 +464,35 @@ pub mod subjects {
     /// The subject a run's results are published on.
     pub fn results(run: &str) -> String {
         format!("hx.results.{run}")
+    }
+
+    /// The subject a run's dead letters are kept on.
+    pub fn dead(run: &str) -> String {
+        format!("hx.dead.{run}")
+    }
+
+    /// The run a job subject belongs to, if it is one.
+    pub fn run_of_job_subject(subject: &str) -> Option<&str> {
+        subject
+            .strip_prefix("hx.jobs.")
+            .filter(|r| super::check_run_name(r).is_ok())
+    }
+
+    /// The durable consumer through which a run's coordinator reads its results.
+    pub fn coordinator_consumer(run: &str) -> String {
+        format!("hx-coordinator-{run}")
+    }
+
+    /// The message id a job is published under: a job published twice (a coordinator that
+    /// resumed, a publish retried) is stored once.
+    pub fn job_msg_id(run: &str, job: JobId) -> String {
+        format!("{run}.job.{}", job.0)
+    }
+
+    /// The message id a result is published under: the first answer to a job is stored, a
+    /// second one (a redelivered job answered twice) is dropped by the server.
+    pub fn result_msg_id(run: &str, job: JobId) -> String {
+        format!("{run}.result.{}", job.0)
     }
 }
 

@@ -31,7 +31,7 @@ use hx_common::config::Experiment;
 use hx_common::harness::{Harness, HarnessId};
 use hx_common::protocol::{
     self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
-    RewriteRecord, TaskOutcome,
+    RewriteRecord, TaskOutcome, WorkerBeat,
 };
 use hx_common::stats::Rate;
 use hx_common::task::{Split, TaskBatch, TaskRef};
@@ -111,6 +111,9 @@ pub struct Status {
     pub in_flight: usize,
     /// Workers alive.
     pub workers: usize,
+    /// What the live workers last reported (distributed runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_beats: Vec<WorkerBeat>,
     /// Harnesses evaluated.
     pub candidates: usize,
     /// Children refused as invalid.
@@ -133,6 +136,9 @@ pub struct Status {
     pub final_: Option<Final>,
 }
 
+/// Results stored together before one flush makes them durable.
+const RESULT_BATCH: usize = 512;
+
 /// A search over one store.
 pub struct Search<'a> {
     exp: Experiment,
@@ -150,6 +156,7 @@ pub struct Search<'a> {
     episodes_run: u64,
     history: Vec<(f64, f64, f64)>,
     say: &'a mut dyn FnMut(&str),
+    last_checkpoint: Instant,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
     pub peak_in_flight: usize,
 }
@@ -220,6 +227,7 @@ impl<'a> Search<'a> {
             out: BTreeMap::new(),
             clock: Instant::now(),
             say,
+            last_checkpoint: Instant::now(),
             peak_in_flight: 0,
         };
         s.load()?;
@@ -421,12 +429,65 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn send(&mut self, record: JobRecord) -> Result<()> {
-        self.store.put_job(&record)?;
+    /// Stores new jobs, makes the store durable, then hands them to the bus: a job a worker
+    /// may answer is always one the store knows.
+    fn send_all(&mut self, records: Vec<JobRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in &records {
+            self.store.put_job(r)?;
+        }
         self.store.flush()?;
-        self.bus.submit(&record.job)?;
-        self.out.insert(record.job.id.0, record);
+        for record in records {
+            self.bus.submit(&record.job)?;
+            self.out.insert(record.job.id.0, record);
+        }
         self.peak_in_flight = self.peak_in_flight.max(self.out.len());
+        Ok(())
+    }
+
+    /// Hears results: waits a little for one, takes whatever else has come (up to a batch),
+    /// records them, makes the store durable, and only then acknowledges them, so a result
+    /// is never acknowledged and lost. Returns whether any came.
+    fn hear(&mut self) -> Result<bool> {
+        let Some(first) = self.bus.recv(Duration::from_millis(500))? else {
+            return Ok(false);
+        };
+        let mut batch = vec![first];
+        let mut broken = None;
+        while batch.len() < RESULT_BATCH {
+            match self.bus.recv(Duration::ZERO) {
+                Ok(Some(d)) => batch.push(d),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        for d in &batch {
+            self.answer(&d.bytes)?;
+        }
+        self.store.flush()?;
+        for d in batch {
+            if let Err(e) = d.ack() {
+                // Stored already: if it comes again it is recognised and dropped.
+                tracing::warn!(cause = %e, "a result's acknowledgement was lost");
+            }
+        }
+        match broken {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    /// Writes the status at most once a second (and always when `force`).
+    fn checkpoint_now_and_then(&mut self, phase: &str, force: bool) -> Result<()> {
+        if force || self.last_checkpoint.elapsed() >= Duration::from_secs(1) {
+            self.last_checkpoint = Instant::now();
+            self.checkpoint(phase, None, None)?;
+        }
         Ok(())
     }
 
@@ -775,6 +836,7 @@ impl<'a> Search<'a> {
             elapsed_s: self.elapsed().as_secs_f64(),
             in_flight: self.out.len(),
             workers: self.bus.workers(),
+            worker_beats: self.bus.worker_beats(),
             candidates: self.cands.values().filter(|c| !c.search.is_empty()).count(),
             invalid_children: self.invalid,
             cache_hits: self.cache_hits,
@@ -824,19 +886,20 @@ impl<'a> Search<'a> {
         let stopped = loop {
             let spent = self.spent();
             if spent.is_none() {
-                while self.out.len() < bound {
+                let mut fresh = Vec::new();
+                while self.out.len() + fresh.len() < bound {
                     match self.next_job()? {
-                        Some(j) => self.send(j)?,
+                        Some(j) => fresh.push(j),
                         None => break,
                     }
                 }
+                self.send_all(fresh)?;
             }
             if self.out.is_empty() {
                 break spent.unwrap_or_else(|| "nothing left to evaluate".into());
             }
-            if let Some(bytes) = self.bus.recv(Duration::from_millis(500))? {
-                self.answer(&bytes)?;
-                self.checkpoint("searching", None, None)?;
+            if self.hear()? {
+                self.checkpoint_now_and_then("searching", false)?;
             }
         };
         (self.say)(&format!("search stopped: {stopped}"));
@@ -869,20 +932,20 @@ impl<'a> Search<'a> {
         let bound = self.exp.population.jobs_in_flight;
         let mut queue = pending.into_iter();
         loop {
-            while self.out.len() < bound {
+            let mut fresh = Vec::new();
+            while self.out.len() + fresh.len() < bound {
                 let Some((h, seeds)) = queue.next() else {
                     break;
                 };
                 let jid = self.store.next_job_id()?;
-                let rec = self.job(jid, JobKind::Evaluate { harness: h }, split, seeds);
-                self.send(rec)?;
+                fresh.push(self.job(jid, JobKind::Evaluate { harness: h }, split, seeds));
             }
+            self.send_all(fresh)?;
             if self.out.is_empty() {
                 break;
             }
-            if let Some(bytes) = self.bus.recv(Duration::from_millis(500))? {
-                self.answer(&bytes)?;
-                self.checkpoint("final", None, None)?;
+            if self.hear()? {
+                self.checkpoint_now_and_then("final", false)?;
             }
         }
         harnesses

@@ -13,7 +13,8 @@
 //! Values are JSON so a store stays readable across versions and by other tools. Every value
 //! read back is decoded and, for harnesses, validated again; a bad value is an [`Error`] naming
 //! the tree and key, never a panic. A job's result is written in one transaction across the
-//! trees it touches and flushed before the caller acknowledges the job.
+//! trees it touches; the caller flushes (once per batch of results) before it acknowledges
+//! them.
 
 use std::path::{Path, PathBuf};
 
@@ -362,7 +363,7 @@ impl Store {
     }
 
     /// Records an answered job in one transaction (its new state, the child and its lineage,
-    /// the outcomes not yet recorded) and flushes. Returns how many outcomes were new: an
+    /// the outcomes not yet recorded); [`Store::flush`] makes it durable. Returns how many outcomes were new: an
     /// answer delivered twice records its outcomes once.
     pub fn record_answer(&self, answer: &Answer<'_>) -> Result<usize, Error> {
         let evaluated = answer.child.map(|(h, _)| h.id());
@@ -392,13 +393,11 @@ impl Store {
                 }
                 Ok::<usize, ConflictableTransactionError<()>>(new)
             });
-        let new = match result {
-            Ok(n) => n,
-            Err(TransactionError::Storage(e)) => return Err(self.db(e)),
+        match result {
+            Ok(n) => Ok(n),
+            Err(TransactionError::Storage(e)) => Err(self.db(e)),
             Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        };
-        self.flush()?;
-        Ok(new)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The worker side of hx: task environments, model backends, the agent runtime with in-task
-//! rewriting, variation operators, and the worker's command line. The NATS job loop grows here.
+//! rewriting, variation operators, the NATS job loop and the worker's command line.
 
 pub mod agent;
 pub mod cli;
@@ -7,3 +7,4 @@ pub mod env;
 pub mod job;
 pub mod model;
 pub mod mutate;
+pub mod nats;

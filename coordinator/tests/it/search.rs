@@ -12,7 +12,7 @@ use hx_common::config::{Experiment, parse_toml};
 use hx_common::harness::{Harness, format};
 use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
 use hx_common::task::{Split, TaskRef};
-use hx_coordinator::bus::JobBus;
+use hx_coordinator::bus::{Delivery, JobBus};
 use hx_coordinator::search::Search;
 use hx_coordinator::store::Store;
 
@@ -59,7 +59,7 @@ impl JobBus for Scripted {
         Ok(())
     }
 
-    fn recv(&mut self, _: Duration) -> anyhow::Result<Option<Vec<u8>>> {
+    fn recv(&mut self, _: Duration) -> anyhow::Result<Option<Delivery>> {
         if let Some(n) = &mut self.answers_left {
             if *n == 0 {
                 anyhow::bail!("killed");
@@ -97,7 +97,7 @@ impl JobBus for Scripted {
                     rewrites: vec![],
                     failure_digest: String::new(),
                 };
-                return Ok(Some(protocol::encode(&r)?));
+                return Ok(Some(Delivery::new(protocol::encode(&r)?)));
             }
             JobKind::CrossoverAndEvaluate { .. } => unreachable!("made by the coordinator"),
         };
@@ -133,7 +133,7 @@ impl JobBus for Scripted {
             rewrites: vec![],
             failure_digest: "went in circles".into(),
         };
-        Ok(Some(protocol::encode(&r)?))
+        Ok(Some(Delivery::new(protocol::encode(&r)?)))
     }
 
     fn workers(&self) -> usize {

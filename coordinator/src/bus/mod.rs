@@ -1,6 +1,15 @@
 //! The job bus: how the scheduler hands jobs to workers and hears their results. The scheduler
 //! sees only [`JobBus`]; jobs and results cross it encoded with [`hx_common::protocol`], so the
-//! in-process bus exercises the same decoding and checks as a network one.
+//! in-process bus exercises the same decoding and checks as a network one. Two buses:
+//! [`LocalBus`] (worker threads in this process, the default of `hx evolve`) and [`NatsBus`]
+//! (workers anywhere, over NATS JetStream, for `hx coordinator`).
+//!
+//! A result is acknowledged only after the scheduler has stored it ([`Delivery::ack`]), so a
+//! coordinator killed between the two hears it again on restart; the store records it once.
+
+mod nats;
+
+pub use nats::NatsBus;
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -9,17 +18,53 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hx_common::config::AdapterOptions;
-use hx_common::protocol::{self, Job};
+use hx_common::protocol::{self, Job, WorkerBeat};
 use hx_worker::model::ModelBackend;
 
 /// Carries jobs to workers and results back.
 pub trait JobBus {
     /// Sends a job to some worker.
     fn submit(&mut self, job: &Job) -> anyhow::Result<()>;
-    /// The next result's bytes, waiting at most `timeout`; `None` if none came.
-    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Vec<u8>>>;
+    /// The next result, waiting at most `timeout`; `None` if none came.
+    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Delivery>>;
     /// Workers known to be alive.
     fn workers(&self) -> usize;
+    /// What the live workers last said about themselves, where the bus knows.
+    fn worker_beats(&self) -> Vec<WorkerBeat> {
+        Vec::new()
+    }
+}
+
+type Acker = Box<dyn FnOnce() -> anyhow::Result<()> + Send>;
+
+/// A result as it came off the bus, to be acknowledged once stored.
+pub struct Delivery {
+    /// The encoded [`hx_common::protocol::JobResult`].
+    pub bytes: Vec<u8>,
+    ack: Option<Acker>,
+}
+
+impl Delivery {
+    /// A delivery that needs no acknowledgement.
+    pub fn new(bytes: Vec<u8>) -> Delivery {
+        Delivery { bytes, ack: None }
+    }
+
+    /// A delivery acknowledged by `ack`.
+    pub fn with_ack(
+        bytes: Vec<u8>,
+        ack: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+    ) -> Delivery {
+        Delivery {
+            bytes,
+            ack: Some(Box::new(ack)),
+        }
+    }
+
+    /// Says the result is stored: the bus will not deliver it again.
+    pub fn ack(self) -> anyhow::Result<()> {
+        self.ack.map_or(Ok(()), |a| a())
+    }
 }
 
 /// In-process workers sharing one model: the embedded default of `hx evolve`.
@@ -104,9 +149,9 @@ impl JobBus for LocalBus {
             .map_err(|_| anyhow::anyhow!("every local worker has stopped"))
     }
 
-    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Vec<u8>>> {
+    fn recv(&mut self, timeout: Duration) -> anyhow::Result<Option<Delivery>> {
         match self.results.recv_timeout(timeout) {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => Ok(Some(Delivery::new(b))),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("every local worker has stopped")

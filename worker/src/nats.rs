@@ -1,0 +1,547 @@
+//! NATS JetStream for distributed runs: connecting with credentials and TLS, declaring the
+//! streams, the workers' consumer and the workers bucket (both ends use these), and the
+//! worker's job loop.
+//!
+//! Jobs sit in a work-queue stream and are taken through one durable pull consumer that
+//! every worker shares. A worker fetches only as many jobs as it has free slots (so a fast
+//! worker cannot hoard the queue), reports progress on each job while it runs so long episodes
+//! outlive the ack wait, publishes the result under a message id that makes a second answer
+//! to the same job a duplicate the server drops, and acknowledges the job only once the
+//! result is stored. A worker killed mid-job never acknowledges: the job is delivered again
+//! after the ack wait, up to the delivery limit, after which the coordinator dead-letters it.
+//! A job no worker can decode is dead-lettered at once, with the reason, and the worker goes
+//! on. Names and encodings come from [`hx_common::protocol`] only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow};
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use async_nats::{Client, ConnectOptions, HeaderMap};
+use futures_util::StreamExt as _;
+use hx_common::config::{AdapterOptions, NatsAuth, TlsOptions};
+use hx_common::protocol::{self, Job, JobResult, JobStatus, WorkerBeat, subjects};
+
+use crate::model::ModelBackend;
+
+/// How often a worker renews its entry in the workers bucket.
+pub const BEAT_EVERY: Duration = Duration::from_secs(2);
+/// How long the bucket keeps an entry that is not renewed: a worker is gone after this.
+pub const BEAT_TTL: Duration = Duration::from_secs(10);
+/// How long the server remembers message ids to drop duplicates.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Where the NATS server is and how to prove who we are.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `nats://host:port`, `tls://...`, `ws://...` or `wss://...`.
+    pub url: String,
+    /// Credentials.
+    pub auth: NatsAuth,
+    /// TLS files.
+    pub tls: Option<TlsOptions>,
+}
+
+/// Connects to `endpoint` as `name`. With `wait`, a server not up yet is waited for (a
+/// worker started before the server); without, it is an error naming the URL. Either way a
+/// connection lost later is re-established for as long as the process lives.
+pub async fn connect(endpoint: &Endpoint, name: &str, wait: bool) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection");
+        });
+    opts = match &endpoint.auth {
+        NatsAuth::None => opts,
+        NatsAuth::UserPassword { user, password_env } => {
+            opts.user_and_password(user.clone(), secret(password_env)?)
+        }
+        NatsAuth::Token { token_env } => opts.token(secret(token_env)?),
+        NatsAuth::Nkey { seed_file } => {
+            let seed = std::fs::read_to_string(seed_file)
+                .with_context(|| format!("reading the NKey seed {}", seed_file.display()))?;
+            opts.nkey(seed.trim().to_owned())
+        }
+        NatsAuth::Creds { file } => opts
+            .credentials_file(file)
+            .await
+            .with_context(|| format!("reading the credentials file {}", file.display()))?,
+    };
+    if let Some(tls) = &endpoint.tls {
+        if let Some(ca) = &tls.ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        opts = opts.require_tls(true);
+    } else if endpoint.url.starts_with("tls://") {
+        opts = opts.require_tls(true);
+    }
+    if wait {
+        opts = opts.retry_on_initial_connect();
+    }
+    opts.connect(endpoint.url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", endpoint.url))
+}
+
+fn secret(var: &str) -> Result<String> {
+    std::env::var(var).map_err(|_| {
+        anyhow!("the NATS secret is read from ${var}, which is not set (the config names it)")
+    })
+}
+
+/// The limits the coordinator declares the workers' consumer with.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerLimits {
+    /// How long a job may go without an acknowledgement or a progress report before it is
+    /// delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries of one job before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Jobs delivered and not yet acknowledged, over all workers (backpressure).
+    pub max_ack_pending: i64,
+}
+
+/// Declares the job, result and dead-letter streams, the workers' consumer and the workers
+/// bucket; existing ones are kept (the consumer's limits are updated).
+pub async fn declare(js: &jetstream::Context, limits: ConsumerLimits) -> Result<()> {
+    let max_message_size = protocol::MAX_MESSAGE_BYTES as i32;
+    let jobs = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::JOBS_STREAM.into(),
+            subjects: vec![subjects::JOBS_ALL.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("declaring the stream {}", subjects::JOBS_STREAM))?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects::RESULTS_STREAM.into(),
+        subjects: vec![subjects::RESULTS_ALL.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_message_size,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("declaring the stream {}", subjects::RESULTS_STREAM))?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects::DEAD_STREAM.into(),
+        subjects: vec![subjects::DEAD_ALL.into()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("declaring the stream {}", subjects::DEAD_STREAM))?;
+    jobs.create_consumer(consumer::pull::Config {
+        durable_name: Some(subjects::WORKERS_CONSUMER.into()),
+        filter_subject: subjects::JOBS_ALL.into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: limits.ack_wait,
+        max_deliver: limits.max_deliver,
+        max_ack_pending: limits.max_ack_pending,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("declaring the consumer {}", subjects::WORKERS_CONSUMER))?;
+    workers_bucket(js).await?;
+    Ok(())
+}
+
+/// The workers bucket, made if missing.
+pub async fn workers_bucket(js: &jetstream::Context) -> Result<kv::Store> {
+    if let Ok(kv) = js.get_key_value(subjects::WORKERS_BUCKET).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: subjects::WORKERS_BUCKET.into(),
+        history: 1,
+        max_age: BEAT_TTL,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("declaring the bucket {}", subjects::WORKERS_BUCKET))
+}
+
+/// The workers whose beats have not expired.
+pub async fn live_workers(kv: &kv::Store) -> Result<Vec<WorkerBeat>> {
+    let mut keys = kv.keys().await.context("listing workers")?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else { continue };
+        if let Ok(Some(bytes)) = kv.get(&key).await {
+            match protocol::decode::<WorkerBeat>(&bytes) {
+                Ok(beat) => out.push(beat),
+                Err(e) => tracing::warn!(key = %key, cause = %e, "a worker entry does not decode"),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(out)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a worker does with a job: run it (the real thing), or in benchmarks, answer at once.
+pub type Handler = Arc<dyn Fn(&Job) -> JobResult + Send + Sync>;
+
+/// The real handler: [`crate::job::run`] with `model`, `concurrency` episodes at once.
+pub fn run_jobs_with(
+    model: Arc<dyn ModelBackend>,
+    adapters: BTreeMap<String, AdapterOptions>,
+    name: String,
+    concurrency: usize,
+) -> Handler {
+    Arc::new(move |job: &Job| {
+        crate::job::run(
+            job,
+            model.as_ref(),
+            adapters.get(&job.tasks.suite),
+            &name,
+            concurrency,
+        )
+    })
+}
+
+/// A worker's settings for the job loop.
+#[derive(Clone)]
+pub struct WorkerLoop {
+    /// Where the server is.
+    pub endpoint: Endpoint,
+    /// The worker's name in the bucket and in results.
+    pub name: String,
+    /// What it reports as its model.
+    pub model: String,
+    /// Jobs run at once.
+    pub slots: u32,
+    /// What to do with a job.
+    pub handler: Handler,
+}
+
+/// Runs the job loop until `stop` is set, then finishes the jobs it holds and returns.
+pub fn serve(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("hx-nats")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve_async(cfg, stop))
+}
+
+struct Counters {
+    busy: AtomicU32,
+    jobs_done: AtomicU64,
+    episodes: AtomicU64,
+}
+
+async fn serve_async(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
+    let client = connect(&cfg.endpoint, &cfg.name, true).await?;
+    let js = jetstream::new(client.clone());
+    let mut waited = false;
+    let consumer: consumer::PullConsumer = loop {
+        match js
+            .get_consumer_from_stream(subjects::WORKERS_CONSUMER, subjects::JOBS_STREAM)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                if !waited {
+                    tracing::info!(cause = %e, "waiting for a coordinator to declare the job queue");
+                    waited = true;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let ack_wait = consumer.cached_info().config.ack_wait;
+    let kv = workers_bucket(&js).await?;
+    let counters = Arc::new(Counters {
+        busy: AtomicU32::new(0),
+        jobs_done: AtomicU64::new(0),
+        episodes: AtomicU64::new(0),
+    });
+    let started_ms = now_ms();
+    let beat = {
+        let (kv, counters, cfg) = (kv.clone(), Arc::clone(&counters), cfg.clone());
+        tokio::spawn(async move {
+            loop {
+                let b = WorkerBeat {
+                    worker: cfg.name.clone(),
+                    model: cfg.model.clone(),
+                    slots: cfg.slots,
+                    busy: counters.busy.load(Ordering::Relaxed),
+                    jobs_done: counters.jobs_done.load(Ordering::Relaxed),
+                    episodes: counters.episodes.load(Ordering::Relaxed),
+                    started_ms,
+                    sent_ms: now_ms(),
+                };
+                if let Ok(bytes) = protocol::encode(&b)
+                    && let Err(e) = kv.put(beat_key(&cfg.name), bytes.into()).await
+                {
+                    tracing::warn!(cause = %e, "heartbeat not stored");
+                }
+                tokio::time::sleep(BEAT_EVERY).await;
+            }
+        })
+    };
+    tracing::info!(worker = %cfg.name, slots = cfg.slots, "taking jobs");
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.slots.max(1) as usize));
+    let mut running = tokio::task::JoinSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        // Wait for a free slot, then ask for as many jobs as there are free slots.
+        let first = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.context("slots closed")?,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+        };
+        let free = 1 + slots.available_permits();
+        let batch = consumer
+            .fetch()
+            .max_messages(free)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(cause = %e, "fetching jobs failed; retrying");
+                drop(first);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut permit = Some(first);
+        while let Some(msg) = batch.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(cause = %e, "fetch ended");
+                    break;
+                }
+            };
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => p,
+                    // More than asked for cannot come; wait rather than drop it.
+                    Err(_) => Arc::clone(&slots)
+                        .acquire_owned()
+                        .await
+                        .context("slots closed")?,
+                },
+            };
+            let (js, cfg, counters) = (js.clone(), cfg.clone(), Arc::clone(&counters));
+            running.spawn(async move {
+                counters.busy.fetch_add(1, Ordering::Relaxed);
+                handle(msg, &js, &cfg, &counters, ack_wait).await;
+                counters.busy.fetch_sub(1, Ordering::Relaxed);
+                drop(p);
+            });
+        }
+        while running.try_join_next().is_some() {}
+    }
+    tracing::info!(
+        running = running.len(),
+        "stopping: finishing the jobs in hand"
+    );
+    while running.join_next().await.is_some() {}
+    beat.abort();
+    let _ = kv.delete(beat_key(&cfg.name)).await;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// Bucket keys allow `[-/_=.a-zA-Z0-9]`; anything else in a worker's name becomes `_`.
+fn beat_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn handle(
+    msg: jetstream::Message,
+    js: &jetstream::Context,
+    cfg: &WorkerLoop,
+    counters: &Counters,
+    ack_wait: Duration,
+) {
+    let subject = msg.subject.to_string();
+    let (seq, delivered) = msg
+        .info()
+        .map(|i| (i.stream_sequence, i.delivered))
+        .unwrap_or((0, 0));
+    let run = subjects::run_of_job_subject(&subject).map(str::to_owned);
+    let job = match protocol::decode::<Job>(&msg.payload) {
+        Ok(job) if Some(job.run.as_str()) == run.as_deref() => job,
+        Ok(job) => {
+            let why = format!("job names run {:?} but came on {subject}", job.run);
+            dead_letter(js, &msg, run.as_deref(), &why).await;
+            return;
+        }
+        Err(e) => {
+            dead_letter(js, &msg, run.as_deref(), &e.to_string()).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("job", job = %job.id, run = %job.run, seq, delivered);
+    let _enter = span.enter();
+    tracing::info!("job started");
+    // Keep the job ours while it runs: a progress report restarts the ack wait.
+    let keep = {
+        let msg = msg.clone();
+        let every = (ack_wait / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::warn!(cause = %e, "progress report failed");
+                }
+            }
+        })
+    };
+    let handler = Arc::clone(&cfg.handler);
+    let for_run = job.clone();
+    let result = tokio::task::spawn_blocking(move || handler(&for_run))
+        .await
+        .unwrap_or_else(|e| failed(&job, &cfg.name, &format!("the job panicked: {e}")));
+    let bytes = match protocol::encode(&result) {
+        Ok(b) => b,
+        Err(e) => protocol::encode(&failed(&job, &cfg.name, &format!("result: {e}")))
+            .expect("a failure without outcomes encodes"),
+    };
+    let outcomes = result.outcomes.len() as u64;
+    // Publish until the server has it; only then let the job go.
+    let mut headers = HeaderMap::new();
+    headers.insert(subjects::JOB_HEADER, job.id.to_string().as_str());
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let sent = js
+            .send_publish(
+                subjects::results(&job.run),
+                jetstream::context::Publish::build()
+                    .payload(bytes.clone().into())
+                    .headers(headers.clone())
+                    .message_id(subjects::result_msg_id(&job.run, job.id)),
+            )
+            .await;
+        match sent {
+            Ok(ack) => match ack.await {
+                Ok(_) => break,
+                Err(e) => tracing::warn!(cause = %e, "result not stored yet; retrying"),
+            },
+            Err(e) => tracing::warn!(cause = %e, "result not sent yet; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    keep.abort();
+    if let Err(e) = msg.double_ack().await {
+        // The result is stored; a redelivery will be answered again and dropped as a duplicate.
+        tracing::warn!(cause = %e, "job acknowledgement lost");
+    }
+    counters.jobs_done.fetch_add(1, Ordering::Relaxed);
+    counters.episodes.fetch_add(outcomes, Ordering::Relaxed);
+    tracing::info!(outcomes, "job answered");
+}
+
+fn failed(job: &Job, worker: &str, reason: &str) -> JobResult {
+    JobResult {
+        job: job.id,
+        run: job.run.clone(),
+        attempt: job.attempt,
+        worker: worker.to_owned(),
+        status: JobStatus::Failed {
+            reason: reason.to_owned(),
+        },
+        child: None,
+        outcomes: Vec::new(),
+        usage: protocol::Usage::default(),
+        wall_ms: 0,
+        rewrites: Vec::new(),
+        failure_digest: String::new(),
+    }
+}
+
+/// Moves a job nobody can run to the dead-letter stream with its reason, then takes it off
+/// the queue.
+async fn dead_letter(
+    js: &jetstream::Context,
+    msg: &jetstream::Message,
+    run: Option<&str>,
+    why: &str,
+) {
+    tracing::error!(subject = %msg.subject, reason = %why, "job dead-lettered");
+    let mut headers = HeaderMap::new();
+    headers.insert(subjects::REASON_HEADER, one_line(why).as_str());
+    let stored = match js
+        .publish_with_headers(
+            subjects::dead(run.unwrap_or("unknown")),
+            headers,
+            msg.payload.clone(),
+        )
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    match stored {
+        Ok(()) => {
+            if let Err(e) = msg.double_ack().await {
+                tracing::warn!(cause = %e, "dead job not taken off the queue");
+            }
+        }
+        // Left on the queue: it comes back after the ack wait and is tried again.
+        Err(e) => tracing::warn!(cause = %e, "dead letter not stored"),
+    }
+}
+
+/// Header values are one line.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(400)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beat_keys_are_valid_bucket_keys() {
+        assert_eq!(beat_key("gpu-3.lab:1234"), "gpu-3_lab_1234");
+        assert_eq!(beat_key("w_1"), "w_1");
+    }
+
+    #[test]
+    fn header_values_are_one_line() {
+        assert_eq!(one_line("a\nb\r\tc"), "a b  c");
+        assert_eq!(one_line(&"x".repeat(1000)).len(), 400);
+    }
+}
