@@ -316,7 +316,22 @@ pub enum TransportOptions {
         /// TLS files, if the server needs them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls: Option<TlsOptions>,
+        /// How long a job may go without word from its worker (workers report progress
+        /// every third of this while they run it) before it is given to another.
+        #[serde(default = "default_ack_wait", with = "humantime_serde")]
+        ack_wait: Duration,
+        /// Deliveries of one job before it is dead-lettered and counted as failed.
+        #[serde(default = "default_max_deliver")]
+        max_deliver: u32,
     },
+}
+
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_deliver() -> u32 {
+    5
 }
 
 impl Default for TransportOptions {
@@ -395,9 +410,12 @@ pub struct WorkerOptions {
     /// The model backend.
     #[serde(default)]
     pub model: ModelOptions,
-    /// Episodes run at once.
+    /// Episodes run at once, per job.
     #[serde(default = "default_worker_concurrency")]
     pub concurrency: usize,
+    /// Jobs held at once (their episodes share the model, which batches them).
+    #[serde(default = "default_worker_jobs")]
+    pub jobs: u32,
     /// Adapters for suites hx does not generate itself, by suite name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adapters: BTreeMap<String, AdapterOptions>,
@@ -405,6 +423,10 @@ pub struct WorkerOptions {
 
 fn default_worker_concurrency() -> usize {
     8
+}
+
+fn default_worker_jobs() -> u32 {
+    2
 }
 
 /// One broken config rule: the key and what it must be.
@@ -789,8 +811,20 @@ impl Experiment {
             TransportOptions::Local { workers } => {
                 p.range("transport.workers", *workers, 0, 1024);
             }
-            TransportOptions::Nats { url, auth, tls } => {
+            TransportOptions::Nats {
+                url,
+                auth,
+                tls,
+                ack_wait,
+                max_deliver,
+            } => {
                 check_nats(&mut p, "transport", "url", url, auth, tls.as_ref());
+                p.check(
+                    *ack_wait >= Duration::from_secs(1) && *ack_wait <= Duration::from_secs(3600),
+                    "transport.ack-wait",
+                    "must be between 1s and 1h",
+                );
+                p.range("transport.max-deliver", *max_deliver, 1, 100);
             }
         }
         p.finish(origin)
@@ -837,6 +871,7 @@ impl WorkerOptions {
             check_adapter(&mut p, &format!("adapters.{suite}"), a);
         }
         p.range("concurrency", self.concurrency, 1, 4096);
+        p.range("jobs", self.jobs, 1, 1024);
         p.finish(origin)
     }
 }

@@ -55,6 +55,17 @@ enum Command {
     /// killed run goes on with --resume. Example:
     /// `hx evolve --config configs/quickstart.toml`
     Evolve(EvolveArgs),
+    /// Run a distributed search: the coordinator of a config whose transport is NATS.
+    ///
+    /// Declares the JetStream streams and consumers, publishes jobs for workers anywhere
+    /// (`hx-worker` or `hx worker` on GPU boxes), stores their results in the run's store as
+    /// they come, and ends like `hx evolve`. Workers may join and leave at any time; a worker
+    /// that dies mid-job has its job given to another; a killed coordinator goes on with
+    /// --resume. Example: `hx coordinator --config configs/cluster.toml`
+    Coordinator(EvolveArgs),
+    /// Run a worker: take jobs from a coordinator over NATS and answer them (the same as
+    /// the `hx-worker` binary). Example: `hx worker --nats nats://10.0.0.5:4222`
+    Worker(hx_worker::cli::WorkerArgs),
     /// Show a run's live status: budget used, best and median success, jobs in flight, and at
     /// the end the select and test scores. RUN is a store directory or a run name (runs/RUN).
     Status {
@@ -348,7 +359,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => config(c),
         Command::Harness(c) => harness(c),
         Command::Tasks(c) => tasks(c),
-        Command::Evolve(a) => evolve(a),
+        Command::Evolve(a) => evolve(a, false),
+        Command::Coordinator(a) => evolve(a, true),
+        Command::Worker(a) => hx_worker::cli::run_worker(a),
         Command::Status { run, json } => status(&run, json),
         Command::Export { run, top, out } => export(&run, top, &out),
         Command::Run(a) => run_harness(a),
@@ -367,7 +380,8 @@ fn store_dir(run: &str) -> PathBuf {
     }
 }
 
-fn evolve(a: EvolveArgs) -> Result<ExitCode> {
+/// `hx evolve` (`distributed` false: in-process workers) and `hx coordinator` (true: NATS).
+fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
     use hx_common::config::TransportOptions;
     let config = &a.source.config;
     let exp = Experiment::load(config, &a.source.overrides()?)?;
@@ -376,40 +390,77 @@ fn evolve(a: EvolveArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| format::load(p).with_context(|| format!("{}: population.seeds", config.display())))
         .collect::<Result<Vec<_>>>()?;
-    let workers = match &exp.transport {
-        TransportOptions::Local { workers } => *workers,
-        TransportOptions::Nats { .. } => bail!(
+    let path = exp.run.store_path();
+    let store = crate::store::Store::open(&path)?;
+    let mut say = |m: &str| eprintln!("hx: {m}");
+    let mut bus: Box<dyn crate::bus::JobBus> = match (&exp.transport, distributed) {
+        (TransportOptions::Local { workers }, false) => {
+            let workers = if *workers == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                *workers
+            };
+            let model = hx_worker::model::open(&exp.model, &mut say)?;
+            say(&format!("model: {}", model.describe()));
+            let adapters = exp
+                .suites
+                .iter()
+                .filter_map(|s| s.adapter.clone().map(|a| (s.name.clone(), a)))
+                .collect();
+            say(&format!(
+                "run {} in {} ({workers} local workers, at most {} jobs in flight)",
+                exp.run.name,
+                path.display(),
+                exp.population.jobs_in_flight
+            ));
+            // Each local worker runs one job at a time with a few episodes at once; the
+            // embedded model batches all of their calls.
+            Box::new(crate::bus::LocalBus::start(model, adapters, workers, 4))
+        }
+        (
+            TransportOptions::Nats {
+                url,
+                auth,
+                tls,
+                ack_wait,
+                max_deliver,
+            },
+            true,
+        ) => {
+            let endpoint = hx_worker::nats::Endpoint {
+                url: url.clone(),
+                auth: auth.clone(),
+                tls: tls.clone(),
+            };
+            let limits = hx_worker::nats::ConsumerLimits {
+                ack_wait: *ack_wait,
+                max_deliver: i64::from(*max_deliver),
+                max_ack_pending: exp.population.jobs_in_flight.max(1) as i64,
+            };
+            let bus = crate::bus::NatsBus::connect(&exp.run.name, &endpoint, limits)
+                .with_context(|| format!("{}: transport", config.display()))?;
+            say(&format!(
+                "run {} in {}: jobs on NATS at {url}, at most {} in flight; start workers with \
+                 `hx-worker --nats {url}`",
+                exp.run.name,
+                path.display(),
+                exp.population.jobs_in_flight
+            ));
+            Box::new(bus)
+        }
+        (TransportOptions::Nats { .. }, false) => bail!(
             "{}: transport.kind = \"nats\" is distributed mode, which `hx coordinator` runs; \
              `hx evolve` runs locally (transport.kind = \"local\")",
             config.display()
         ),
+        (TransportOptions::Local { .. }, true) => bail!(
+            "{}: `hx coordinator` needs transport.kind = \"nats\" (with transport.url); for a \
+             run on this machine use `hx evolve`",
+            config.display()
+        ),
     };
-    let workers = if workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        workers
-    };
-    let path = exp.run.store_path();
-    let store = crate::store::Store::open(&path)?;
-    let mut say = |m: &str| eprintln!("hx: {m}");
-    let model = hx_worker::model::open(&exp.model, &mut say)?;
-    say(&format!("model: {}", model.describe()));
-    let adapters = exp
-        .suites
-        .iter()
-        .filter_map(|s| s.adapter.clone().map(|a| (s.name.clone(), a)))
-        .collect();
-    // Each local worker runs one job at a time with a few episodes at once; the embedded model
-    // batches all of their calls.
-    let mut bus = crate::bus::LocalBus::start(model, adapters, workers, 4);
-    say(&format!(
-        "run {} in {} ({} local workers, at most {} jobs in flight)",
-        exp.run.name,
-        path.display(),
-        workers,
-        exp.population.jobs_in_flight
-    ));
-    let mut search = crate::search::Search::new(exp, seeds, &store, &mut bus, a.resume, &mut say)?;
+    let mut search =
+        crate::search::Search::new(exp, seeds, &store, bus.as_mut(), a.resume, &mut say)?;
     let st = search.run()?;
     drop(search);
     if a.json {
@@ -446,6 +497,19 @@ fn print_status(st: &crate::search::Status) {
         "search episodes {} (racing and the cache) vs {} evaluating every candidate on the full batch; {} episodes in all",
         st.evaluations, st.episodes_without_racing, st.episodes_run
     );
+    for w in &st.worker_beats {
+        let up_s = w.sent_ms.saturating_sub(w.started_ms) as f64 / 1000.0;
+        println!(
+            "worker {}: {} of {} jobs busy, {} jobs and {} episodes done ({:.2} jobs/s), {}",
+            w.worker,
+            w.busy,
+            w.slots,
+            w.jobs_done,
+            w.episodes,
+            w.jobs_done as f64 / up_s.max(1.0),
+            w.model
+        );
+    }
     if let Some(why) = &st.stopped {
         println!("stopped: {why}");
     }

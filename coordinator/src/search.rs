@@ -469,6 +469,9 @@ impl<'a> Search<'a> {
         for d in &batch {
             self.answer(&d.bytes)?;
         }
+        // The counters the budgets read become durable with the results they count.
+        self.store.set_meta("tokens", &self.tokens)?;
+        self.store.set_meta("episodes_run", &self.episodes_run)?;
         self.store.flush()?;
         for d in batch {
             if let Err(e) = d.ack() {

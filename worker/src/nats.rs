@@ -23,6 +23,7 @@ use async_nats::{Client, ConnectOptions, HeaderMap};
 use futures_util::StreamExt as _;
 use hx_common::config::{AdapterOptions, NatsAuth, TlsOptions};
 use hx_common::protocol::{self, Job, JobResult, JobStatus, WorkerBeat, subjects};
+use tracing::Instrument as _;
 
 use crate::model::ModelBackend;
 
@@ -51,10 +52,7 @@ pub async fn connect(endpoint: &Endpoint, name: &str, wait: bool) -> Result<Clie
     let mut opts = ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            tracing::info!(%event, "nats connection");
-        });
+        .connection_timeout(Duration::from_secs(5));
     opts = match &endpoint.auth {
         NatsAuth::None => opts,
         NatsAuth::UserPassword { user, password_env } => {
@@ -159,20 +157,34 @@ pub async fn declare(js: &jetstream::Context, limits: ConsumerLimits) -> Result<
     Ok(())
 }
 
-/// The workers bucket, made if missing.
+/// The workers bucket, made if missing. Its backing stream is declared directly, as the
+/// client's bucket helper would (the helper first asks for account details that
+/// `nats-server` 2.9 answers in a shape this client does not read).
 pub async fn workers_bucket(js: &jetstream::Context) -> Result<kv::Store> {
     if let Ok(kv) = js.get_key_value(subjects::WORKERS_BUCKET).await {
         return Ok(kv);
     }
-    js.create_key_value(kv::Config {
-        bucket: subjects::WORKERS_BUCKET.into(),
-        history: 1,
+    let bucket = subjects::WORKERS_BUCKET;
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
         max_age: BEAT_TTL,
+        max_message_size: 64 << 10,
         storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
         ..Default::default()
     })
     .await
-    .with_context(|| format!("declaring the bucket {}", subjects::WORKERS_BUCKET))
+    .with_context(|| format!("declaring the bucket {bucket}"))?;
+    js.get_key_value(bucket)
+        .await
+        .with_context(|| format!("opening the bucket {bucket}"))
 }
 
 /// The workers whose beats have not expired.
@@ -253,6 +265,28 @@ struct Counters {
 }
 
 async fn serve_async(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
+    // Ctrl-C or SIGTERM: take no new jobs, finish those in hand, leave.
+    {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+            tracing::info!("asked to stop");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let client = connect(&cfg.endpoint, &cfg.name, true).await?;
     let js = jetstream::new(client.clone());
     let mut waited = false;
@@ -410,7 +444,19 @@ async fn handle(
         }
     };
     let span = tracing::info_span!("job", job = %job.id, run = %job.run, seq, delivered);
-    let _enter = span.enter();
+    run_job(msg, job, js, cfg, counters, ack_wait)
+        .instrument(span)
+        .await;
+}
+
+async fn run_job(
+    msg: jetstream::Message,
+    job: Job,
+    js: &jetstream::Context,
+    cfg: &WorkerLoop,
+    counters: &Counters,
+    ack_wait: Duration,
+) {
     tracing::info!("job started");
     // Keep the job ours while it runs: a progress report restarts the ack wait.
     let keep = {
@@ -427,7 +473,8 @@ async fn handle(
     };
     let handler = Arc::clone(&cfg.handler);
     let for_run = job.clone();
-    let result = tokio::task::spawn_blocking(move || handler(&for_run))
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || span.in_scope(|| handler(&for_run)))
         .await
         .unwrap_or_else(|e| failed(&job, &cfg.name, &format!("the job panicked: {e}")));
     let bytes = match protocol::encode(&result) {

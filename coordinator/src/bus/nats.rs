@@ -265,8 +265,9 @@ impl JobBus for NatsBus {
                     if left.is_zero() {
                         return Ok(None);
                     }
+                    let rx = &mut self.incoming;
                     self.rt
-                        .block_on(tokio::time::timeout(left, self.incoming.recv()))
+                        .block_on(async { tokio::time::timeout(left, rx.recv()).await })
                         .ok()
                         .flatten()
                 }

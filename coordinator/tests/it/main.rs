@@ -2,5 +2,6 @@
 //! file and key at fault.
 
 mod cli;
+mod distributed;
 mod model;
 mod search;
