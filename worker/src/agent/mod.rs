@@ -89,6 +89,8 @@ struct Turn {
 struct State {
     task: TaskRef,
     goal: String,
+    /// The goal's content words (see [`goal_words`]).
+    goal_words: Vec<String>,
     intro: String,
     turns: Vec<Turn>,
     notes: Vec<String>,
@@ -189,6 +191,7 @@ pub fn run_episode(
     });
     let mut st = State {
         task: task.clone(),
+        goal_words: goal_words(&reset.goal),
         goal: reset.goal,
         intro: reset.observation,
         turns: Vec::new(),
@@ -256,8 +259,13 @@ pub fn run_episode(
         // The world.
         let s = env.step(&command)?;
         st.step += 1;
-        let progress = s.observation != NOTHING
-            && (s.score.is_some_and(|x| x > st.score) || st.seen.insert(s.observation.clone()));
+        // Progress is a higher score, or news about the goal: an observation not seen before
+        // that names one of the goal's words. Wandering past places that hold nothing of the
+        // goal is not progress, so a stall shows to reflection and to the rewrite policy.
+        let news = s.observation != NOTHING && st.seen.insert(s.observation.clone());
+        let progress = s.won
+            || s.score.is_some_and(|x| x > st.score)
+            || (news && goal_share(&st.goal_words, &s.observation) > 0.0);
         if let Some(x) = s.score {
             st.score = st.score.max(x);
         }
@@ -631,7 +639,7 @@ fn act(
                 return Ok("look".into());
             }
             if text(sel, "focus") == "goal-or-explore" {
-                let goal = goal_words(&st.goal);
+                let goal = &st.goal_words;
                 let focused: Vec<String> = candidates
                     .iter()
                     .filter(|c| object(c).is_some_and(|o| goal.contains(&o)) || explores(st, c))
@@ -651,7 +659,7 @@ fn act(
             })?;
             st.usage += s.usage;
             let mean = text(sel, "normalize") == "mean";
-            let goal = goal_words(&st.goal);
+            let goal = &st.goal_words;
             let (goal_weight, repeat_penalty) =
                 (float(sel, "goal-weight"), float(sel, "repeat-penalty"));
             let value = |i: usize| {

@@ -105,16 +105,34 @@ fn task() -> TaskRef {
     }
 }
 
-/// Two `go to` commands that make progress in the task's world.
+/// Two `go to` commands that make progress in the task's world: each shows something the
+/// goal names.
 fn two_moves() -> Vec<String> {
     let mut env = Household::new();
-    env.reset(&task()).expect("resets");
-    env.admissible_commands()
+    let goal = env.reset(&task()).expect("resets").goal.to_lowercase();
+    let words: Vec<&str> = goal
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 4 && !["your", "task"].contains(w))
+        .collect();
+    let moves: Vec<String> = env
+        .admissible_commands()
         .expect("admissible")
         .into_iter()
         .filter(|c| c.starts_with("go to "))
+        .filter(|c| {
+            let mut probe = Household::new();
+            probe.reset(&task()).expect("resets");
+            let seen = probe.step(c).expect("steps").observation.to_lowercase();
+            words.iter().any(|w| seen.contains(w))
+        })
         .take(2)
-        .collect()
+        .collect();
+    assert_eq!(
+        moves.len(),
+        2,
+        "two places that show the goal's things: {goal}"
+    );
+    moves
 }
 
 #[test]
@@ -221,6 +239,44 @@ fn reflection_does_not_hide_a_stall_from_the_rewrite_policy() {
     assert_eq!(ep.rewrites.len(), 1, "{:?}", ep.events);
     assert_eq!(ep.rewrites[0].trigger, "no-progress");
     assert_eq!(ep.rewrites[0].step, 3);
+}
+
+#[test]
+fn wandering_past_places_without_the_goals_things_is_no_progress() {
+    let mut env = Household::new();
+    let goal = env.reset(&task()).expect("resets").goal.to_lowercase();
+    let words: Vec<String> = goal
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 3 && !["your", "task", "put", "the"].contains(w))
+        .map(str::to_owned)
+        .collect();
+    // Places whose first sight names nothing of the goal.
+    let idle: Vec<String> = env
+        .admissible_commands()
+        .expect("admissible")
+        .into_iter()
+        .filter(|c| c.starts_with("go to "))
+        .filter(|c| {
+            let mut probe = Household::new();
+            probe.reset(&task()).expect("resets");
+            let seen = probe.step(c).expect("steps").observation.to_lowercase();
+            !words.iter().any(|w| seen.contains(w.as_str()))
+        })
+        .take(3)
+        .collect();
+    assert_eq!(idle.len(), 3, "{goal}");
+    let h = harness(
+        "params.no-progress-steps = 3\nparams.invalid-commands = 0\nparams.on-loop = false\nparams.max-rewrites = 1\nparams.allowed = [\"set-parameter\"]",
+    );
+    let cmds: Vec<&str> = idle.iter().map(String::as_str).collect();
+    let model = Scripted::new(&cmds, "remember more steps");
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    assert_eq!(ep.rewrites.len(), 1, "{:?}", ep.events);
+    assert_eq!(ep.rewrites[0].trigger, "no-progress");
+    assert_eq!(
+        ep.rewrites[0].step, 3,
+        "new sights that name nothing of the goal"
+    );
 }
 
 #[test]
