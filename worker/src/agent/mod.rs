@@ -673,7 +673,7 @@ fn act(
                     .iter()
                     .filter(|t| t.command == candidates[i])
                     .count();
-                ll + goal_weight * goal_share(&goal, &candidates[i]) - repeat_penalty * used as f64
+                ll + goal_weight * goal_share(goal, &candidates[i]) - repeat_penalty * used as f64
             };
             let best = (0..candidates.len())
                 .max_by(|&a, &b| value(a).total_cmp(&value(b)))
