@@ -222,6 +222,27 @@ enum BenchCommand {
         #[arg(long)]
         no_reference: bool,
     },
+    /// Benchmark the distributed transport: a private nats-server (from PATH), a bare
+    /// JetStream client's publish-and-consume rate as the reference, then the real scheduler
+    /// over NATS with 1, 4 and 16 worker loops whose jobs are evaluated instantly: jobs/s end
+    /// to end and the coordinator's CPU time per job. Writes everything as JSON.
+    Bus {
+        /// Worker counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        workers: Vec<usize>,
+        /// Jobs per end-to-end run.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// Messages through the bare reference.
+        #[arg(long, default_value_t = 50_000)]
+        bare_messages: usize,
+        /// Jobs in flight at most.
+        #[arg(long, default_value_t = 512)]
+        in_flight: usize,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-bus.json")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -762,12 +783,33 @@ fn load_embedded(gguf: Option<PathBuf>, threads: usize, cache_tokens: usize) -> 
 const LLAMA_CPP_BENCH: &str = include_str!("../../scripts/bench_llama_cpp.py");
 
 fn bench(cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Model {
-        gguf,
-        threads,
-        out,
-        no_reference,
-    } = cmd;
+    let (gguf, threads, out, no_reference) = match cmd {
+        BenchCommand::Model {
+            gguf,
+            threads,
+            out,
+            no_reference,
+        } => (gguf, threads, out, no_reference),
+        BenchCommand::Bus {
+            workers,
+            jobs,
+            bare_messages,
+            in_flight,
+            out,
+        } => {
+            let plan = crate::bus_bench::Plan {
+                workers,
+                jobs,
+                bare_messages,
+                in_flight,
+            };
+            let report = crate::bus_bench::run(&plan, &mut |m| say(m))?;
+            std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            say(&format!("report written to {}", out.display()));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {

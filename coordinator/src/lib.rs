@@ -1,8 +1,9 @@
 //! The coordinator side of hx: the run store (sled), the search (scheduler, racing,
-//! selection), the job bus, export, and the `hx` command line. Distributed transport and
-//! reports grow here.
+//! selection), the job buses (in-process and NATS JetStream), export, the transport
+//! benchmark, and the `hx` command line. Reports grow here.
 
 pub mod bus;
+pub mod bus_bench;
 pub mod cli;
 pub mod export;
 pub mod search;

@@ -157,6 +157,11 @@ pub struct Search<'a> {
     history: Vec<(f64, f64, f64)>,
     say: &'a mut dyn FnMut(&str),
     last_checkpoint: Instant,
+    /// The selection pool: cell winners and elites with their lower bounds; `None` after
+    /// results changed the candidates.
+    pool: Option<Vec<(HarnessId, f64)>>,
+    /// Candidates due for their next rung; `None` after results changed the candidates.
+    promotions: Option<Vec<(HarnessId, Vec<u64>)>>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
     pub peak_in_flight: usize,
 }
@@ -228,6 +233,8 @@ impl<'a> Search<'a> {
             clock: Instant::now(),
             say,
             last_checkpoint: Instant::now(),
+            pool: None,
+            promotions: None,
             peak_in_flight: 0,
         };
         s.load()?;
@@ -494,48 +501,64 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
-    /// Tournament over the archive's cell winners and the elites.
-    fn select<'c>(&'c self, rng: &mut ChaCha8Rng) -> Option<&'c Cand> {
-        let evaluated: Vec<&Cand> = self
-            .cands
-            .values()
-            .filter(|c| !c.search.is_empty())
-            .collect();
-        let mut cells: BTreeMap<(usize, usize), &Cand> = BTreeMap::new();
-        for c in &evaluated {
-            let e = cells.entry(cell(c)).or_insert(c);
-            if c.rate().low > e.rate().low {
-                *e = c;
+    /// Tournament over the archive's cell winners and the elites (the pool, with each one's
+    /// lower bound, kept until results change it).
+    fn select(&mut self, rng: &mut ChaCha8Rng) -> Option<Harness> {
+        let pool = self.pool.get_or_insert_with(|| {
+            // Each candidate's lower bound once: the pool is rebuilt only after results came.
+            let evaluated: Vec<(&Cand, f64)> = self
+                .cands
+                .values()
+                .filter(|c| !c.search.is_empty())
+                .map(|c| (c, c.rate().low))
+                .collect();
+            let mut cells: BTreeMap<(usize, usize), (&Cand, f64)> = BTreeMap::new();
+            for &(c, low) in &evaluated {
+                let e = cells.entry(cell(c)).or_insert((c, low));
+                if low > e.1 {
+                    *e = (c, low);
+                }
             }
-        }
-        let mut pool: Vec<&Cand> = cells.into_values().collect();
-        let mut ranked = evaluated.clone();
-        ranked.sort_by(|a, b| b.rate().low.total_cmp(&a.rate().low));
-        for e in ranked.into_iter().take(self.exp.population.elites) {
-            if !pool.iter().any(|p| p.harness.id() == e.harness.id()) {
-                pool.push(e);
+            let mut pool: Vec<(&Cand, f64)> = cells.into_values().collect();
+            let mut ranked = evaluated.clone();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for e in ranked.into_iter().take(self.exp.population.elites) {
+                if !pool.iter().any(|p| p.0.harness.id() == e.0.harness.id()) {
+                    pool.push(e);
+                }
             }
-        }
-        pool.sort_by_key(|c| c.harness.id());
-        pool.truncate(self.exp.population.size);
+            pool.sort_by_key(|c| c.0.harness.id());
+            pool.truncate(self.exp.population.size);
+            pool.into_iter()
+                .map(|(c, low)| (c.harness.id(), low))
+                .collect()
+        });
         let k = self.exp.population.tournament.max(1);
-        (0..k)
+        let id = (0..k)
             .filter_map(|_| pool.choose(rng).copied())
-            .max_by(|a, b| a.rate().low.total_cmp(&b.rate().low))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?
+            .0;
+        self.cands.get(&id).map(|c| c.harness.clone())
     }
 
     /// Makes the next job, or `None` if there is nothing to do now.
     fn next_job(&mut self) -> Result<Option<JobRecord>> {
-        // Promotions first: candidates waiting for their next rung.
-        let mut waiting: Vec<(HarnessId, Vec<u64>)> = self
-            .cands
-            .values()
-            .filter(|c| !c.busy)
-            .filter_map(|c| self.promotion(c).map(|s| (c.harness.id(), s)))
-            .collect();
-        waiting.sort();
-        if let Some((id, seeds)) = waiting.into_iter().next() {
-            let c = self.cands.get_mut(&id).expect("a candidate");
+        // Promotions first: candidates waiting for their next rung, smallest id first. The
+        // list is made once after results came, then taken from job by job.
+        if self.promotions.is_none() {
+            let mut waiting: Vec<(HarnessId, Vec<u64>)> = self
+                .cands
+                .values()
+                .filter(|c| !c.busy)
+                .filter_map(|c| self.promotion(c).map(|s| (c.harness.id(), s)))
+                .collect();
+            waiting.sort_by(|a, b| b.cmp(a));
+            self.promotions = Some(waiting);
+        }
+        while let Some((id, seeds)) = self.promotions.as_mut().and_then(Vec::pop) {
+            let Some(c) = self.cands.get_mut(&id).filter(|c| !c.busy) else {
+                continue;
+            };
             c.busy = true;
             let kind = JobKind::Evaluate {
                 harness: c.harness.clone(),
@@ -551,14 +574,14 @@ impl<'a> Search<'a> {
             let parent = if immigrant {
                 self.seeds.choose(&mut rng).cloned()
             } else {
-                self.select(&mut rng).map(|c| c.harness.clone())
+                self.select(&mut rng)
             };
             let Some(parent) = parent else {
                 return Ok(None);
             };
             let child_seed = rng.random::<u64>();
             let (made, parents, op_name) = if rng.random_bool(self.exp.population.crossover_rate)
-                && let Some(other) = self.select(&mut rng).map(|c| c.harness.clone())
+                && let Some(other) = self.select(&mut rng)
                 && other.id() != parent.id()
             {
                 (
@@ -669,6 +692,9 @@ impl<'a> Search<'a> {
 
     /// Checks a result against its job (never trust a worker) and records it.
     fn answer(&mut self, bytes: &[u8]) -> Result<()> {
+        // Any answer may change rates, rungs or who is busy.
+        self.pool = None;
+        self.promotions = None;
         let r: JobResult = match protocol::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
