@@ -384,6 +384,26 @@ impl Message for JobResult {
     const KIND: MessageKind = MessageKind::JobResult;
 }
 
+impl JobResult {
+    /// An answer to `job` from `worker` with `status` and nothing else yet: no child, no
+    /// outcomes, no usage.
+    pub fn new(job: &Job, worker: &str, status: JobStatus) -> JobResult {
+        JobResult {
+            job: job.id,
+            run: job.run.clone(),
+            attempt: job.attempt,
+            worker: worker.to_owned(),
+            status,
+            child: None,
+            outcomes: Vec::new(),
+            usage: Usage::default(),
+            wall_ms: 0,
+            rewrites: Vec::new(),
+            failure_digest: String::new(),
+        }
+    }
+}
+
 /// A worker's registration and heartbeat, kept under its id in the workers bucket, which
 /// forgets it when the beats stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

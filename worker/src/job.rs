@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use hx_common::config::AdapterOptions;
 use hx_common::harness::Harness;
-use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus};
+use hx_common::protocol::{Job, JobKind, JobResult, JobStatus};
 
 use crate::agent::{self, Options};
 use crate::model::ModelBackend;
@@ -24,19 +24,7 @@ pub fn run(
     concurrency: usize,
 ) -> JobResult {
     let clock = Instant::now();
-    let mut result = JobResult {
-        job: job.id,
-        run: job.run.clone(),
-        attempt: job.attempt,
-        worker: worker.to_owned(),
-        status: JobStatus::Completed,
-        child: None,
-        outcomes: Vec::new(),
-        usage: protocol::Usage::default(),
-        wall_ms: 0,
-        rewrites: Vec::new(),
-        failure_digest: String::new(),
-    };
+    let mut result = JobResult::new(job, worker, JobStatus::Completed);
     let child: Result<Harness, mutate::Error> = match &job.kind {
         JobKind::Evaluate { harness } => Ok(harness.clone()),
         JobKind::MutateAndEvaluate { parent, mutation } => mutate::mutate(parent, mutation, model)

@@ -518,21 +518,13 @@ async fn run_job(
 }
 
 fn failed(job: &Job, worker: &str, reason: &str) -> JobResult {
-    JobResult {
-        job: job.id,
-        run: job.run.clone(),
-        attempt: job.attempt,
-        worker: worker.to_owned(),
-        status: JobStatus::Failed {
+    JobResult::new(
+        job,
+        worker,
+        JobStatus::Failed {
             reason: reason.to_owned(),
         },
-        child: None,
-        outcomes: Vec::new(),
-        usage: protocol::Usage::default(),
-        wall_ms: 0,
-        rewrites: Vec::new(),
-        failure_digest: String::new(),
-    }
+    )
 }
 
 /// Moves a job nobody can run to the dead-letter stream with its reason, then takes it off

@@ -196,21 +196,13 @@ impl NatsBus {
         };
         let reason = format!("delivered {deliveries} times without an answer; dead-lettered");
         tracing::error!(job = %job.id, seq, "{reason}");
-        let result = JobResult {
-            job: job.id,
-            run: job.run.clone(),
-            attempt: job.attempt,
-            worker: "nats".into(),
-            status: JobStatus::Failed {
+        let result = JobResult::new(
+            &job,
+            "nats",
+            JobStatus::Failed {
                 reason: reason.clone(),
             },
-            child: None,
-            outcomes: Vec::new(),
-            usage: protocol::Usage::default(),
-            wall_ms: 0,
-            rewrites: Vec::new(),
-            failure_digest: String::new(),
-        };
+        );
         let bytes = protocol::encode(&result)?;
         let handle = self.rt.handle().clone();
         let run = self.run.clone();
