@@ -105,6 +105,17 @@ fn task() -> TaskRef {
     }
 }
 
+/// What `command` shows as the task's first step, lower-cased.
+fn first_sight(command: &str) -> String {
+    let mut probe = Household::new();
+    probe.reset(&task()).expect("resets");
+    probe
+        .step(command)
+        .expect("steps")
+        .observation
+        .to_lowercase()
+}
+
 /// Two `go to` commands that make progress in the task's world: each shows something the
 /// goal names.
 fn two_moves() -> Vec<String> {
@@ -120,9 +131,7 @@ fn two_moves() -> Vec<String> {
         .into_iter()
         .filter(|c| c.starts_with("go to "))
         .filter(|c| {
-            let mut probe = Household::new();
-            probe.reset(&task()).expect("resets");
-            let seen = probe.step(c).expect("steps").observation.to_lowercase();
+            let seen = first_sight(c);
             words.iter().any(|w| seen.contains(w))
         })
         .take(2)
@@ -257,9 +266,7 @@ fn wandering_past_places_without_the_goals_things_is_no_progress() {
         .into_iter()
         .filter(|c| c.starts_with("go to "))
         .filter(|c| {
-            let mut probe = Household::new();
-            probe.reset(&task()).expect("resets");
-            let seen = probe.step(c).expect("steps").observation.to_lowercase();
+            let seen = first_sight(c);
             !words.iter().any(|w| seen.contains(w.as_str()))
         })
         .take(3)
