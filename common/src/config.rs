@@ -57,6 +57,10 @@ pub struct RunOptions {
     /// Seeds every random choice of the coordinator.
     #[serde(default)]
     pub seed: u64,
+    /// Serve the run's live view on this address while it runs: the report page at `/`,
+    /// `/status.json` and Prometheus `/metrics`; e.g. `127.0.0.1:9464`. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<String>,
 }
 
 impl RunOptions {
@@ -713,6 +717,13 @@ impl Experiment {
         let mut p = Problems::default();
         if let Err(rule) = check_run_name(&self.run.name) {
             p.check(false, "run.name", rule);
+        }
+        if let Some(addr) = &self.run.serve {
+            p.check(
+                addr.parse::<std::net::SocketAddr>().is_ok(),
+                "run.serve",
+                format!("{addr:?} is not an address with a port, e.g. 127.0.0.1:9464"),
+            );
         }
 
         p.check(

@@ -109,6 +109,10 @@ struct EvolveArgs {
     /// Go on with the run recorded in the config's store (after a kill or a stop).
     #[arg(long)]
     resume: bool,
+    /// Go on with the run in the store if it holds one, else start it: for services that a
+    /// supervisor restarts (deploy/systemd, deploy/k8s).
+    #[arg(long, conflicts_with = "resume")]
+    resume_if_any: bool,
     /// Print the final status as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -480,8 +484,13 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             config.display()
         ),
     };
+    let resume = a.resume
+        || (a.resume_if_any
+            && store
+                .meta::<hx_common::config::Experiment>("config")?
+                .is_some());
     let mut search =
-        crate::search::Search::new(exp, seeds, &store, bus.as_mut(), a.resume, &mut say)?;
+        crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)?;
     let st = search.run()?;
     drop(search);
     if a.json {

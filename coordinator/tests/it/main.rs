@@ -2,6 +2,7 @@
 //! file and key at fault.
 
 mod cli;
+mod deploy;
 mod distributed;
 mod model;
 mod search;
