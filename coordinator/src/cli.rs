@@ -88,6 +88,19 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Write a run's report: one self-contained HTML page with best and median success over
+    /// time, the archive as a heat map, the best harness's lineage and graph, in-task rewrite
+    /// statistics, and the held-out scores with their intervals.
+    ///
+    /// Reads a stopped or finished run; while a run goes on, its live view (run.serve) serves
+    /// the same page. Example: `hx report quickstart --out report.html`
+    Report {
+        /// The run's store directory, or its name.
+        run: String,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE", default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Run a harness on tasks and report its success rate with a 95% Wilson interval.
     ///
     /// Episodes run concurrently against one model (the embedded one by default); the model
@@ -389,6 +402,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker(a) => hx_worker::cli::run_worker(a),
         Command::Status { run, json } => status(&run, json),
         Command::Export { run, top, out } => export(&run, top, &out),
+        Command::Report { run, out } => report(&run, &out),
         Command::Run(a) => run_harness(a),
         Command::Model(c) => model(c),
         Command::Bench(c) => bench(c),
@@ -489,10 +503,31 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             && store
                 .meta::<hx_common::config::Experiment>("config")?
                 .is_some());
-    let mut search =
-        crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)?;
-    let st = search.run()?;
-    drop(search);
+    let live = match &exp.run.serve {
+        Some(addr) => {
+            let live = crate::live::LiveView::bind(addr)
+                .with_context(|| format!("{}: run.serve", config.display()))?;
+            say(&format!(
+                "live view at http://{0}/ (status at /status.json, metrics at /metrics)",
+                live.addr()
+            ));
+            Some(live)
+        }
+        None => None,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let st = std::thread::scope(|scope| {
+        if let Some(live) = &live {
+            std::thread::Builder::new()
+                .name("hx-live-view".into())
+                .spawn_scoped(scope, || live.serve(&store, &stop))
+                .context("starting the live view")?;
+        }
+        let st = crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)
+            .and_then(|mut search| search.run());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        st
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
@@ -565,7 +600,8 @@ fn status(run: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
+/// The store of a finished or stopped run, named by directory or run name.
+fn open_store(run: &str) -> Result<crate::store::Store> {
     let dir = store_dir(run);
     if !dir.is_dir() {
         bail!(
@@ -573,7 +609,20 @@ fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
             dir.display()
         );
     }
-    let store = crate::store::Store::open(&dir)?;
+    Ok(crate::store::Store::open(&dir)?)
+}
+
+fn report(run: &str, out: &Path) -> Result<ExitCode> {
+    let store = open_store(run)?;
+    let view = crate::report::RunView::load(&store)?;
+    let page = crate::report::html(&view)?;
+    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
+    let store = open_store(run)?;
     let files = crate::export::export(&store, top, out)?;
     for f in files {
         println!("{}", f.display());

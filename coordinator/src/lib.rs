@@ -6,5 +6,7 @@ pub mod bus;
 pub mod bus_bench;
 pub mod cli;
 pub mod export;
+pub mod live;
+pub mod report;
 pub mod search;
 pub mod store;

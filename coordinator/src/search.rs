@@ -155,6 +155,8 @@ pub struct Search<'a> {
     cache_hits: u64,
     episodes_run: u64,
     history: Vec<(f64, f64, f64)>,
+    /// In-task rewrites over the run, by operation.
+    rewrite_stats: BTreeMap<String, RewriteStat>,
     say: &'a mut dyn FnMut(&str),
     last_checkpoint: Instant,
     /// The selection pool: cell winners and elites with their lower bounds; `None` after
@@ -166,21 +168,41 @@ pub struct Search<'a> {
     pub peak_in_flight: usize,
 }
 
-/// Harness size buckets and tokens-per-step buckets of the archive.
-fn cell(c: &Cand) -> (usize, usize) {
-    let size = match c.harness.len() {
+/// The archive's axes: harness size (components) and model tokens per step, each in five
+/// buckets; the labels name them for people (`hx report`).
+pub const ARCHIVE_SIZE_LABELS: [&str; 5] = ["1-4", "5-8", "9-12", "13-16", "17+"];
+/// See [`ARCHIVE_SIZE_LABELS`].
+pub const ARCHIVE_COST_LABELS: [&str; 5] = ["<400", "400-800", "800-1.6k", "1.6k-3.2k", "3.2k+"];
+
+/// A harness's cell in the archive: (size bucket, tokens-per-step bucket).
+pub fn archive_cell(size: usize, tokens_per_step: f64) -> (usize, usize) {
+    let size = match size {
         0..=4 => 0,
         5..=8 => 1,
         9..=12 => 2,
         13..=16 => 3,
         _ => 4,
     };
-    let t = c.tokens_per_step();
     let cost = [400.0, 800.0, 1600.0, 3200.0]
         .iter()
-        .take_while(|&&b| t >= b)
+        .take_while(|&&b| tokens_per_step >= b)
         .count();
     (size, cost)
+}
+
+fn cell(c: &Cand) -> (usize, usize) {
+    archive_cell(c.harness.len(), c.tokens_per_step())
+}
+
+/// How often one kind of in-task rewrite fired over a run, and how it went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewriteStat {
+    /// Times it was applied.
+    pub fired: u64,
+    /// Times it was kept (not rolled back).
+    pub kept: u64,
+    /// Times it was kept in an episode that was then won.
+    pub helped: u64,
 }
 
 impl<'a> Search<'a> {
@@ -224,6 +246,7 @@ impl<'a> Search<'a> {
             cache_hits: store.meta("cache_hits")?.unwrap_or(0),
             episodes_run: store.meta("episodes_run")?.unwrap_or(0),
             history: store.meta("history")?.unwrap_or_default(),
+            rewrite_stats: store.meta("rewrite_stats")?.unwrap_or_default(),
             exp,
             store,
             bus,
@@ -479,6 +502,7 @@ impl<'a> Search<'a> {
         // The counters the budgets read become durable with the results they count.
         self.store.set_meta("tokens", &self.tokens)?;
         self.store.set_meta("episodes_run", &self.episodes_run)?;
+        self.store.set_meta("rewrite_stats", &self.rewrite_stats)?;
         self.store.flush()?;
         for d in batch {
             if let Err(e) = d.ack() {
@@ -780,6 +804,23 @@ impl<'a> Search<'a> {
             outcomes: &r.outcomes,
         })?;
         self.episodes_run += r.outcomes.len() as u64;
+        let won: BTreeSet<&TaskRef> = r
+            .outcomes
+            .iter()
+            .filter(|o| o.won)
+            .map(|o| &o.task)
+            .collect();
+        if new > 0 {
+            for rw in &r.rewrites {
+                let st = self
+                    .rewrite_stats
+                    .entry(rw.edit.op().to_owned())
+                    .or_default();
+                st.fired += 1;
+                st.kept += u64::from(rw.kept);
+                st.helped += u64::from(rw.kept && won.contains(&rw.task));
+            }
+        }
         self.release(&record);
         if let Some(child) = &r.child {
             let id = child.id();
@@ -803,12 +844,6 @@ impl<'a> Search<'a> {
                 if !r.failure_digest.is_empty() {
                     c.feedback.digest = r.failure_digest.clone();
                 }
-                let won: BTreeSet<&TaskRef> = r
-                    .outcomes
-                    .iter()
-                    .filter(|o| o.won)
-                    .map(|o| &o.task)
-                    .collect();
                 for rw in &r.rewrites {
                     if rw.kept && won.contains(&rw.task) && !c.feedback.helpful.contains(rw) {
                         c.feedback.helpful.push(rw.clone());

@@ -142,7 +142,8 @@ pub fn to_toml(harness: &Harness) -> String {
     format!("# harness {}\n{body}", harness.id())
 }
 
-fn role_colour(role: Role) -> &'static str {
+/// The fill colour of a role in drawings (DOT and `hx report`), as `#rrggbb`.
+pub fn role_colour(role: Role) -> &'static str {
     match role {
         Role::Context => "#dbeafe",
         Role::Memory => "#dcfce7",
