@@ -5,4 +5,5 @@ mod cli;
 mod deploy;
 mod distributed;
 mod model;
+mod report;
 mod search;

@@ -354,3 +354,50 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     );
     assert_eq!(store.evaluation_count(), pairs.len());
 }
+
+#[test]
+fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(dir.path(), 40);
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let mut search = Search::new(exp, seeds, &store, &mut bus, false, &mut say).expect("starts");
+    let status = search.run().expect("runs");
+    drop(search);
+
+    let live = hx_coordinator::live::LiveView::bind("127.0.0.1:0").expect("binds");
+    let base = format!("http://{}", live.addr());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| live.serve(&store, &stop));
+        let get = |path: &str| ureq::get(&format!("{base}{path}")).call();
+        let page = get("/").expect("page").into_string().expect("text");
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(page.contains("id=\"plot-fitness\""));
+        let best = status.final_.as_ref().and_then(|f| f.best).expect("best");
+        assert!(page.contains(&best.short()));
+        let st: serde_json::Value = get("/status.json")
+            .expect("status")
+            .into_json()
+            .expect("json");
+        assert_eq!(st["evaluations"], status.evaluations);
+        let metrics = get("/metrics")
+            .expect("metrics")
+            .into_string()
+            .expect("text");
+        assert!(
+            metrics.contains(&format!(
+                "hx_evaluations_total{{run=\"scripted\"}} {}\n",
+                status.evaluations
+            )),
+            "{metrics}"
+        );
+        match get("/nope") {
+            Err(ureq::Error::Status(404, _)) => {}
+            other => panic!("{other:?}"),
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

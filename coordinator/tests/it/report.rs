@@ -1,0 +1,191 @@
+//! `hx report` as a user meets it: a small real run (`hx evolve` with the embedded model),
+//! then the report page rendered by headless Chromium, which must lay out every plot as an
+//! SVG with drawn content. Chromium comes from Debian (`scripts/test` installs it); without
+//! it the browser check is skipped unless HX_REQUIRE_CHROMIUM=1, which `scripts/test` sets.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hx_coordinator::search::read_status;
+
+/// The figures every report has, in the page's order.
+const FIGURES: [&str; 6] = [
+    "plot-scores",
+    "plot-fitness",
+    "plot-archive",
+    "plot-lineage",
+    "plot-harness",
+    "plot-rewrites",
+];
+
+fn hx(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("hx runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "hx {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tiny local run with the real embedded model: one seed, two-step episodes.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses/react.toml");
+    let store = dir.join("store");
+    let text = format!(
+        r#"
+[run]
+name = "report"
+store = "{store}"
+seed = 9
+
+[[suites]]
+name = "household"
+
+[population]
+seeds = ["{seeds}"]
+size = 4
+tournament = 2
+elites = 1
+jobs-in-flight = 2
+
+[racing]
+rungs = [1, 2]
+finalists = 1
+select-tasks = 1
+test-tasks = 1
+
+[budget]
+evaluations = 6
+episode-steps = 2
+wall-time = "10m"
+
+[transport]
+kind = "local"
+workers = 2
+"#,
+        store = store.display(),
+        seeds = seeds.display(),
+    );
+    let config = dir.join("run.toml");
+    std::fs::write(&config, text).expect("config written");
+    hx(
+        dir,
+        &["evolve", "--config", config.to_str().expect("utf-8")],
+    );
+    store
+}
+
+/// What Chromium measured of each figure: (id, width, height, drawn elements).
+fn measure_in_chromium(page: &Path) -> Option<Vec<(String, f64, f64, u64)>> {
+    let have = Command::new("chromium").arg("--version").output().is_ok();
+    if !have {
+        assert!(
+            std::env::var_os("HX_REQUIRE_CHROMIUM").is_none(),
+            "HX_REQUIRE_CHROMIUM is set but chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("chromium is not installed: the browser check is skipped");
+        return None;
+    }
+    // The page itself has no script; a copy gets a probe that records the laid-out size and
+    // drawn content of each figure's SVG into the DOM, which --dump-dom prints.
+    let html = std::fs::read_to_string(page).expect("report written");
+    let probe = r#"<script>
+const out = [...document.querySelectorAll('figure.plot')].map(f => {
+  const s = f.querySelector('svg');
+  const r = s ? s.getBoundingClientRect() : {width: 0, height: 0};
+  const n = s ? s.querySelectorAll('rect,polyline,polygon,circle,line,path,text').length : 0;
+  return [f.id, r.width, r.height, n];
+});
+document.body.setAttribute('data-probe', JSON.stringify(out));
+</script></body>"#;
+    let probed = page.with_file_name("probe.html");
+    std::fs::write(&probed, html.replace("</body>", probe)).expect("probe written");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", probed.display()))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let start = dom.find("data-probe=\"").unwrap_or_else(|| {
+        panic!(
+            "chromium did not run the probe:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }) + "data-probe=\"".len();
+    let end = start + dom[start..].find('"').expect("attribute ends");
+    let json = dom[start..end]
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    let rows: Vec<(String, f64, f64, u64)> = serde_json::from_str(&json).expect("probe JSON");
+    Some(rows)
+}
+
+#[test]
+fn a_real_run_reports_every_plot_in_a_browser() {
+    hx_worker::model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
+        .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tiny_run(dir.path());
+    let st = read_status(&store).expect("status");
+    assert_eq!(st.phase, "done", "{st:?}");
+
+    let page = dir.path().join("report.html");
+    let printed = hx(
+        dir.path(),
+        &[
+            "report",
+            store.to_str().expect("utf-8"),
+            "--out",
+            page.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(printed.trim(), page.display().to_string());
+    let html = std::fs::read_to_string(&page).expect("written");
+    // Self-contained: nothing fetched from anywhere.
+    for outside in ["src=\"http", "href=\"http", "<link", "<script"] {
+        assert!(!html.contains(outside), "the page loads {outside}");
+    }
+    // The chosen harness and its test score are on the page.
+    let best = st
+        .final_
+        .as_ref()
+        .and_then(|f| f.best)
+        .expect("a chosen harness");
+    assert!(
+        html.contains(&best.short()),
+        "best {} not shown",
+        best.short()
+    );
+
+    let Some(rows) = measure_in_chromium(&page) else {
+        return;
+    };
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, FIGURES, "{rows:?}");
+    for (id, w, h, n) in &rows {
+        assert!(*w >= 300.0 && *h >= 40.0, "{id} laid out at {w}x{h}");
+        assert!(*n >= 2, "{id} draws {n} elements");
+    }
+}
+
+#[test]
+fn report_on_a_missing_run_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["report", "no-such-run", "--out", "r.html"])
+        .current_dir(dir.path())
+        .output()
+        .expect("hx runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs/no-such-run"), "{err}");
+}
