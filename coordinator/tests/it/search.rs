@@ -372,7 +372,7 @@ fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| live.serve(&store, &stop));
-        let get = |path: &str| ureq::get(&format!("{base}{path}")).call();
+        let get = |path: &str| ureq::get(&format!("{base}{path}")).call().map_err(Box::new);
         let page = get("/").expect("page").into_string().expect("text");
         assert!(page.starts_with("<!doctype html>"));
         assert!(page.contains("id=\"plot-fitness\""));
@@ -394,7 +394,7 @@ fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
             )),
             "{metrics}"
         );
-        match get("/nope") {
+        match get("/nope").map_err(|e| *e) {
             Err(ureq::Error::Status(404, _)) => {}
             other => panic!("{other:?}"),
         }
