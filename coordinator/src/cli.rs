@@ -431,7 +431,8 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     let path = exp.run.store_path();
     let store = crate::store::Store::open(&path)?;
-    let mut say = |m: &str| eprintln!("hx: {m}");
+    let progress = crate::progress::Progress::new();
+    let mut say = |m: &str| progress.say(m);
     let mut bus: Box<dyn crate::bus::JobBus> = match (&exp.transport, distributed) {
         (TransportOptions::Local { workers }, false) => {
             let workers = if *workers == 0 {
@@ -523,11 +524,17 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
                 .spawn_scoped(scope, || live.serve(&store, &stop))
                 .context("starting the live view")?;
         }
+        std::thread::Builder::new()
+            .name("hx-progress".into())
+            .spawn_scoped(scope, || progress.watch(&path, &stop))
+            .context("starting the progress display")?;
         let st = crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)
             .and_then(|mut search| search.run());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         st
-    })?;
+    });
+    progress.finish();
+    let st = st?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {

@@ -7,6 +7,7 @@ pub mod bus_bench;
 pub mod cli;
 pub mod export;
 pub mod live;
+pub mod progress;
 pub mod report;
 pub mod search;
 pub mod store;

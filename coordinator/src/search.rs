@@ -946,6 +946,9 @@ impl<'a> Search<'a> {
             write_status(self.store.path(), &st)?;
             return Ok(st);
         }
+        // A status from the start, so `hx status`, the live view and the progress display
+        // have something to show before the first result.
+        self.checkpoint("searching", None, None)?;
         let bound = self.exp.population.jobs_in_flight;
         let stopped = loop {
             let spent = self.spent();
