@@ -49,24 +49,15 @@ impl Progress {
 
     /// Follows the status of the store at `store` until `stop` is set.
     pub fn watch(&self, store: &Path, stop: &AtomicBool) {
-        let mut last: Option<(Instant, u64)> = None;
-        let mut rate = 0.0;
         let mut last_line = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(250));
             let Ok(st) = read_status(store) else {
                 continue;
             };
-            let now = Instant::now();
-            match last {
-                Some((t, tokens)) if now.duration_since(t) >= Duration::from_secs(2) => {
-                    rate = st.tokens.saturating_sub(tokens) as f64
-                        / now.duration_since(t).as_secs_f64();
-                    last = Some((now, st.tokens));
-                }
-                None => last = Some((now, st.tokens)),
-                _ => {}
-            }
+            // Over the whole search (every resumption): steadier than a window when results
+            // come seconds apart.
+            let rate = st.tokens as f64 / st.elapsed_s.max(1e-3);
             match &self.bar {
                 Some(bar) => {
                     bar.set_length(st.evaluation_budget);
