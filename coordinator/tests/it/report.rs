@@ -1,5 +1,6 @@
 //! `hx report` as a user meets it: a small real run (`hx evolve` with the embedded model),
-//! then the report page rendered by headless Chromium, which must lay out every plot as an
+//! its best harness exported and played again by `hx run` under the same id, then the report
+//! page rendered by headless Chromium, which must lay out every plot as an
 //! SVG with drawn content. Chromium comes from Debian (`scripts/test` installs it); without
 //! it the browser check is skipped unless HX_REQUIRE_CHROMIUM=1, which `scripts/test` sets.
 
@@ -165,6 +166,39 @@ fn a_real_run_reports_every_plot_in_a_browser() {
         "best {} not shown",
         best.short()
     );
+
+    // The exported best harness loads back into `hx run` with the same id.
+    let exported = dir.path().join("best");
+    let files = hx(
+        dir.path(),
+        &[
+            "export",
+            store.to_str().expect("utf-8"),
+            "--out",
+            exported.to_str().expect("utf-8"),
+        ],
+    );
+    let json_file = files
+        .lines()
+        .find(|f| f.ends_with(".json"))
+        .expect("a JSON export");
+    let ran: serde_json::Value = serde_json::from_str(&hx(
+        dir.path(),
+        &[
+            "run",
+            "--harness",
+            json_file,
+            "--split",
+            "test",
+            "--tasks",
+            "1",
+            "--max-steps",
+            "1",
+            "--json",
+        ],
+    ))
+    .expect("hx run --json");
+    assert_eq!(ran["harness_id"], best.to_string());
 
     let Some(rows) = measure_in_chromium(&page) else {
         return;
