@@ -324,58 +324,60 @@ fn archive_svg(view: &RunView) -> Result<String> {
         return note("No harness has search evaluations yet.");
     }
     svg((720, 420), |root| {
+        // Segmented ranges are inclusive: 0..4 is five cells.
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..5f64, 0f64..5f64)
+            .y_label_area_size(80)
+            .build_cartesian_2d((0..4).into_segmented(), (0..4).into_segmented())
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(5)
-            .y_labels(5)
-            .x_label_formatter(&|x| bucket(&ARCHIVE_SIZE_LABELS, *x))
-            .y_label_formatter(&|y| bucket(&ARCHIVE_COST_LABELS, *y))
+            .x_label_formatter(&|v| segment_label(&ARCHIVE_SIZE_LABELS, v))
+            .y_label_formatter(&|v| segment_label(&ARCHIVE_COST_LABELS, v))
             .x_desc("harness size (components)")
             .y_desc("model tokens per step")
             .draw()
             .map_err(plot_err)?;
         for ((sx, cy), (best, n)) in &cells {
-            let (x, y) = (*sx as f64, *cy as f64);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x + 0.03, y + 0.03), (x + 0.97, y + 0.97)],
-                    heat(*best).filled(),
-                )))
-                .map_err(plot_err)?;
+            let (x, y) = (*sx as i32, *cy as i32);
+            let mut cell = Rectangle::new(
+                [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ],
+                heat(*best).filled(),
+            );
+            cell.set_margin(2, 2, 2, 2);
+            chart.draw_series(std::iter::once(cell)).map_err(plot_err)?;
             let ink = if *best > 0.55 { WHITE } else { BLACK };
             let style = ("sans-serif", 14)
                 .into_font()
                 .color(&ink)
                 .pos(Pos::new(HPos::Center, VPos::Center));
+            let centre = (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y));
             chart
-                .draw_series([
-                    Text::new(
-                        format!("{:.0}%", 100.0 * best),
-                        (x + 0.5, y + 0.6),
-                        style.clone(),
-                    ),
-                    Text::new(format!("n={n}"), (x + 0.5, y + 0.35), style),
-                ])
+                .draw_series(std::iter::once(
+                    EmptyElement::at(centre)
+                        + Text::new(format!("{:.0}%", 100.0 * best), (0, -9), style.clone())
+                        + Text::new(format!("n={n}"), (0, 9), style),
+                ))
                 .map_err(plot_err)?;
         }
         Ok(())
     })
 }
 
-/// The label of the bucket whose centre is near `v` (labels sit at half-integers).
-fn bucket(labels: &[&str], v: f64) -> String {
-    let i = v.floor() as usize;
-    if (v - v.floor() - 0.5).abs() < 0.26 || v.fract() == 0.0 {
-        labels.get(i).map(|s| s.to_string()).unwrap_or_default()
-    } else {
-        String::new()
+/// The label of a segment's centre; nothing at its edges.
+fn segment_label(labels: &[&str], v: &SegmentValue<i32>) -> String {
+    match v {
+        SegmentValue::CenterOf(i) => usize::try_from(*i)
+            .ok()
+            .and_then(|i| labels.get(i))
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        _ => String::new(),
     }
 }
 
@@ -408,40 +410,40 @@ fn scores_svg(view: &RunView) -> Result<String> {
         return note("The run has not reached its end: no select or test scores yet.");
     }
     let h = 60 + 34 * rows.len() as u32;
+    let n = rows.len() as i32;
+    let names: Vec<String> = rows.iter().map(|(l, s, _)| format!("{l} ({s})")).collect();
+    // Rows top to bottom in the order above.
+    let row = |i: usize| SegmentValue::CenterOf(n - 1 - i as i32);
     svg((820, h), |root| {
-        let n = rows.len();
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(210)
-            .build_cartesian_2d(0f64..100f64, 0f64..n as f64)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0f64..100f64, (0..n - 1).into_segmented())
             .map_err(plot_err)?;
-        let names: Vec<String> = rows.iter().map(|(l, s, _)| format!("{l} ({s})")).collect();
         chart
             .configure_mesh()
-            .y_labels(n * 2 + 1)
-            .y_label_formatter(&|y| {
-                let i = y.floor() as usize;
-                if (y.fract() - 0.5).abs() < 0.01 {
-                    names.get(n - 1 - i).cloned().unwrap_or_default()
-                } else {
-                    String::new()
+            .disable_y_mesh()
+            .y_labels(rows.len() + 1)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => {
+                    names.get((n - 1 - i) as usize).cloned().unwrap_or_default()
                 }
+                _ => String::new(),
             })
             .x_desc("success % (95% Wilson interval)")
             .draw()
             .map_err(plot_err)?;
         for (i, (_, split, r)) in rows.iter().enumerate() {
-            let y = (n - 1 - i) as f64 + 0.5;
             let colour = if *split == Split::Test { BEST } else { MEDIAN };
             chart
                 .draw_series([PathElement::new(
-                    vec![(100.0 * r.low, y), (100.0 * r.high, y)],
+                    vec![(100.0 * r.low, row(i)), (100.0 * r.high, row(i))],
                     colour.stroke_width(3),
                 )])
                 .map_err(plot_err)?;
             chart
-                .draw_series([Circle::new((100.0 * r.rate, y), 5, colour.filled())])
+                .draw_series([Circle::new((100.0 * r.rate, row(i)), 5, colour.filled())])
                 .map_err(plot_err)?;
         }
         Ok(())
@@ -631,58 +633,58 @@ fn rewrites_svg(stats: &BTreeMap<String, RewriteStat>) -> Result<String> {
     if stats.values().all(|s| s.fired == 0) {
         return note("No in-task rewrite fired in this run.");
     }
-    let ops: Vec<(&String, &RewriteStat)> = stats.iter().collect();
-    let ymax = ops.iter().map(|(_, s)| s.fired).max().unwrap_or(1).max(1) as f64 * 1.1;
-    let n = ops.len();
-    svg((820, 360), |root| {
+    // One row per operation and measure, top to bottom.
+    let kinds = [
+        ("fired", RGBColor(156, 163, 175)),
+        ("kept", BEST),
+        ("helped", RGBColor(22, 163, 74)),
+    ];
+    let rows: Vec<(String, u64, RGBColor)> = stats
+        .iter()
+        .flat_map(|(op, s)| {
+            [s.fired, s.kept, s.helped]
+                .into_iter()
+                .zip(kinds)
+                .map(move |(v, (k, c))| (format!("{op}: {k}"), v, c))
+        })
+        .collect();
+    let n = rows.len() as i32;
+    let xmax = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64 * 1.1;
+    let h = 60 + 22 * rows.len() as u32;
+    svg((820, h), |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+            .y_label_area_size(200)
+            .build_cartesian_2d(0f64..xmax, (0..n - 1).into_segmented())
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                if (x.fract() - 0.5).abs() < 0.01 {
-                    ops.get(x.floor() as usize)
-                        .map(|(op, _)| op.to_string())
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                }
+            .disable_y_mesh()
+            .y_labels(rows.len() + 1)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => rows
+                    .get((n - 1 - i) as usize)
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default(),
+                _ => String::new(),
             })
-            .y_desc("rewrites")
+            .x_desc("rewrites")
             .draw()
             .map_err(plot_err)?;
-        let kinds = [
-            ("fired", RGBColor(156, 163, 175)),
-            ("kept", BEST),
-            ("helped (kept, episode won)", RGBColor(22, 163, 74)),
-        ];
-        for (k, (label, colour)) in kinds.into_iter().enumerate() {
-            let bars = ops.iter().enumerate().map(move |(i, (_, s))| {
-                let v = [s.fired, s.kept, s.helped][k] as f64;
-                let x = i as f64 + 0.15 + 0.24 * k as f64;
-                Rectangle::new([(x, 0.0), (x + 0.22, v)], colour.filled())
-            });
-            chart
-                .draw_series(bars)
-                .map_err(plot_err)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
-                });
+        for (i, (_, v, colour)) in rows.iter().enumerate() {
+            let y = n - 1 - i as i32;
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(y)),
+                    (*v as f64, SegmentValue::Exact(y + 1)),
+                ],
+                colour.filled(),
+            );
+            bar.set_margin(3, 3, 0, 0);
+            chart.draw_series(std::iter::once(bar)).map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(plot_err)
+        Ok(())
     })
 }
 
