@@ -920,9 +920,18 @@ impl<'a> Search<'a> {
         stopped: Option<String>,
         final_: Option<Final>,
     ) -> Result<()> {
+        let ended = final_.is_some();
         let st = self.status(phase, stopped, final_);
+        // A point when best or median moved (and the latest time at the end), so the
+        // history grows with progress, not with the clock.
         if let Some((_, best)) = &st.best {
-            self.history.push((st.elapsed_s, best.rate, st.median));
+            let moved = self
+                .history
+                .last()
+                .is_none_or(|&(_, b, m)| b != best.rate || m != st.median);
+            if moved || ended {
+                self.history.push((st.elapsed_s, best.rate, st.median));
+            }
         }
         self.store.set_meta("elapsed_s", &st.elapsed_s)?;
         self.store.set_meta("tokens", &self.tokens)?;
@@ -965,9 +974,9 @@ impl<'a> Search<'a> {
             if self.out.is_empty() {
                 break spent.unwrap_or_else(|| "nothing left to evaluate".into());
             }
-            if self.hear()? {
-                self.checkpoint_now_and_then("searching", false)?;
-            }
+            self.hear()?;
+            // Jobs out and time spent change without results too.
+            self.checkpoint_now_and_then("searching", false)?;
         };
         (self.say)(&format!("search stopped: {stopped}"));
         self.store.set_meta("stopped", &stopped)?;
@@ -1011,9 +1020,8 @@ impl<'a> Search<'a> {
             if self.out.is_empty() {
                 break;
             }
-            if self.hear()? {
-                self.checkpoint_now_and_then("final", false)?;
-            }
+            self.hear()?;
+            self.checkpoint_now_and_then("final", false)?;
         }
         harnesses
             .iter()
