@@ -20,6 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
 use hx_common::config::{Experiment, NatsAuth, parse_toml};
+use hx_common::harness::algebra::{Edit, TextEdit};
 use hx_common::harness::format::{Format, parse_as};
 use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
 use serde::Serialize;
@@ -227,32 +228,69 @@ fn bare_rate(url: &str, n: usize, size: usize) -> Result<f64> {
     })
 }
 
-/// An instant "evaluation": one outcome per task, nothing run. Variation jobs that need a
-/// model are answered as giving no child.
+/// An instant "evaluation": one outcome per task, nothing run. A mutation that needs the model
+/// gets a prompt text named by its seed in place of the model's rewrite (the benchmark
+/// measures moving jobs, not writing prompts), so every job yields a new candidate, as with
+/// a real model, and the evaluation budget is reached.
 fn instant(job: &Job) -> JobResult {
+    let evaluated = |harness: &hx_common::harness::Harness| {
+        let outcomes = job
+            .tasks
+            .tasks()
+            .map(|task| TaskOutcome {
+                won: (task.seed + harness.id().0[0] as u64).is_multiple_of(3),
+                task,
+                score: 0.0,
+                steps: 1,
+                tokens: 0,
+                wall_ms: 0,
+            })
+            .collect();
+        (JobStatus::Completed, Some(harness.clone()), outcomes)
+    };
     let (status, child, outcomes) = match &job.kind {
-        JobKind::Evaluate { harness } => (
-            JobStatus::Completed,
-            Some(harness.clone()),
-            job.tasks
-                .tasks()
-                .map(|task| TaskOutcome {
-                    won: (task.seed + harness.id().0[0] as u64).is_multiple_of(3),
-                    task,
-                    score: 0.0,
-                    steps: 1,
-                    tokens: 0,
-                    wall_ms: 0,
+        JobKind::Evaluate { harness } => evaluated(harness),
+        JobKind::MutateAndEvaluate { parent, mutation } => {
+            // The model's rewrite of a prompt: here the first text parameter set to a text
+            // named by the job's seed, so the child is new as a real rewrite would be.
+            let text = parent.components().find_map(|c| {
+                c.spec().params.iter().find_map(|p| {
+                    matches!(p.ty, hx_common::harness::param::ParamType::Text { .. })
+                        .then(|| (c.name.clone(), p.name.to_owned()))
                 })
-                .collect(),
-        ),
-        _ => (
-            JobStatus::InvalidChild {
-                reason: "benchmark workers have no model".into(),
-            },
-            None,
-            Vec::new(),
-        ),
+            });
+            let child = text.and_then(|(component, param)| {
+                parent
+                    .apply(&Edit::EditText {
+                        component,
+                        param,
+                        edit: TextEdit::Set(format!("Variant {}.", mutation.seed)),
+                    })
+                    .ok()
+            });
+            match child {
+                Some(child) => evaluated(&child),
+                None => (
+                    JobStatus::InvalidChild {
+                        reason: "no text to rewrite".into(),
+                    },
+                    None,
+                    Vec::new(),
+                ),
+            }
+        }
+        JobKind::CrossoverAndEvaluate { parents, seed } => {
+            match hx_worker::mutate::crossover(&parents[0], &parents[1], *seed) {
+                Ok(child) => evaluated(&child.harness),
+                Err(e) => (
+                    JobStatus::InvalidChild {
+                        reason: e.to_string(),
+                    },
+                    None,
+                    Vec::new(),
+                ),
+            }
+        }
     };
     JobResult {
         job: job.id,
