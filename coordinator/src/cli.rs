@@ -52,8 +52,10 @@ enum Command {
     /// Seeds the population from the config's harness files, races children on the search
     /// split, stops at the first budget reached, scores the best on the select split and then
     /// on the held-out test split. Everything is recorded in the run's store (sled), so a
-    /// killed run goes on with --resume. Example:
-    /// `hx evolve --config configs/quickstart.toml`
+    /// killed run goes on with --resume. Progress shows as a bar on a terminal (a line every
+    /// 30 s otherwise); `--set run.serve=127.0.0.1:9464` also serves a live view (the report
+    /// page, /status.json, Prometheus /metrics). Afterwards: `hx report`, `hx export`.
+    /// Example: `hx evolve --config configs/quickstart.toml`
     Evolve(EvolveArgs),
     /// Run a distributed search: the coordinator of a config whose transport is NATS.
     ///
