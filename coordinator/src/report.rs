@@ -41,7 +41,7 @@ pub struct RunView {
     pub lineage: HashMap<HarnessId, Lineage>,
     /// Tokens per step over each harness's search episodes.
     pub tokens_per_step: HashMap<HarnessId, f64>,
-    /// Counters: episodes run, tokens, seconds of search, children refused, children known.
+    /// Episodes run in the search (racing and the cache skip the rest).
     pub episodes_run: u64,
     /// Model tokens spent.
     pub tokens: u64,

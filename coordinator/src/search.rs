@@ -931,12 +931,12 @@ impl<'a> Search<'a> {
                 .is_none_or(|&(_, b, m)| b != best.rate || m != st.median);
             if moved || ended {
                 self.history.push((st.elapsed_s, best.rate, st.median));
+                self.store.set_meta("history", &self.history)?;
             }
         }
         self.store.set_meta("elapsed_s", &st.elapsed_s)?;
         self.store.set_meta("tokens", &self.tokens)?;
         self.store.set_meta("episodes_run", &self.episodes_run)?;
-        self.store.set_meta("history", &self.history)?;
         self.store.flush()?;
         write_status(
             self.store.path(),
