@@ -40,8 +40,8 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::bus::JobBus;
-use crate::store::{Answer, JobRecord, JobState, Lineage, Store};
+use crate::bus::{Delivery, JobBus};
+use crate::store::{Answer, JobRecord, JobState, Lineage, Store, Writes};
 
 /// What the search learned from a harness's episodes, for its children.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -138,6 +138,14 @@ pub struct Status {
 
 /// Results stored together before one flush makes them durable.
 const RESULT_BATCH: usize = 512;
+
+/// Results recorded in the store, not yet durable nor acknowledged.
+#[derive(Default)]
+struct Heard {
+    deliveries: Vec<Delivery>,
+    /// The bus failed after these came: reported once they are settled.
+    broken: Option<anyhow::Error>,
+}
 
 /// A search over one store.
 pub struct Search<'a> {
@@ -459,16 +467,30 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// Stores new jobs, makes the store durable, then hands them to the bus: a job a worker
-    /// may answer is always one the store knows.
-    fn send_all(&mut self, records: Vec<JobRecord>) -> Result<()> {
-        if records.is_empty() {
+    /// Stores new jobs beside the results heard since the last call, makes the store durable
+    /// with one flush, acknowledges the results, then hands the jobs to the bus: a result is
+    /// never acknowledged and lost, and a job a worker may answer is always one the store
+    /// knows.
+    fn send_all(&mut self, records: Vec<JobRecord>, heard: Heard) -> Result<()> {
+        if records.is_empty() && heard.deliveries.is_empty() && heard.broken.is_none() {
             return Ok(());
         }
+        let mut w = Writes::default();
         for r in &records {
-            self.store.put_job(r)?;
+            self.store.put_job_in(&mut w, r)?;
         }
+        self.store.apply(w)?;
         self.store.flush()?;
+        for d in heard.deliveries {
+            if let Err(e) = d.ack() {
+                // Stored already: if it comes again it is recognised and dropped.
+                tracing::warn!(cause = %e, "a result's acknowledgement was lost");
+            }
+        }
+        if let Some(e) = heard.broken {
+            // The new jobs are stored as pending: a resumed run sends them.
+            return Err(e);
+        }
         for record in records {
             self.bus.submit(&record.job)?;
             self.out.insert(record.job.id.0, record);
@@ -477,18 +499,18 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
-    /// Hears results: waits a little for one, takes whatever else has come (up to a batch),
-    /// records them, makes the store durable, and only then acknowledges them, so a result
-    /// is never acknowledged and lost. Returns whether any came.
-    fn hear(&mut self) -> Result<bool> {
+    /// Hears results: waits a little for one, takes whatever else has come (up to a batch)
+    /// and records them in the store in one batch, written but not yet durable:
+    /// [`Search::send_all`] makes them durable and acknowledges them.
+    fn hear(&mut self) -> Result<Heard> {
         let Some(first) = self.bus.recv(Duration::from_millis(500))? else {
-            return Ok(false);
+            return Ok(Heard::default());
         };
-        let mut batch = vec![first];
+        let mut deliveries = vec![first];
         let mut broken = None;
-        while batch.len() < RESULT_BATCH {
+        while deliveries.len() < RESULT_BATCH {
             match self.bus.recv(Duration::ZERO) {
-                Ok(Some(d)) => batch.push(d),
+                Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => break,
                 Err(e) => {
                     broken = Some(e);
@@ -496,24 +518,20 @@ impl<'a> Search<'a> {
                 }
             }
         }
-        for d in &batch {
-            self.answer(&d.bytes)?;
+        let mut w = Writes::default();
+        let mut grew = BTreeSet::new();
+        for d in &deliveries {
+            grew.extend(self.answer(&mut w, &d.bytes)?);
+        }
+        for id in grew {
+            w.set_meta(&format!("feedback/{id}"), &self.cands[&id].feedback);
         }
         // The counters the budgets read become durable with the results they count.
-        self.store.set_meta("tokens", &self.tokens)?;
-        self.store.set_meta("episodes_run", &self.episodes_run)?;
-        self.store.set_meta("rewrite_stats", &self.rewrite_stats)?;
-        self.store.flush()?;
-        for d in batch {
-            if let Err(e) = d.ack() {
-                // Stored already: if it comes again it is recognised and dropped.
-                tracing::warn!(cause = %e, "a result's acknowledgement was lost");
-            }
-        }
-        match broken {
-            Some(e) => Err(e),
-            None => Ok(true),
-        }
+        w.set_meta("tokens", &self.tokens);
+        w.set_meta("episodes_run", &self.episodes_run);
+        w.set_meta("rewrite_stats", &self.rewrite_stats);
+        self.store.apply(w)?;
+        Ok(Heard { deliveries, broken })
     }
 
     /// Writes the status at most once a second (and always when `force`).
@@ -714,8 +732,10 @@ impl<'a> Search<'a> {
         Ok(None)
     }
 
-    /// Checks a result against its job (never trust a worker) and records it.
-    fn answer(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Checks a result against its job (never trust a worker) and records it in `w`.
+    /// Returns the candidate whose search record grew (its feedback is for the caller to
+    /// store, once per batch).
+    fn answer(&mut self, w: &mut Writes, bytes: &[u8]) -> Result<Option<HarnessId>> {
         // Any answer may change rates, rungs or who is busy.
         self.pool = None;
         self.promotions = None;
@@ -723,12 +743,12 @@ impl<'a> Search<'a> {
             Ok(r) => r,
             Err(e) => {
                 (self.say)(&format!("a result was refused: {e}"));
-                return Ok(());
+                return Ok(None);
             }
         };
         let Some(mut record) = self.out.remove(&r.job.0) else {
             // Already answered (a redelivery) or not ours: nothing to record twice.
-            return Ok(());
+            return Ok(None);
         };
         let asked: BTreeSet<TaskRef> = record.job.tasks.tasks().collect();
         let problem = match (&record.job.kind, &r.child) {
@@ -754,9 +774,9 @@ impl<'a> Search<'a> {
         if let Some(p) = problem {
             (self.say)(&format!("{}: result refused: {p}", record.job.id));
             record.state = JobState::Failed { reason: p };
-            self.store.put_job(&record)?;
+            self.store.put_job_in(w, &record)?;
             self.release(&record);
-            return Ok(());
+            return Ok(None);
         }
         self.tokens += r.usage.prompt_tokens + r.usage.completion_tokens;
         record.state = match &r.status {
@@ -798,11 +818,14 @@ impl<'a> Search<'a> {
             })),
             _ => None,
         };
-        let new = self.store.record_answer(&Answer {
-            record: &record,
-            child: r.child.as_ref().zip(lineage.as_ref()),
-            outcomes: &r.outcomes,
-        })?;
+        let new = self.store.record_answer(
+            w,
+            &Answer {
+                record: &record,
+                child: r.child.as_ref().zip(lineage.as_ref()),
+                outcomes: &r.outcomes,
+            },
+        )?;
         self.episodes_run += r.outcomes.len() as u64;
         let won: BTreeSet<&TaskRef> = r
             .outcomes
@@ -822,6 +845,7 @@ impl<'a> Search<'a> {
             }
         }
         self.release(&record);
+        let mut grew = None;
         if let Some(child) = &r.child {
             let id = child.id();
             let split = record.job.tasks.split;
@@ -849,8 +873,7 @@ impl<'a> Search<'a> {
                         c.feedback.helpful.push(rw.clone());
                     }
                 }
-                let fb = c.feedback.clone();
-                self.store.set_meta(&format!("feedback/{id}"), &fb)?;
+                grew = Some(id);
             }
             let c = &self.cands[&id];
             let line = format!(
@@ -869,7 +892,7 @@ impl<'a> Search<'a> {
             );
             (self.say)(&line);
         }
-        Ok(())
+        Ok(grew)
     }
 
     fn release(&mut self, record: &JobRecord) {
@@ -959,22 +982,23 @@ impl<'a> Search<'a> {
         // have something to show before the first result.
         self.checkpoint("searching", None, None)?;
         let bound = self.exp.population.jobs_in_flight;
+        let mut heard = Heard::default();
         let stopped = loop {
             let spent = self.spent();
+            let mut fresh = Vec::new();
             if spent.is_none() {
-                let mut fresh = Vec::new();
                 while self.out.len() + fresh.len() < bound {
                     match self.next_job()? {
                         Some(j) => fresh.push(j),
                         None => break,
                     }
                 }
-                self.send_all(fresh)?;
             }
+            self.send_all(fresh, std::mem::take(&mut heard))?;
             if self.out.is_empty() {
                 break spent.unwrap_or_else(|| "nothing left to evaluate".into());
             }
-            self.hear()?;
+            heard = self.hear()?;
             // Jobs out and time spent change without results too.
             self.checkpoint_now_and_then("searching", false)?;
         };
@@ -1007,6 +1031,7 @@ impl<'a> Search<'a> {
         }
         let bound = self.exp.population.jobs_in_flight;
         let mut queue = pending.into_iter();
+        let mut heard = Heard::default();
         loop {
             let mut fresh = Vec::new();
             while self.out.len() + fresh.len() < bound {
@@ -1016,11 +1041,11 @@ impl<'a> Search<'a> {
                 let jid = self.store.next_job_id()?;
                 fresh.push(self.job(jid, JobKind::Evaluate { harness: h }, split, seeds));
             }
-            self.send_all(fresh)?;
+            self.send_all(fresh, std::mem::take(&mut heard))?;
             if self.out.is_empty() {
                 break;
             }
-            self.hear()?;
+            heard = self.hear()?;
             self.checkpoint_now_and_then("final", false)?;
         }
         harnesses

@@ -7,24 +7,29 @@
 //! | `harnesses` | harness id (16 bytes) | the harness, canonical JSON |
 //! | `evaluations` | harness id + task (`household/validation/7`) | the task's outcome, JSON |
 //! | `lineage` | harness id | parents, operator, adopted rewrites, the job that made it |
-//! | `jobs` | job id (8 bytes, big-endian) | the job, its state and attempts |
+//! | `jobs` | job id (8 bytes, big-endian) | the job (naming its harnesses by id), its state and attempts |
 //! | `meta` | a name (`config`, `started`, `best`, ...) | JSON |
 //!
 //! Values are JSON so a store stays readable across versions and by other tools. Every value
 //! read back is decoded and, for harnesses, validated again; a bad value is an [`Error`] naming
-//! the tree and key, never a panic. A job's result is written in one transaction across the
-//! trees it touches; the caller flushes (once per batch of results) before it acknowledges
-//! them.
+//! the tree and key, never a panic.
+//!
+//! Results are written in batches ([`Writes`]): the answers heard together are gathered, then
+//! applied tree by tree with the job records last, and the caller flushes once before it
+//! acknowledges them. sled recovers its log in order, so after a crash a job is never marked
+//! answered without the outcomes it brought; a batch cut short is simply heard again, since
+//! nothing in it was acknowledged.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use hx_common::harness::{Harness, HarnessId};
-use hx_common::protocol::{Job, JobId, RewriteRecord, TaskOutcome};
-use hx_common::task::TaskRef;
+use hx_common::protocol::{
+    Job, JobBudget, JobId, JobKind, MutationSpec, RewriteRecord, TaskOutcome,
+};
+use hx_common::task::{TaskBatch, TaskRef};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::Transactional as _;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 /// What went wrong with a store.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +120,74 @@ pub struct JobRecord {
     pub attempts: u32,
 }
 
+/// A job record as stored: the harnesses it names are in the `harnesses` tree, so a record
+/// is small however large its harnesses are (it is written twice per job: made and
+/// answered).
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    id: JobId,
+    run: String,
+    kind: StoredKind,
+    tasks: TaskBatch,
+    budget: JobBudget,
+    attempt: u32,
+    state: JobState,
+    attempts: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+enum StoredKind {
+    Evaluate {
+        harness: HarnessId,
+    },
+    MutateAndEvaluate {
+        parent: HarnessId,
+        mutation: MutationSpec,
+    },
+    CrossoverAndEvaluate {
+        parents: [HarnessId; 2],
+        seed: u64,
+    },
+}
+
+impl StoredJob {
+    fn of(r: &JobRecord) -> StoredJob {
+        let kind = match &r.job.kind {
+            JobKind::Evaluate { harness } => StoredKind::Evaluate {
+                harness: harness.id(),
+            },
+            JobKind::MutateAndEvaluate { parent, mutation } => StoredKind::MutateAndEvaluate {
+                parent: parent.id(),
+                mutation: mutation.clone(),
+            },
+            JobKind::CrossoverAndEvaluate { parents, seed } => StoredKind::CrossoverAndEvaluate {
+                parents: [parents[0].id(), parents[1].id()],
+                seed: *seed,
+            },
+        };
+        StoredJob {
+            id: r.job.id,
+            run: r.job.run.clone(),
+            kind,
+            tasks: r.job.tasks.clone(),
+            budget: r.job.budget,
+            attempt: r.job.attempt,
+            state: r.state.clone(),
+            attempts: r.attempts,
+        }
+    }
+}
+
+/// The harnesses a job names.
+fn job_harnesses(job: &Job) -> Vec<&Harness> {
+    match &job.kind {
+        JobKind::Evaluate { harness } => vec![harness],
+        JobKind::MutateAndEvaluate { parent, .. } => vec![parent],
+        JobKind::CrossoverAndEvaluate { parents, .. } => parents.iter().collect(),
+    }
+}
+
 /// What one answered job adds to the store.
 #[derive(Debug, Clone)]
 pub struct Answer<'a> {
@@ -124,6 +197,34 @@ pub struct Answer<'a> {
     pub child: Option<(&'a Harness, &'a Lineage)>,
     /// The outcomes to record for `child` (or for the evaluated harness).
     pub outcomes: &'a [TaskOutcome],
+}
+
+/// Writes gathered for one [`Store::apply`]: the records of a batch of answered jobs.
+#[derive(Default)]
+pub struct Writes {
+    evaluations: sled::Batch,
+    harnesses: sled::Batch,
+    lineage: sled::Batch,
+    meta: sled::Batch,
+    jobs: sled::Batch,
+    /// Keys written in this batch, so a pair or harness twice in one batch is written once.
+    eval_keys: HashSet<Vec<u8>>,
+    harness_ids: HashSet<HarnessId>,
+    lineage_ids: HashSet<HarnessId>,
+    records: usize,
+}
+
+impl Writes {
+    /// Whether nothing is gathered.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Sets a run-level value with the batch.
+    pub fn set_meta<T: Serialize>(&mut self, key: &str, value: &T) {
+        self.meta.insert(key, json(value));
+        self.records += 1;
+    }
 }
 
 /// An open run store.
@@ -322,12 +423,39 @@ impl Store {
         }
     }
 
-    /// Stores a job record (new or updated).
+    /// Stores a job record (new or updated), and the harnesses it names where the store
+    /// lacks them.
     pub fn put_job(&self, record: &JobRecord) -> Result<(), Error> {
-        self.jobs
-            .insert(record.job.id.0.to_be_bytes(), json(record))
-            .map_err(|e| self.db(e))?;
+        let mut w = Writes::default();
+        self.put_job_in(&mut w, record)?;
+        self.apply(w)
+    }
+
+    /// Gathers a job record (new or updated) into `w`, with the harnesses it names where the
+    /// store lacks them.
+    pub fn put_job_in(&self, w: &mut Writes, record: &JobRecord) -> Result<(), Error> {
+        for h in job_harnesses(&record.job) {
+            self.put_harness_in(w, h)?;
+        }
+        w.jobs
+            .insert(&record.job.id.0.to_be_bytes(), json(&StoredJob::of(record)));
+        w.records += 1;
         Ok(())
+    }
+
+    /// Gathers a harness into `w` where neither the store nor `w` has it; `true` if it did.
+    fn put_harness_in(&self, w: &mut Writes, h: &Harness) -> Result<bool, Error> {
+        let id = h.id();
+        if w.harness_ids.contains(&id) {
+            return Ok(false);
+        }
+        w.harness_ids.insert(id);
+        if self.harnesses.get(id.0).map_err(|e| self.db(e))?.is_some() {
+            return Ok(false);
+        }
+        w.harnesses.insert(&id.0, json(h));
+        w.records += 1;
+        Ok(true)
     }
 
     /// Every job record, in job order.
@@ -335,7 +463,11 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.jobs.iter() {
             let (k, v) = kv.map_err(|e| self.db(e))?;
-            out.push(self.decode("jobs", format!("{k:?}"), &v)?);
+            let key = <[u8; 8]>::try_from(k.as_ref()).map_or_else(
+                |_| format!("{k:?}"),
+                |b| JobId(u64::from_be_bytes(b)).to_string(),
+            );
+            out.push(self.job_record(key, &v)?);
         }
         Ok(out)
     }
@@ -344,8 +476,57 @@ impl Store {
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, Error> {
         match self.jobs.get(id.0.to_be_bytes()).map_err(|e| self.db(e))? {
             None => Ok(None),
-            Some(v) => self.decode("jobs", id.to_string(), &v).map(Some),
+            Some(v) => self.job_record(id.to_string(), &v).map(Some),
         }
+    }
+
+    /// A stored job with its harnesses filled in from the `harnesses` tree. Stores written
+    /// before job records named harnesses by id hold whole records: those read as they are.
+    fn job_record(&self, key: String, bytes: &[u8]) -> Result<JobRecord, Error> {
+        let stored: StoredJob = match serde_json::from_slice(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                return serde_json::from_slice::<JobRecord>(bytes).map_err(|_| Error::Corrupt {
+                    path: self.path.clone(),
+                    tree: "jobs",
+                    key,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let harness = |id: HarnessId| -> Result<Harness, Error> {
+            self.harness(&id)?.ok_or_else(|| Error::Corrupt {
+                path: self.path.clone(),
+                tree: "jobs",
+                key: key.clone(),
+                reason: format!("it names harness {id}, which the store does not hold"),
+            })
+        };
+        let kind = match stored.kind {
+            StoredKind::Evaluate { harness: id } => JobKind::Evaluate {
+                harness: harness(id)?,
+            },
+            StoredKind::MutateAndEvaluate { parent, mutation } => JobKind::MutateAndEvaluate {
+                parent: harness(parent)?,
+                mutation,
+            },
+            StoredKind::CrossoverAndEvaluate { parents, seed } => JobKind::CrossoverAndEvaluate {
+                parents: Box::new([harness(parents[0])?, harness(parents[1])?]),
+                seed,
+            },
+        };
+        Ok(JobRecord {
+            job: Job {
+                id: stored.id,
+                run: stored.run,
+                kind,
+                tasks: stored.tasks,
+                budget: stored.budget,
+                attempt: stored.attempt,
+            },
+            state: stored.state,
+            attempts: stored.attempts,
+        })
     }
 
     /// Sets a run-level value.
@@ -362,42 +543,56 @@ impl Store {
         }
     }
 
-    /// Records an answered job in one transaction (its new state, the child and its lineage,
-    /// the outcomes not yet recorded); [`Store::flush`] makes it durable. Returns how many outcomes were new: an
-    /// answer delivered twice records its outcomes once.
-    pub fn record_answer(&self, answer: &Answer<'_>) -> Result<usize, Error> {
-        let evaluated = answer.child.map(|(h, _)| h.id());
-        let result = (
-            &self.jobs,
-            &self.harnesses,
-            &self.lineage,
-            &self.evaluations,
-        )
-            .transaction(|(jobs, harnesses, lineage, evaluations)| {
-                jobs.insert(&answer.record.job.id.0.to_be_bytes(), json(answer.record))?;
-                let mut new = 0;
-                if let (Some((h, l)), Some(id)) = (answer.child, evaluated) {
-                    if harnesses.get(id.0)?.is_none() {
-                        harnesses.insert(&id.0, json(h))?;
-                    }
-                    if lineage.get(id.0)?.is_none() {
-                        lineage.insert(&id.0, json(l))?;
-                    }
-                    for o in answer.outcomes {
-                        let key = eval_key(&id, &o.task);
-                        if evaluations.get(&key)?.is_none() {
-                            evaluations.insert(key, json(o))?;
-                            new += 1;
-                        }
-                    }
+    /// Gathers an answered job into `w` (its new state, the child and its lineage, the
+    /// outcomes not yet recorded); [`Store::apply`] writes the batch and [`Store::flush`]
+    /// makes it durable. Returns how many outcomes were new: an answer delivered twice
+    /// records its outcomes once, in one batch or across batches.
+    pub fn record_answer(&self, w: &mut Writes, answer: &Answer<'_>) -> Result<usize, Error> {
+        self.put_job_in(w, answer.record)?;
+        let mut new = 0;
+        if let Some((h, l)) = answer.child {
+            let id = h.id();
+            self.put_harness_in(w, h)?;
+            if w.lineage_ids.insert(id) && self.lineage.get(id.0).map_err(|e| self.db(e))?.is_none()
+            {
+                w.lineage.insert(&id.0, json(l));
+            }
+            for o in answer.outcomes {
+                let key = eval_key(&id, &o.task);
+                if w.eval_keys.contains(&key)
+                    || self
+                        .evaluations
+                        .get(&key)
+                        .map_err(|e| self.db(e))?
+                        .is_some()
+                {
+                    continue;
                 }
-                Ok::<usize, ConflictableTransactionError<()>>(new)
-            });
-        match result {
-            Ok(n) => Ok(n),
-            Err(TransactionError::Storage(e)) => Err(self.db(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+                w.evaluations.insert(key.clone(), json(o));
+                w.eval_keys.insert(key);
+                new += 1;
+            }
+            w.records += new;
         }
+        Ok(new)
+    }
+
+    /// Writes a batch: outcomes, harnesses, lineage and run values first, job records last
+    /// (each tree's part atomically). Not yet durable: see [`Store::flush`].
+    pub fn apply(&self, w: Writes) -> Result<(), Error> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        for (tree, batch) in [
+            (&self.evaluations, w.evaluations),
+            (&self.harnesses, w.harnesses),
+            (&self.lineage, w.lineage),
+            (&self.meta, w.meta),
+            (&self.jobs, w.jobs),
+        ] {
+            tree.apply_batch(batch).map_err(|e| self.db(e))?;
+        }
+        Ok(())
     }
 }
 
@@ -531,10 +726,54 @@ mod tests {
             child: Some((&h, &lineage)),
             outcomes: &outcomes,
         };
-        assert_eq!(s.record_answer(&answer).expect("records"), 2);
-        assert_eq!(s.record_answer(&answer).expect("records"), 0);
+        // Twice in one batch, then again in a later one.
+        let mut w = Writes::default();
+        assert_eq!(s.record_answer(&mut w, &answer).expect("records"), 2);
+        assert_eq!(s.record_answer(&mut w, &answer).expect("records"), 0);
+        assert_eq!(s.evaluation_count(), 0, "nothing written before apply");
+        s.apply(w).expect("applies");
+        let mut w = Writes::default();
+        assert_eq!(s.record_answer(&mut w, &answer).expect("records"), 0);
+        s.apply(w).expect("applies");
         assert_eq!(s.evaluation_count(), 2);
         assert_eq!(s.lineage(&h.id()).expect("reads"), Some(lineage));
+        assert_eq!(s.job(record.job.id).expect("reads"), Some(record.clone()));
+    }
+
+    #[test]
+    fn job_records_name_their_harnesses_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let h = harness(13);
+        let record = job(s.next_job_id().expect("id"), &h);
+        s.put_job(&record).expect("puts");
+        // The harness went to its own tree; the record is small and names it.
+        assert_eq!(s.harness(&h.id()).expect("reads"), Some(h.clone()));
+        let raw = s
+            .jobs
+            .get(record.job.id.0.to_be_bytes())
+            .expect("gets")
+            .expect("there");
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(
+            raw.contains(&h.id().to_string()) && !raw.contains("max-steps"),
+            "{raw}"
+        );
+        assert_eq!(s.job(record.job.id).expect("reads"), Some(record.clone()));
+        // A record written whole (as stores did before) still reads.
+        let old = job(s.next_job_id().expect("id"), &harness(14));
+        s.jobs
+            .insert(old.job.id.0.to_be_bytes(), json(&old))
+            .expect("inserts");
+        assert_eq!(s.jobs().expect("reads"), [record.clone(), old]);
+        // A record naming a harness the store lacks is an error naming the job.
+        s.harnesses.remove(h.id().0).expect("removes");
+        let e = s.job(record.job.id).expect_err("dangling");
+        assert!(
+            e.to_string().contains(&format!("key {}", record.job.id))
+                && e.to_string().contains("does not hold"),
+            "{e}"
+        );
     }
 
     #[test]
