@@ -8,8 +8,11 @@
 //! outlive the ack wait, publishes the result under a message id that makes a second answer
 //! to the same job a duplicate the server drops, and acknowledges the job only once the
 //! result is stored. A worker killed mid-job never acknowledges: the job is delivered again
-//! after the ack wait, up to the delivery limit, after which the coordinator dead-letters it.
-//! A job no worker can decode is dead-lettered at once, with the reason, and the worker goes
+//! after the ack wait, up to the delivery limit. The consumer allows one delivery more than
+//! the limit: on that one a worker does not run the job but dead-letters it and publishes a
+//! failed result for it, so a job that keeps killing workers is given up even while no
+//! coordinator is listening (the coordinator also dead-letters a job the server reports as
+//! past its deliveries, should that last delivery be lost too). A job no worker can decode is dead-lettered at once, with the reason, and the worker goes
 //! on. Names and encodings come from [`hx_common::protocol`] only.
 
 use std::collections::BTreeMap;
@@ -100,7 +103,8 @@ pub struct ConsumerLimits {
     /// How long a job may go without an acknowledgement or a progress report before it is
     /// delivered again.
     pub ack_wait: Duration,
-    /// Deliveries of one job before it is dead-lettered.
+    /// Deliveries of one job that may run it; the consumer delivers once more, and that
+    /// delivery dead-letters it.
     pub max_deliver: i64,
     /// Jobs delivered and not yet acknowledged, over all workers (backpressure).
     pub max_ack_pending: i64,
@@ -147,7 +151,8 @@ pub async fn declare(js: &jetstream::Context, limits: ConsumerLimits) -> Result<
         filter_subject: subjects::JOBS_ALL.into(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: limits.ack_wait,
-        max_deliver: limits.max_deliver,
+        // The delivery after the last that may run a job gives it up (see the module's doc).
+        max_deliver: limits.max_deliver + 1,
         max_ack_pending: limits.max_ack_pending,
         ..Default::default()
     })
@@ -309,6 +314,7 @@ async fn serve_async(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
         }
     };
     let ack_wait = consumer.cached_info().config.ack_wait;
+    let may_run = consumer.cached_info().config.max_deliver - 1;
     let kv = workers_bucket(&js).await?;
     let counters = Arc::new(Counters {
         busy: AtomicU32::new(0),
@@ -387,7 +393,7 @@ async fn serve_async(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
             let (js, cfg, counters) = (js.clone(), cfg.clone(), Arc::clone(&counters));
             running.spawn(async move {
                 counters.busy.fetch_add(1, Ordering::Relaxed);
-                handle(msg, &js, &cfg, &counters, ack_wait).await;
+                handle(msg, &js, &cfg, &counters, ack_wait, may_run).await;
                 counters.busy.fetch_sub(1, Ordering::Relaxed);
                 drop(p);
             });
@@ -424,6 +430,7 @@ async fn handle(
     cfg: &WorkerLoop,
     counters: &Counters,
     ack_wait: Duration,
+    may_run: i64,
 ) {
     let subject = msg.subject.to_string();
     let (seq, delivered) = msg
@@ -444,6 +451,12 @@ async fn handle(
         }
     };
     let span = tracing::info_span!("job", job = %job.id, run = %job.run, seq, delivered);
+    if may_run > 0 && delivered > may_run {
+        give_up(msg, &job, js, &cfg.name, delivered - 1)
+            .instrument(span)
+            .await;
+        return;
+    }
     run_job(msg, job, js, cfg, counters, ack_wait)
         .instrument(span)
         .await;
@@ -515,6 +528,39 @@ async fn run_job(
     counters.jobs_done.fetch_add(1, Ordering::Relaxed);
     counters.episodes.fetch_add(outcomes, Ordering::Relaxed);
     tracing::info!(outcomes, "job answered");
+}
+
+/// Gives up a job delivered `runs` times without an answer: its failed result first (so the
+/// coordinator hears of it, now or when it comes back), then the job to the dead letters.
+async fn give_up(
+    msg: jetstream::Message,
+    job: &Job,
+    js: &jetstream::Context,
+    worker: &str,
+    runs: i64,
+) {
+    let why = format!("delivered {runs} times without an answer; dead-lettered");
+    let bytes = protocol::encode(&failed(job, worker, &why)).expect("a failure encodes");
+    let mut headers = HeaderMap::new();
+    headers.insert(subjects::JOB_HEADER, job.id.to_string().as_str());
+    let sent = js
+        .send_publish(
+            subjects::results(&job.run),
+            jetstream::context::Publish::build()
+                .payload(bytes.into())
+                .headers(headers)
+                .message_id(subjects::result_msg_id(&job.run, job.id)),
+        )
+        .await;
+    match sent {
+        Ok(ack) => match ack.await {
+            Ok(_) => dead_letter(js, &msg, Some(&job.run), &why).await,
+            // Left unacknowledged: the server reports it past its deliveries and the
+            // coordinator gives it up.
+            Err(e) => tracing::warn!(cause = %e, "failed result not stored"),
+        },
+        Err(e) => tracing::warn!(cause = %e, "failed result not sent"),
+    }
 }
 
 fn failed(job: &Job, worker: &str, reason: &str) -> JobResult {

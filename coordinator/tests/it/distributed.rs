@@ -2,7 +2,8 @@
 //! the embedded model: several workers finish a run; a worker killed mid-job has its job
 //! delivered again and recorded once; a coordinator killed mid-run resumes with nothing lost
 //! or run twice; a NATS server restarted mid-run (with its store) is reconnected to by both
-//! sides; an undecodable job is dead-lettered while the workers go on.
+//! sides; an undecodable job is dead-lettered while the workers go on; a job past its
+//! deliveries is given up by a worker while no coordinator listens.
 //!
 //! Each test is bounded in time; every process is killed when its guard drops.
 
@@ -467,4 +468,159 @@ fn a_malformed_job_is_dead_lettered_and_workers_keep_going() {
     });
     assert_eq!(payload, b"not a job at all");
     assert!(reason.contains("magic"), "reason: {reason}");
+}
+
+#[test]
+fn a_job_past_its_deliveries_is_given_up_by_a_worker_while_no_coordinator_listens() {
+    use async_nats::jetstream;
+    use futures_util::StreamExt as _;
+    use hx_common::harness::{Component, Harness, HarnessDoc, Kind};
+    use hx_common::protocol::{self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus};
+    use hx_common::task::{Split, TaskBatch};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = NatsServer::start(dir.path());
+    let run = "givenup";
+    let url = nats.url();
+    let ack_wait = Duration::from_secs(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let harness = Harness::from_doc(HarnessDoc {
+        components: vec![Component::new("act", Kind::FreeGeneration)],
+        edges: vec![],
+    })
+    .expect("valid");
+    let job = Job {
+        id: JobId(7),
+        run: run.into(),
+        kind: JobKind::Evaluate { harness },
+        tasks: TaskBatch {
+            suite: "household".into(),
+            split: Split::Train,
+            seeds: vec![0],
+        },
+        budget: JobBudget {
+            max_steps: 5,
+            max_tokens: 1000,
+            wall_ms: 60_000,
+        },
+        attempt: 1,
+    };
+    // Two workers take the job and die before answering (nothing acknowledges it), while
+    // no coordinator is connected to hear the server's advisory.
+    let js = rt.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.expect("connects");
+        let js = jetstream::new(client);
+        hx_worker::nats::declare(
+            &js,
+            hx_worker::nats::ConsumerLimits {
+                ack_wait,
+                max_deliver: 2,
+                max_ack_pending: 16,
+            },
+        )
+        .await
+        .expect("declares");
+        js.publish(
+            subjects::jobs(run),
+            protocol::encode(&job).expect("encodes").into(),
+        )
+        .await
+        .expect("publishes")
+        .await
+        .expect("stored");
+        let consumer: jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(subjects::WORKERS_CONSUMER, subjects::JOBS_STREAM)
+            .await
+            .expect("consumer");
+        for delivery in 1..=2 {
+            let mut got = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(ack_wait * 3)
+                .messages()
+                .await
+                .expect("fetches");
+            let m = got.next().await.expect("a delivery").expect("a message");
+            assert_eq!(m.info().expect("info").delivered, delivery);
+        }
+        js
+    });
+    // A live worker gets the third delivery: it must not run the job but give it up.
+    let ran = Arc::new(AtomicBool::new(false));
+    let handler: hx_worker::nats::Handler = {
+        let ran = Arc::clone(&ran);
+        Arc::new(move |job: &Job| {
+            ran.store(true, Ordering::Relaxed);
+            JobResult::new(job, "w", JobStatus::Completed)
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = Arc::clone(&stop);
+        let cfg = hx_worker::nats::WorkerLoop {
+            endpoint: hx_worker::nats::Endpoint {
+                url: url.clone(),
+                auth: hx_common::config::NatsAuth::None,
+                tls: None,
+            },
+            name: "w".into(),
+            model: "none".into(),
+            slots: 1,
+            handler,
+        };
+        std::thread::spawn(move || hx_worker::nats::serve(cfg, stop))
+    };
+    let (result, dead) = rt.block_on(async {
+        let results = js
+            .get_stream(subjects::RESULTS_STREAM)
+            .await
+            .expect("results stream");
+        let dead = js
+            .get_stream(subjects::DEAD_STREAM)
+            .await
+            .expect("dead stream");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = results
+                .get_last_raw_message_by_subject(&subjects::results(run))
+                .await;
+            let d = dead
+                .get_last_raw_message_by_subject(&subjects::dead(run))
+                .await;
+            if let (Ok(r), Ok(d)) = (r, d) {
+                break (r, d);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result and dead letter in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    worker.join().expect("worker thread").expect("worker loop");
+    assert!(!ran.load(Ordering::Relaxed), "the job was run a third time");
+    let r: JobResult = protocol::decode(&result.payload).expect("a result");
+    assert_eq!(r.job, job.id);
+    match r.status {
+        JobStatus::Failed { reason } => {
+            assert!(reason.contains("delivered 2 times"), "{reason}")
+        }
+        other => panic!("not a failure: {other:?}"),
+    }
+    assert_eq!(
+        dead.payload.to_vec(),
+        protocol::encode(&job).expect("encodes")
+    );
+    // And it is off the job queue.
+    let left = rt.block_on(async {
+        let mut s = js.get_stream(subjects::JOBS_STREAM).await.expect("jobs");
+        s.info().await.expect("info").state.messages
+    });
+    assert_eq!(left, 0);
 }
