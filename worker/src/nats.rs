@@ -12,7 +12,8 @@
 //! the limit: on that one a worker does not run the job but dead-letters it and publishes a
 //! failed result for it, so a job that keeps killing workers is given up even while no
 //! coordinator is listening (the coordinator also dead-letters a job the server reports as
-//! past its deliveries, should that last delivery be lost too). A job no worker can decode is dead-lettered at once, with the reason, and the worker goes
+//! past its deliveries, should that last delivery be lost too). A job no worker can decode
+//! is dead-lettered at once, with the reason, and the worker goes
 //! on. Names and encodings come from [`hx_common::protocol`] only.
 
 use std::collections::BTreeMap;
@@ -497,25 +498,11 @@ async fn run_job(
     };
     let outcomes = result.outcomes.len() as u64;
     // Publish until the server has it; only then let the job go.
-    let mut headers = HeaderMap::new();
-    headers.insert(subjects::JOB_HEADER, job.id.to_string().as_str());
     let mut delay = Duration::from_millis(100);
     loop {
-        let sent = js
-            .send_publish(
-                subjects::results(&job.run),
-                jetstream::context::Publish::build()
-                    .payload(bytes.clone().into())
-                    .headers(headers.clone())
-                    .message_id(subjects::result_msg_id(&job.run, job.id)),
-            )
-            .await;
-        match sent {
-            Ok(ack) => match ack.await {
-                Ok(_) => break,
-                Err(e) => tracing::warn!(cause = %e, "result not stored yet; retrying"),
-            },
-            Err(e) => tracing::warn!(cause = %e, "result not sent yet; retrying"),
+        match publish_result(js, &job, &bytes).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(cause = %e, "result not stored yet; retrying"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -541,26 +528,29 @@ async fn give_up(
 ) {
     let why = format!("delivered {runs} times without an answer; dead-lettered");
     let bytes = protocol::encode(&failed(job, worker, &why)).expect("a failure encodes");
+    match publish_result(js, job, &bytes).await {
+        Ok(()) => dead_letter(js, &msg, Some(&job.run), &why).await,
+        // Left unacknowledged: the server reports it past its deliveries and the
+        // coordinator gives it up.
+        Err(e) => tracing::warn!(cause = %e, "failed result not stored"),
+    }
+}
+
+/// Publishes an encoded result of `job` under its message id (so a second answer to the same
+/// job is dropped by the server) and waits until the server has stored it.
+async fn publish_result(js: &jetstream::Context, job: &Job, bytes: &[u8]) -> Result<()> {
     let mut headers = HeaderMap::new();
     headers.insert(subjects::JOB_HEADER, job.id.to_string().as_str());
-    let sent = js
-        .send_publish(
-            subjects::results(&job.run),
-            jetstream::context::Publish::build()
-                .payload(bytes.into())
-                .headers(headers)
-                .message_id(subjects::result_msg_id(&job.run, job.id)),
-        )
-        .await;
-    match sent {
-        Ok(ack) => match ack.await {
-            Ok(_) => dead_letter(js, &msg, Some(&job.run), &why).await,
-            // Left unacknowledged: the server reports it past its deliveries and the
-            // coordinator gives it up.
-            Err(e) => tracing::warn!(cause = %e, "failed result not stored"),
-        },
-        Err(e) => tracing::warn!(cause = %e, "failed result not sent"),
-    }
+    js.send_publish(
+        subjects::results(&job.run),
+        jetstream::context::Publish::build()
+            .payload(bytes.to_vec().into())
+            .headers(headers)
+            .message_id(subjects::result_msg_id(&job.run, job.id)),
+    )
+    .await?
+    .await?;
+    Ok(())
 }
 
 fn failed(job: &Job, worker: &str, reason: &str) -> JobResult {
