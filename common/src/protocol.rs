@@ -366,7 +366,9 @@ pub struct JobResult {
     pub worker: String,
     /// How it ended.
     pub status: JobStatus,
-    /// The harness evaluated: the child, or the harness of an evaluate job.
+    /// The child a mutate or crossover job made and evaluated. `None` for an evaluate job
+    /// (the coordinator holds its harness; a worker that sends it back must send it
+    /// unchanged) and for a job that made no child.
     pub child: Option<Harness>,
     /// Per-task results.
     pub outcomes: Vec<TaskOutcome>,

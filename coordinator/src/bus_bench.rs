@@ -233,9 +233,8 @@ fn bare_rate(url: &str, n: usize, size: usize) -> Result<f64> {
 /// measures moving jobs, not writing prompts), so every job yields a new candidate, as with
 /// a real model, and the evaluation budget is reached.
 fn instant(job: &Job) -> JobResult {
-    let evaluated = |harness: &hx_common::harness::Harness| {
-        let outcomes = job
-            .tasks
+    let outcomes = |harness: &hx_common::harness::Harness| -> Vec<TaskOutcome> {
+        job.tasks
             .tasks()
             .map(|task| TaskOutcome {
                 won: (task.seed + harness.id().0[0] as u64).is_multiple_of(3),
@@ -245,11 +244,13 @@ fn instant(job: &Job) -> JobResult {
                 tokens: 0,
                 wall_ms: 0,
             })
-            .collect();
-        (JobStatus::Completed, Some(harness.clone()), outcomes)
+            .collect()
     };
-    let (status, child, outcomes) = match &job.kind {
-        JobKind::Evaluate { harness } => evaluated(harness),
+    let evaluated =
+        |child: hx_common::harness::Harness| (JobStatus::Completed, outcomes(&child), Some(child));
+    let (status, outcomes, child) = match &job.kind {
+        // As a real worker does: the harness of an evaluate job is not sent back.
+        JobKind::Evaluate { harness } => (JobStatus::Completed, outcomes(harness), None),
         JobKind::MutateAndEvaluate { parent, mutation } => {
             // The model's rewrite of a prompt: here the first text parameter set to a text
             // named by the job's seed, so the child is new as a real rewrite would be.
@@ -269,25 +270,25 @@ fn instant(job: &Job) -> JobResult {
                     .ok()
             });
             match child {
-                Some(child) => evaluated(&child),
+                Some(child) => evaluated(child),
                 None => (
                     JobStatus::InvalidChild {
                         reason: "no text to rewrite".into(),
                     },
-                    None,
                     Vec::new(),
+                    None,
                 ),
             }
         }
         JobKind::CrossoverAndEvaluate { parents, seed } => {
             match hx_worker::mutate::crossover(&parents[0], &parents[1], *seed) {
-                Ok(child) => evaluated(&child.harness),
+                Ok(child) => evaluated(child.harness),
                 Err(e) => (
                     JobStatus::InvalidChild {
                         reason: e.to_string(),
                     },
-                    None,
                     Vec::new(),
+                    None,
                 ),
             }
         }

@@ -739,7 +739,7 @@ impl<'a> Search<'a> {
         // Any answer may change rates, rungs or who is busy.
         self.pool = None;
         self.promotions = None;
-        let r: JobResult = match protocol::decode(bytes) {
+        let mut r: JobResult = match protocol::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
                 (self.say)(&format!("a result was refused: {e}"));
@@ -777,6 +777,12 @@ impl<'a> Search<'a> {
             self.store.put_job_in(w, &record)?;
             self.release(&record);
             return Ok(None);
+        }
+        // Workers do not send back the harness of an evaluate job: it is the job's own.
+        if let (JobKind::Evaluate { harness }, None) = (&record.job.kind, &r.child)
+            && !r.outcomes.is_empty()
+        {
+            r.child = Some(harness.clone());
         }
         self.tokens += r.usage.prompt_tokens + r.usage.completion_tokens;
         record.state = match &r.status {

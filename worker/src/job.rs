@@ -88,7 +88,11 @@ pub fn run(
             reason: errors.join("; ").chars().take(2000).collect(),
         };
     }
-    result.child = Some(child);
+    // An evaluate job's harness is the coordinator's own: sending it back would only cost
+    // both sides an encode, a decode and a validation.
+    if !matches!(job.kind, JobKind::Evaluate { .. }) {
+        result.child = Some(child);
+    }
     result.wall_ms = clock.elapsed().as_millis() as u64;
     result
 }

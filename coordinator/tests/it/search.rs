@@ -123,7 +123,8 @@ impl JobBus for Scripted {
             attempt: job.attempt,
             worker: "scripted".into(),
             status: JobStatus::Completed,
-            child: Some(child),
+            // As a real worker does: an evaluate job's harness is not sent back.
+            child: (!matches!(job.kind, JobKind::Evaluate { .. })).then_some(child),
             usage: Usage {
                 prompt_tokens: outcomes.iter().map(|o| o.tokens).sum(),
                 completion_tokens: 0,
