@@ -168,50 +168,10 @@ fn wait_for(what: &str, deadline: Instant, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A small search: the ReAct seed and its offline children, one or two tasks per rung, two
-/// steps per episode, so each job is a few seconds of real model time.
+/// A small search over NATS (see `tiny_config`): each job is a few seconds of real model time.
 fn write_config(dir: &Path, run: &str, url: &str) -> PathBuf {
-    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses/react.toml");
-    let text = format!(
-        r#"
-[run]
-name = "{run}"
-store = "{store}"
-seed = 5
-
-[[suites]]
-name = "household"
-
-[population]
-seeds = ["{seeds}"]
-size = 4
-tournament = 2
-elites = 1
-jobs-in-flight = 3
-
-[racing]
-rungs = [1, 2]
-finalists = 1
-select-tasks = 1
-test-tasks = 1
-
-[budget]
-evaluations = 6
-episode-steps = 2
-wall-time = "10m"
-
-[transport]
-kind = "nats"
-url = "{url}"
-ack-wait = "2s"
-max-deliver = 4
-"#,
-        store = dir.join("store").display(),
-        seeds = seeds.display(),
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).expect("config written");
-    path
+    let transport = format!("kind = \"nats\"\nurl = \"{url}\"\nack-wait = \"2s\"\nmax-deliver = 4");
+    crate::tiny_config(dir, run, 5, 3, &transport)
 }
 
 fn coordinator(dir: &Path, config: &Path, resume: bool, n: u32) -> Proc {

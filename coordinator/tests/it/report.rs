@@ -30,52 +30,14 @@ fn hx(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A tiny local run with the real embedded model: one seed, two-step episodes.
+/// A tiny local run with the real embedded model (see `tiny_config`).
 fn tiny_run(dir: &Path) -> PathBuf {
-    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses/react.toml");
-    let store = dir.join("store");
-    let text = format!(
-        r#"
-[run]
-name = "report"
-store = "{store}"
-seed = 9
-
-[[suites]]
-name = "household"
-
-[population]
-seeds = ["{seeds}"]
-size = 4
-tournament = 2
-elites = 1
-jobs-in-flight = 2
-
-[racing]
-rungs = [1, 2]
-finalists = 1
-select-tasks = 1
-test-tasks = 1
-
-[budget]
-evaluations = 6
-episode-steps = 2
-wall-time = "10m"
-
-[transport]
-kind = "local"
-workers = 2
-"#,
-        store = store.display(),
-        seeds = seeds.display(),
-    );
-    let config = dir.join("run.toml");
-    std::fs::write(&config, text).expect("config written");
+    let config = crate::tiny_config(dir, "report", 9, 2, "kind = \"local\"\nworkers = 2");
     hx(
         dir,
         &["evolve", "--config", config.to_str().expect("utf-8")],
     );
-    store
+    dir.join("store")
 }
 
 /// What Chromium measured of each figure: (id, width, height, drawn elements).
