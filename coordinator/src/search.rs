@@ -613,10 +613,13 @@ impl<'a> Search<'a> {
             let jid = self.store.next_job_id()?;
             let mut rng = ChaCha8Rng::seed_from_u64(self.exp.run.seed ^ jid.0.rotate_left(17));
             let immigrant = rng.random_bool(self.exp.population.immigrant_rate);
+            // Until a first result comes, only the seeds can be parents: their children fill
+            // the slots that would otherwise idle for a whole evaluation.
             let parent = if immigrant {
                 self.seeds.choose(&mut rng).cloned()
             } else {
                 self.select(&mut rng)
+                    .or_else(|| self.seeds.choose(&mut rng).cloned())
             };
             let Some(parent) = parent else {
                 return Ok(None);

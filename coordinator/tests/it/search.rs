@@ -22,6 +22,8 @@ struct Log {
     evaluated: Vec<(String, TaskRef)>,
     splits: Vec<Split>,
     max_out: usize,
+    /// Jobs out when the first answer was asked for.
+    out_at_first_answer: Option<usize>,
 }
 
 struct Scripted {
@@ -69,6 +71,12 @@ impl JobBus for Scripted {
         if self.queue.is_empty() {
             return Ok(None);
         }
+        let out = self.queue.len();
+        self.log
+            .lock()
+            .unwrap()
+            .out_at_first_answer
+            .get_or_insert(out);
         // Out of order: every other answer comes from the back of the queue.
         self.turn += 1;
         let job = if self.turn.is_multiple_of(2) {
@@ -201,6 +209,8 @@ fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
     drop(search);
     let log = log.lock().unwrap();
     assert!(log.max_out <= 3, "{} jobs were out at once", log.max_out);
+    // And it fills the bound from the start, before any result came.
+    assert_eq!(log.out_at_first_answer, Some(3));
     // Search split, then select split, then test split: nothing from test before the end.
     let first_test = log
         .splits
