@@ -43,12 +43,22 @@ impl Rate {
         let z2 = z * z;
         let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
         let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        // At no successes (or all) the bound is exactly 0 (or 1); the subtraction leaves
+        // rounding dust there, which would rank a 0/24 above a 0/12 by 1e-17.
         Rate {
             successes,
             trials,
             rate: p,
-            low: (centre - half).max(0.0),
-            high: (centre + half).min(1.0),
+            low: if successes == 0 {
+                0.0
+            } else {
+                (centre - half).max(0.0)
+            },
+            high: if successes == trials {
+                1.0
+            } else {
+                (centre + half).min(1.0)
+            },
         }
     }
 }
@@ -149,6 +159,11 @@ mod tests {
         assert_eq!(r.low, 0.0);
         assert!((r.high - 0.1611).abs() < 1e-4, "{r:?}");
         assert_eq!(Rate::wilson95(0, 0).high, 1.0);
+        // Exactly 0 (or 1) at the ends, for every size: racing compares these bounds.
+        for n in 1..=500 {
+            assert_eq!(Rate::wilson95(0, n).low, 0.0, "0/{n}");
+            assert_eq!(Rate::wilson95(n, n).high, 1.0, "{n}/{n}");
+        }
         assert_eq!(
             Rate::wilson95(12, 50).to_string(),
             "12/50 = 24.0% [14.3%, 37.4%]"
