@@ -63,6 +63,93 @@ impl Rate {
     }
 }
 
+/// The mean of scores in `[0, 1]` (progress, partial credit) and its confidence interval.
+///
+/// The interval is Student's t on the sample: mean +- t(n-1) s / sqrt(n), clamped to `[0, 1]`.
+/// Why t and not Wilson: Wilson's interval assumes the Bernoulli variance mean(1 - mean), the
+/// largest a score in `[0, 1]` can have; progress scores vary far less than that (a harness
+/// that reaches a third of the goal on every task has a tight mean), so Wilson would hide
+/// real differences. With fewer than two scores there is no spread to measure and the
+/// interval is the whole `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Mean {
+    /// Scores averaged.
+    pub n: u64,
+    /// Their mean, 0 with none.
+    pub mean: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+}
+
+impl Mean {
+    /// The mean of `scores` with its 95% t interval.
+    pub fn t95(scores: &[f64]) -> Mean {
+        Mean::t(scores, 0.95)
+    }
+
+    /// The mean of `scores` (each in `[0, 1]`; others are clamped) with its two-sided t
+    /// interval at `confidence` (in `(0, 1)`).
+    pub fn t(scores: &[f64], confidence: f64) -> Mean {
+        let n = scores.len();
+        let clamped = || scores.iter().map(|x| x.clamp(0.0, 1.0));
+        let mean = if n == 0 {
+            0.0
+        } else {
+            clamped().sum::<f64>() / n as f64
+        };
+        if n < 2 {
+            return Mean {
+                n: n as u64,
+                mean,
+                low: 0.0,
+                high: 1.0,
+            };
+        }
+        let var = clamped().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half =
+            student_t_quantile(0.5 + confidence / 2.0, (n - 1) as f64) * (var / n as f64).sqrt();
+        Mean {
+            n: n as u64,
+            mean,
+            low: (mean - half).max(0.0),
+            high: (mean + half).min(1.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Mean {
+    /// `0.42 [0.31, 0.53] (n=24)`; the level is the caller's to state.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} [{:.2}, {:.2}] (n={})",
+            self.mean, self.low, self.high, self.n
+        )
+    }
+}
+
+/// Student's t quantile with `df` degrees of freedom, for `p` in `(0, 1)`: exact for one and
+/// two degrees of freedom, else the Cornish-Fisher expansion around the normal quantile
+/// (Abramowitz and Stegun 26.7.5, four terms; within 0.1% of tables from three degrees up).
+pub fn student_t_quantile(p: f64, df: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    if df <= 1.0 {
+        return (std::f64::consts::PI * (p - 0.5)).tan();
+    }
+    if df <= 2.0 {
+        return (2.0 * p - 1.0) / (2.0 * p * (1.0 - p)).sqrt();
+    }
+    let z = normal_quantile(p);
+    let (z2, v) = (z * z, df);
+    let g1 = (z2 + 1.0) * z / 4.0;
+    let g2 = ((5.0 * z2 + 16.0) * z2 + 3.0) * z / 96.0;
+    let g3 = (((3.0 * z2 + 19.0) * z2 + 17.0) * z2 - 15.0) * z / 384.0;
+    let g4 = ((((79.0 * z2 + 776.0) * z2 + 1482.0) * z2 - 1920.0) * z2 - 945.0) * z / 92_160.0;
+    z + g1 / v + g2 / (v * v) + g3 / (v * v * v) + g4 / (v * v * v * v)
+}
+
 /// The standard normal quantile: the `z` with `P(Z <= z) = p`, for `p` in `(0, 1)` (Acklam's
 /// rational approximation, relative error below 1.2e-9). `normal_quantile(0.975)` is the 1.96
 /// of a 95% interval.
@@ -147,6 +234,43 @@ mod tests {
                 normal_quantile(p)
             );
         }
+    }
+
+    #[test]
+    fn t_quantiles_match_tables() {
+        // Two-sided 95% critical values (any statistics table).
+        for (df, t) in [
+            (1.0, 12.706),
+            (2.0, 4.303),
+            (3.0, 3.182),
+            (5.0, 2.571),
+            (10.0, 2.228),
+            (23.0, 2.069),
+            (100.0, 1.984),
+        ] {
+            let q = student_t_quantile(0.975, df);
+            assert!((q - t).abs() / t < 1.5e-3, "df {df}: {q} vs {t}");
+        }
+    }
+
+    #[test]
+    fn means_have_t_intervals_inside_the_unit_range() {
+        // 0.2, 0.4, 0.6: mean 0.4, s 0.2, half-width 4.303 * 0.2 / sqrt(3) = 0.4969.
+        let m = Mean::t95(&[0.2, 0.4, 0.6]);
+        assert!((m.mean - 0.4).abs() < 1e-12);
+        assert_eq!(m.low, 0.0);
+        assert!((m.high - 0.8969).abs() < 1e-3, "{m:?}");
+        // Equal scores: no spread, the interval is the point.
+        let m = Mean::t95(&[0.25; 6]);
+        assert_eq!((m.low, m.high), (0.25, 0.25));
+        // Too few to measure spread: the whole range.
+        assert_eq!(Mean::t95(&[0.5]).low, 0.0);
+        assert_eq!(Mean::t95(&[]).high, 1.0);
+        // Tight scores separate where Wilson on the same mean would not.
+        let a = Mean::t95(&[0.30, 0.35, 0.30, 0.32, 0.33, 0.31]);
+        let b = Mean::t95(&[0.20, 0.22, 0.18, 0.21, 0.19, 0.20]);
+        assert!(a.low > b.high, "{a} vs {b}");
+        assert_eq!(a.to_string(), "0.32 [0.30, 0.34] (n=6)");
     }
 
     #[test]

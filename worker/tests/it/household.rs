@@ -158,7 +158,57 @@ proptest! {
             }
             let w = env.world().expect("reset");
             prop_assert!(consistent(w, objects).is_ok(), "{:?}: {:?}", cmd, consistent(w, objects));
+            let p = s.score.expect("household scores every step");
+            prop_assert!((0.0..=1.0).contains(&p), "{:?}: progress {}", cmd, p);
+            prop_assert_eq!(p == 1.0, s.won, "{:?}: progress {} but won {}", cmd, p, s.won);
         }
+    }
+
+    /// Progress is 0 at reset, never falls while the expert plays, and is 1 exactly when the
+    /// expert's plan wins, for every task type.
+    #[test]
+    fn progress_runs_from_zero_to_one_along_the_experts_plan(
+        seed in 0u64..100_000,
+        split in prop_oneof![Just(Split::Train), Just(Split::Validation), Just(Split::Test)],
+    ) {
+        let t = household::generate(&task(split, seed)).expect("generates");
+        let mut env = Household::new();
+        env.reset(&t.name).expect("resets");
+        prop_assert_eq!(env.world().expect("reset").progress(), 0.0);
+        let mut last = 0.0;
+        for (i, cmd) in t.plan.iter().enumerate() {
+            let s = env.step(cmd).expect("steps");
+            let p = s.score.expect("household scores every step");
+            prop_assert!(p >= last, "{}: {:?} lowered progress {} -> {}", t.name, cmd, last, p);
+            prop_assert_eq!(p == 1.0, i + 1 == t.plan.len(), "{}: {:?} progress {}", t.name, cmd, p);
+            last = p;
+        }
+    }
+}
+
+/// Every task type gets partial credit before it is won: a run over seeds sees each type's
+/// progress take at least three distinct values below 1 along the expert's plan.
+#[test]
+fn every_task_type_shows_progress_before_the_win() {
+    let mut levels: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for seed in 0..300 {
+        let t = household::generate(&task(Split::Train, seed)).expect("generates");
+        let mut env = Household::new();
+        env.reset(&t.name).expect("resets");
+        let kind = format!("{:?}", t.kind);
+        for cmd in &t.plan {
+            let p = env.step(cmd).expect("steps").score.expect("scored");
+            if p < 1.0 {
+                levels
+                    .entry(kind.clone())
+                    .or_default()
+                    .insert((p * 1000.0) as u32);
+            }
+        }
+    }
+    assert_eq!(levels.len(), TaskType::ALL.len(), "{levels:?}");
+    for (kind, l) in &levels {
+        assert!(l.len() >= 3, "{kind}: progress levels below 1: {l:?}");
     }
 }
 

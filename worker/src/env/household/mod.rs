@@ -31,6 +31,10 @@ pub const STEP_LIMIT: u32 = 50;
 
 const ATTEMPTS: u32 = 64;
 
+/// The command forms, as ALFWorld's ReAct prompt states them.
+pub const COMMANDS: &str = "go to X, open X, close X, take X from Y, put X in/on Y, clean X with \
+     Y, heat X with Y, cool X with Y, use X, examine X, look, inventory";
+
 /// The six task types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskType {
@@ -250,6 +254,8 @@ fn try_world(rng: &mut ChaCha8Rng, test: bool) -> Option<(TaskType, World, usize
                 clean: false,
                 hot: false,
                 cool: false,
+                seen: false,
+                taken: false,
             }
         })
         .collect();
@@ -298,6 +304,8 @@ impl Environment for Household {
         Ok(Reset {
             observation,
             goal: t.goal,
+            commands: Some(COMMANDS.into()),
+            example: Some("go to cabinet 1".into()),
         })
     }
 
@@ -308,7 +316,7 @@ impl Environment for Household {
                 observation: "The episode is over.".into(),
                 done: true,
                 won: world.won(),
-                score: None,
+                score: Some(world.progress()),
             });
         }
         let observation = world.act(command);
@@ -319,7 +327,7 @@ impl Environment for Household {
             observation,
             done: self.done,
             won,
-            score: None,
+            score: Some(world.progress()),
         })
     }
 

@@ -43,6 +43,10 @@ pub struct Object {
     pub hot: bool,
     /// Cooled in a fridge.
     pub cool: bool,
+    /// The agent has seen it (in an open receptacle it stood at, or in its hands).
+    pub seen: bool,
+    /// The agent has held it at some point.
+    pub taken: bool,
 }
 
 impl Object {
@@ -248,8 +252,73 @@ impl World {
     pub fn act(&mut self, command: &str) -> String {
         let words: Vec<&str> = command.split_whitespace().collect();
         let cmd = words.join(" ").to_ascii_lowercase();
-        self.act_normalized(&cmd)
-            .unwrap_or_else(|| NOTHING.to_owned())
+        let answer = self
+            .act_normalized(&cmd)
+            .unwrap_or_else(|| NOTHING.to_owned());
+        // What the agent can reach now is what the answer showed it (arriving at or opening a
+        // receptacle lists its contents; taking puts the object in its hands).
+        for o in &mut self.objects {
+            match o.loc {
+                Loc::Held => (o.seen, o.taken) = (true, true),
+                Loc::In(r) => o.seen |= self.at == Some(r) && self.receptacles[r].open,
+            }
+        }
+        answer
+    }
+
+    /// How far the goal is reached, in `[0, 1]`: the fraction of its conditions that hold,
+    /// 0 at the start and 1 exactly when [`World::won`].
+    ///
+    /// A place goal has, for each of its `count` objects, the conditions found (seen), taken,
+    /// treated (when asked) and placed (in the one target receptacle holding the most good
+    /// objects, and treated); the best `count` objects of the goal's kind are counted. An
+    /// examine goal has found, taken, the lamp on, and holding it at the lit lamp.
+    pub fn progress(&self) -> f32 {
+        let met = |b: bool| u32::from(b);
+        match &self.goal {
+            Goal::Place {
+                object,
+                target,
+                count,
+                treatment,
+            } => {
+                let good = |o: &Object| treatment.is_none_or(|t| o.is(t));
+                // The target instance with the most good goal objects: placing one object in
+                // each of two sinks is not half of "two in one sink" twice over.
+                let best_target = (0..self.receptacles.len())
+                    .filter(|&r| self.receptacles[r].kind.name == *target)
+                    .max_by_key(|&r| {
+                        self.objects
+                            .iter()
+                            .filter(|o| o.loc == Loc::In(r) && o.kind.name == *object && good(o))
+                            .count()
+                    });
+                let mut per_object: Vec<u32> = self
+                    .objects
+                    .iter()
+                    .filter(|o| o.kind.name == *object)
+                    .map(|o| {
+                        met(o.seen)
+                            + met(o.taken)
+                            + treatment.map_or(0, |t| met(o.is(t)))
+                            + met(best_target.is_some_and(|r| o.loc == Loc::In(r)) && good(o))
+                    })
+                    .collect();
+                per_object.sort_unstable_by(|a, b| b.cmp(a));
+                let per = 3 + u32::from(treatment.is_some());
+                let done: u32 = per_object.iter().take(*count).sum();
+                done as f32 / (per * *count as u32) as f32
+            }
+            Goal::Examine { object } => {
+                let kind = |o: &&Object| o.kind.name == *object;
+                let lit = self.lamp.as_ref().is_some_and(|l| l.on);
+                let done = met(self.objects.iter().filter(kind).any(|o| o.seen))
+                    + met(self.objects.iter().filter(kind).any(|o| o.taken))
+                    + met(lit)
+                    + met(self.won());
+                done as f32 / 4.0
+            }
+        }
     }
 
     fn act_normalized(&mut self, cmd: &str) -> Option<String> {
