@@ -210,8 +210,12 @@ impl Default for ModelOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct PopulationOptions {
-    /// Seed harness files, relative to the config file.
+    /// Seed harness files, relative to the config file: the parents the search starts from.
     pub seeds: Vec<PathBuf>,
+    /// Comparison arms, relative to the config file: harnesses that are never parents or
+    /// candidates, only scored beside the chosen harness and the seeds on the same held-out
+    /// test tasks (e.g. a hand-built harness the search should beat from a plain start).
+    pub arms: Vec<PathBuf>,
     /// Archive capacity.
     pub size: usize,
     /// Tournament size.
@@ -230,6 +234,7 @@ impl Default for PopulationOptions {
     fn default() -> Self {
         PopulationOptions {
             seeds: vec![PathBuf::from("harnesses/react.toml")],
+            arms: Vec::new(),
             size: 32,
             tournament: 3,
             elites: 2,
@@ -845,6 +850,12 @@ impl Experiment {
     pub fn seed_paths(&self, config: &Path) -> Vec<PathBuf> {
         let base = config.parent().unwrap_or(Path::new("."));
         self.population.seeds.iter().map(|s| base.join(s)).collect()
+    }
+
+    /// Comparison-arm paths, resolved as [`Experiment::seed_paths`] are.
+    pub fn arm_paths(&self, config: &Path) -> Vec<PathBuf> {
+        let base = config.parent().unwrap_or(Path::new("."));
+        self.population.arms.iter().map(|s| base.join(s)).collect()
     }
 }
 

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hx_common::config::{AdapterOptions, Experiment, Override, WorkerOptions};
+use hx_common::harness::HarnessId;
 use hx_common::harness::format::{self, Format};
+use hx_common::stats::Mean;
 use hx_common::task::{Split, TaskRef};
 use hx_common::telemetry::LogFormat;
 use hx_worker::env::{Builtin, survey};
@@ -431,6 +433,11 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
         .iter()
         .map(|p| format::load(p).with_context(|| format!("{}: population.seeds", config.display())))
         .collect::<Result<Vec<_>>>()?;
+    let arms = exp
+        .arm_paths(config)
+        .iter()
+        .map(|p| format::load(p).with_context(|| format!("{}: population.arms", config.display())))
+        .collect::<Result<Vec<_>>>()?;
     let path = exp.run.store_path();
     let store = crate::store::Store::open(&path)?;
     let progress = crate::progress::Progress::new();
@@ -531,7 +538,7 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             .spawn_scoped(scope, || progress.watch(&path, &stop))
             .context("starting the progress display")?;
         let st = crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)
-            .and_then(|mut search| search.run());
+            .and_then(|search| search.with_arms(arms).run());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         st
     });
@@ -562,10 +569,16 @@ fn print_status(st: &crate::search::Status) {
     );
     if let Some((id, r)) = &st.best {
         println!(
-            "best on the search split: {} {r} (95% Wilson); median {:.1}%",
+            "best on the search split: {} {r} (Wilson at the racing confidence); median {:.1}%",
             id.short(),
             st.median * 100.0
         );
+        if let Some(p) = &st.best_progress {
+            println!(
+                "  its progress {p} (t interval); median progress {:.2}",
+                st.median_progress
+            );
+        }
     }
     println!(
         "search episodes {} (racing and the cache) vs {} evaluating every candidate on the full batch; {} episodes in all",
@@ -588,13 +601,22 @@ fn print_status(st: &crate::search::Status) {
         println!("stopped: {why}");
     }
     if let Some(f) = &st.final_ {
+        let progress = |of: &[(HarnessId, Mean)], id: &HarnessId| {
+            of.iter()
+                .find(|(p, _)| p == id)
+                .map(|(_, m)| format!(", progress {m}"))
+                .unwrap_or_default()
+        };
         for (id, r) in &f.select {
-            println!("select split: {} {r}", id.short());
+            let p = progress(&f.select_progress, id);
+            println!("select split: {} {r}{p}", id.short());
         }
         for (id, r) in &f.test {
             let mark = if f.best == Some(*id) { " (chosen)" } else { "" };
-            println!("test split: {}{mark} {r}", id.short());
+            let p = progress(&f.test_progress, id);
+            println!("test split: {}{mark} {r}{p}", id.short());
         }
+        println!("(95% intervals: Wilson for success, t for progress)");
     }
 }
 
@@ -717,8 +739,8 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         }
     }
     let n = episodes.len() as u64;
-    let won = episodes.iter().filter(|e| e.outcome.won).count() as u64;
-    let rate = hx_common::stats::Rate::wilson95(won, n);
+    let fit = crate::search::Fitness::of(episodes.iter().map(|e| &e.outcome), 0.95);
+    let (rate, progress) = (fit.success, fit.progress);
     let mean = |f: &dyn Fn(&hx_worker::agent::Episode) -> f64| {
         if n == 0 {
             0.0
@@ -748,6 +770,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             "max_steps": a.max_steps,
             "model": model.describe(),
             "success": rate,
+            "progress": progress,
             "mean_steps": steps,
             "mean_tokens": tokens,
             "mean_score": score,
@@ -760,13 +783,14 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} on {}/{} seeds {}..{}: success {} (95% Wilson), mean steps {steps:.1}, mean tokens {tokens:.0}, mean score {score:.2}, rewrites {rewrites} ({kept} kept), {secs:.0}s",
+            "{} on {}/{} seeds {}..{}: success {} (95% Wilson), progress {} (95% t), mean steps {steps:.1}, mean tokens {tokens:.0}, rewrites {rewrites} ({kept} kept), {secs:.0}s",
             a.harness.display(),
             a.suite,
             a.split,
             a.start,
             a.start + a.tasks,
-            rate
+            rate,
+            progress
         );
         for e in &errors {
             println!("  error: {e}");
@@ -1081,13 +1105,17 @@ fn config(cmd: ConfigCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads every seed harness an experiment names; returns how many.
+/// Loads every seed and arm harness an experiment names; returns how many.
 fn check_seeds(exp: &Experiment, config: &Path) -> Result<usize> {
     let paths = exp.seed_paths(config);
     for p in &paths {
         format::load(p).with_context(|| format!("{}: population.seeds", config.display()))?;
     }
-    Ok(paths.len())
+    let arms = exp.arm_paths(config);
+    for p in &arms {
+        format::load(p).with_context(|| format!("{}: population.arms", config.display()))?;
+    }
+    Ok(paths.len() + arms.len())
 }
 
 fn harness(cmd: HarnessCommand) -> Result<ExitCode> {

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use hx_common::harness::format::{self, Format};
 use hx_common::harness::{Harness, HarnessId};
-use hx_common::stats::Rate;
 use hx_common::task::Split;
 
-use crate::search::Final;
+use crate::search::{Final, Fitness};
 use crate::store::Store;
 
 /// A harness's scores on each split it was evaluated on.
@@ -19,16 +18,15 @@ use crate::store::Store;
 pub struct Scored {
     /// The harness.
     pub harness: Harness,
-    /// (split, rate) for every split with evaluations, in split order.
-    pub rates: Vec<(Split, Rate)>,
+    /// (split, success, progress and cost with 95% intervals) for every split with
+    /// evaluations, in split order.
+    pub fits: Vec<(Split, Fitness)>,
 }
 
 impl Scored {
-    fn on(&self, split: Split) -> Option<Rate> {
-        self.rates
-            .iter()
-            .find(|(s, _)| *s == split)
-            .map(|(_, r)| *r)
+    /// The fitness on `split`, if it has evaluations there.
+    pub fn on(&self, split: Split) -> Option<Fitness> {
+        self.fits.iter().find(|(s, _)| *s == split).map(|(_, f)| *f)
     }
 }
 
@@ -39,17 +37,14 @@ pub fn ranked(store: &Store) -> Result<Vec<Scored>> {
     let mut all = Vec::new();
     for h in store.harnesses()? {
         let evals = store.evaluations(&h.id())?;
-        let rates = [Split::Train, Split::Validation, Split::Test]
+        let fits = [Split::Train, Split::Validation, Split::Test]
             .into_iter()
             .filter_map(|split| {
                 let on: Vec<_> = evals.iter().filter(|o| o.task.split == split).collect();
-                (!on.is_empty()).then(|| {
-                    let won = on.iter().filter(|o| o.won).count() as u64;
-                    (split, Rate::wilson95(won, on.len() as u64))
-                })
+                (!on.is_empty()).then(|| (split, Fitness::of(on, 0.95)))
             })
             .collect();
-        all.push(Scored { harness: h, rates });
+        all.push(Scored { harness: h, fits });
     }
     let key = |s: &Scored| {
         let id = s.harness.id();
@@ -59,14 +54,16 @@ pub fn ranked(store: &Store) -> Result<Vec<Scored>> {
             .iter()
             .find(|(f, _)| *f == id)
             .map_or(-1.0, |(_, r)| r.low);
-        let search = s.on(Split::Train).map_or(-1.0, |r| r.low);
-        (chosen, select, search)
+        (chosen, select, s.on(Split::Train))
     };
     all.sort_by(|a, b| {
         let (ka, kb) = (key(a), key(b));
         kb.0.cmp(&ka.0)
             .then(kb.1.total_cmp(&ka.1))
-            .then(kb.2.total_cmp(&ka.2))
+            .then(match (kb.2, ka.2) {
+                (Some(fb), Some(fa)) => fb.rank(&fa),
+                (fb, fa) => fb.is_some().cmp(&fa.is_some()),
+            })
             .then(a.harness.id().cmp(&b.harness.id()))
     });
     Ok(all)
@@ -114,15 +111,25 @@ fn card(store: &Store, s: &Scored, rank: usize, stem: &str, chosen: bool) -> Res
         md,
         "- use it: `hx run --harness {stem}.toml --suite SUITE --split test`\n"
     )?;
-    writeln!(md, "## Scores (95% Wilson intervals)\n")?;
-    writeln!(md, "| split | success |\n|---|---|")?;
-    for (split, r) in &s.rates {
+    writeln!(
+        md,
+        "## Scores (95% intervals: Wilson for success, t for mean progress)\n"
+    )?;
+    writeln!(
+        md,
+        "| split | success | progress | tokens per episode |\n|---|---|---|---|"
+    )?;
+    for (split, f) in &s.fits {
         let role = match split {
             Split::Train => "search",
             Split::Validation => "select",
             Split::Test => "held-out test",
         };
-        writeln!(md, "| {split} ({role}) | {r} |")?;
+        writeln!(
+            md,
+            "| {split} ({role}) | {} | {} | {:.0} |",
+            f.success, f.progress, f.tokens
+        )?;
     }
     writeln!(md, "\n## Lineage\n")?;
     let mut at: Option<HarnessId> = Some(id);

@@ -171,6 +171,20 @@ pub fn metrics(st: &Status) -> String {
             r.low,
         );
     }
+    gauge(
+        "median_progress",
+        "Median of the candidates' mean search progress.",
+        "gauge",
+        st.median_progress,
+    );
+    if let Some(p) = &st.best_progress {
+        gauge(
+            "best_progress",
+            "Mean search progress of the best candidate.",
+            "gauge",
+            p.mean,
+        );
+    }
     if !st.worker_beats.is_empty() {
         let _ = writeln!(
             m,

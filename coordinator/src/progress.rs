@@ -97,7 +97,13 @@ pub fn summary(st: &Status, tokens_per_s: f64) -> String {
     let best = st
         .best
         .as_ref()
-        .map(|(id, r)| format!("best {} {:.0}%", id.short(), 100.0 * r.rate))
+        .map(|(id, r)| {
+            let p = st
+                .best_progress
+                .map(|p| format!(" (progress {:.2})", p.mean))
+                .unwrap_or_default();
+            format!("best {} {:.0}%{p}", id.short(), 100.0 * r.rate)
+        })
         .unwrap_or_else(|| "best -".into());
     format!(
         "{}: {best}, median {:.0}%, {} in flight, {} workers, {:.0} tokens/s",

@@ -306,7 +306,7 @@ fn archive_svg(view: &RunView) -> Result<String> {
     // (size bucket, cost bucket) -> (best success, harnesses).
     let mut cells: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
     for s in &view.ranked {
-        let Some(rate) = s.rates.iter().find(|(sp, _)| *sp == split).map(|(_, r)| r) else {
+        let Some(rate) = s.on(split).map(|f| f.success) else {
             continue;
         };
         let tps = view
@@ -395,16 +395,30 @@ fn scores_svg(view: &RunView) -> Result<String> {
             "best"
         } else if seeds.contains(id) {
             "seed"
+        } else if view.lineage.get(id).is_some_and(|l| l.operator == "arm") {
+            "arm"
         } else {
             "finalist"
         };
         format!("{role} {}", id.short())
     };
+    // The mean progress beside each label, where the run recorded it.
+    let with_progress = |id: &HarnessId, of: &[(HarnessId, hx_common::stats::Mean)]| match of
+        .iter()
+        .find(|(p, _)| p == id)
+    {
+        Some((_, m)) => format!("{}, progress {:.2}", label(id), m.mean),
+        None => label(id),
+    };
     for (id, r) in &view.fin.test {
-        rows.push((label(id), Split::Test, *r));
+        rows.push((with_progress(id, &view.fin.test_progress), Split::Test, *r));
     }
     for (id, r) in &view.fin.select {
-        rows.push((label(id), Split::Validation, *r));
+        rows.push((
+            with_progress(id, &view.fin.select_progress),
+            Split::Validation,
+            *r,
+        ));
     }
     if rows.is_empty() {
         return note("The run has not reached its end: no select or test scores yet.");
@@ -418,7 +432,7 @@ fn scores_svg(view: &RunView) -> Result<String> {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(230)
+            .y_label_area_size(330)
             .build_cartesian_2d(0f64..100f64, (0..n - 1).into_segmented())
             .map_err(plot_err)?;
         chart
@@ -528,8 +542,15 @@ fn lineage_svg(view: &RunView, best: HarnessId) -> Result<String> {
                 .unwrap_or("?");
             let rate = view
                 .scored(id)
-                .and_then(|s| s.rates.iter().find(|(sp, _)| *sp == split))
-                .map(|(_, r)| format!("{:.0}% of {}", 100.0 * r.rate, r.trials))
+                .and_then(|s| s.on(split))
+                .map(|f| {
+                    format!(
+                        "{:.0}% of {}, progress {:.2}",
+                        100.0 * f.success.rate,
+                        f.success.trials,
+                        f.progress.mean
+                    )
+                })
                 .unwrap_or_else(|| "not scored".into());
             let font = ("sans-serif", 12).into_font();
             root.draw(&Text::new(
@@ -716,10 +737,8 @@ fn harness_table(view: &RunView) -> String {
         let id = s.harness.id();
         let l = view.lineage.get(&id);
         let rate = |split| {
-            s.rates
-                .iter()
-                .find(|(sp, _)| *sp == split)
-                .map(|(_, r)| r.to_string())
+            s.on(split)
+                .map(|f| format!("{}; progress {}", f.success, f.progress))
                 .unwrap_or_default()
         };
         let _ = write!(
@@ -753,6 +772,7 @@ mod tests {
     use hx_common::harness::format;
 
     use super::*;
+    use crate::search::Fitness;
 
     fn configs() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
@@ -797,18 +817,23 @@ mod tests {
             },
         );
         let r = |k, n| Rate::wilson95(k, n);
+        let f = |k, n| Fitness {
+            success: r(k, n),
+            progress: hx_common::stats::Mean::t95(&[k as f64 / n as f64, 0.5]),
+            tokens: 1000.0,
+        };
         let ranked = vec![
             Scored {
                 harness: child.clone(),
-                rates: vec![(Split::Train, r(3, 6)), (Split::Test, r(4, 20))],
+                fits: vec![(Split::Train, f(3, 6)), (Split::Test, f(4, 20))],
             },
             Scored {
                 harness: strong.clone(),
-                rates: vec![(Split::Train, r(2, 6)), (Split::Test, r(2, 20))],
+                fits: vec![(Split::Train, f(2, 6)), (Split::Test, f(2, 20))],
             },
             Scored {
                 harness: react.clone(),
-                rates: vec![(Split::Train, r(0, 3)), (Split::Test, r(0, 20))],
+                fits: vec![(Split::Train, f(0, 3)), (Split::Test, f(0, 20))],
             },
         ];
         let mut rewrites = BTreeMap::new();
@@ -832,6 +857,7 @@ mod tests {
                     (strong.id(), r(2, 20)),
                     (react.id(), r(0, 20)),
                 ],
+                ..Final::default()
             },
             stopped: Some("evaluation budget reached".into()),
             rewrites,

@@ -2,11 +2,14 @@
 //!
 //! - **Scheduler**: keeps at most `population.jobs-in-flight` jobs out and refills as results
 //!   arrive; there is no generation barrier, so slow and fast workers mix.
-//! - **Fitness** is success on the search split with a Wilson interval; candidates are ranked
-//!   by the interval's lower bound, so a lucky streak on few tasks does not outrank a
-//!   well-measured harness.
+//! - **Fitness** ([`Fitness`]) is success on the search split with a Wilson interval, mean
+//!   progress (the suites' partial scores, 1 for a won episode) with a t interval, and tokens
+//!   per episode. Candidates are ranked by success's lower bound, then progress's lower bound,
+//!   then cost, so a lucky streak on few tasks does not outrank a well-measured harness, and
+//!   candidates that all fail are still told apart by how far they get.
 //! - **Racing** by successive halving: a child is evaluated on the first rung's tasks; it gets
-//!   the next rung's tasks only while its interval still reaches the incumbent's. Every
+//!   the next rung's tasks unless it is clearly below the incumbent: its success interval
+//!   lies below the incumbent's, or the two overlap and its progress interval does. Every
 //!   candidate is evaluated on the same seeds at each rung (common random numbers), and an
 //!   evaluation is keyed by harness id and task, so no pair is ever run twice.
 //! - **Selection**: tournaments over a MAP-Elites archive (harness size x tokens per step)
@@ -22,6 +25,7 @@
 //! Everything is recorded in the [`Store`] before it is acted on; `--resume` rebuilds the
 //! state from the store and sends again only the jobs that had no answer.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,7 +37,7 @@ use hx_common::protocol::{
     self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
     RewriteRecord, TaskOutcome, WorkerBeat,
 };
-use hx_common::stats::Rate;
+use hx_common::stats::{Mean, Rate};
 use hx_common::task::{Split, TaskBatch, TaskRef};
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -66,18 +70,69 @@ struct Cand {
     busy: bool,
     feedback: Feedback,
     operator: String,
-    /// The normal quantile of the racing confidence.
-    z: f64,
+    /// The racing confidence.
+    confidence: f64,
 }
 
 impl Cand {
-    /// Success on the search split, with the interval racing uses.
-    fn rate(&self) -> Rate {
-        let won = self.search.values().filter(|o| o.won).count() as u64;
-        Rate::wilson(won, self.search.len() as u64, self.z)
+    /// Success, progress and cost on the search split, with racing's intervals.
+    fn fitness(&self) -> Fitness {
+        Fitness::of(self.search.values(), self.confidence)
     }
     fn tokens_per_step(&self) -> f64 {
         self.feedback.tokens as f64 / self.feedback.steps.max(1) as f64
+    }
+}
+
+/// What racing and selection compare: success first, progress where success cannot tell two
+/// candidates apart, then cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fitness {
+    /// Episodes won, with the Wilson interval.
+    pub success: Rate,
+    /// Mean progress (the world's partial score; 1 for a won episode), with the t interval
+    /// ([`Mean`] says why t).
+    pub progress: Mean,
+    /// Model tokens per episode.
+    pub tokens: f64,
+}
+
+impl Fitness {
+    /// The fitness of `outcomes` with intervals at `confidence`.
+    pub fn of<'o>(outcomes: impl IntoIterator<Item = &'o TaskOutcome>, confidence: f64) -> Fitness {
+        let (mut won, mut tokens, mut scores) = (0u64, 0u64, Vec::new());
+        for o in outcomes {
+            won += u64::from(o.won);
+            tokens += o.tokens;
+            scores.push(if o.won { 1.0 } else { f64::from(o.score) });
+        }
+        let n = scores.len() as u64;
+        let z = hx_common::stats::normal_quantile(0.5 + confidence / 2.0);
+        Fitness {
+            success: Rate::wilson(won, n, z),
+            progress: Mean::t(&scores, confidence),
+            tokens: tokens as f64 / n.max(1) as f64,
+        }
+    }
+
+    /// The ranking, a total order: success's lower bound, then progress's lower bound, then
+    /// mean progress, then fewer tokens per episode. `Greater` is better.
+    pub fn rank(&self, other: &Fitness) -> Ordering {
+        self.success
+            .low
+            .total_cmp(&other.success.low)
+            .then(self.progress.low.total_cmp(&other.progress.low))
+            .then(self.progress.mean.total_cmp(&other.progress.mean))
+            .then(other.tokens.total_cmp(&self.tokens))
+    }
+
+    /// Whether this is clearly worse than `other`: its success interval lies below the
+    /// other's, or the success intervals overlap and its progress interval lies below.
+    pub fn clearly_below(&self, other: &Fitness) -> bool {
+        let overlap =
+            self.success.high >= other.success.low && other.success.high >= self.success.low;
+        self.success.high < other.success.low
+            || (overlap && self.progress.high < other.progress.low)
     }
 }
 
@@ -90,6 +145,12 @@ pub struct Final {
     pub select: Vec<(HarnessId, Rate)>,
     /// Test-split success of the chosen harness and of every seed harness.
     pub test: Vec<(HarnessId, Rate)>,
+    /// Finalists' mean progress on the select split (95% t intervals).
+    #[serde(default)]
+    pub select_progress: Vec<(HarnessId, Mean)>,
+    /// Mean progress on the test split, in `test`'s order.
+    #[serde(default)]
+    pub test_progress: Vec<(HarnessId, Mean)>,
 }
 
 /// A live view of the run, written to `status.json` beside the store after every answer.
@@ -124,10 +185,16 @@ pub struct Status {
     pub episodes_run: u64,
     /// See `episodes_run`.
     pub episodes_without_racing: u64,
-    /// The best candidate by the lower bound of its interval.
+    /// The best candidate by the ranking ([`Fitness::rank`]).
     pub best: Option<(HarnessId, Rate)>,
+    /// The best candidate's mean progress.
+    #[serde(default)]
+    pub best_progress: Option<Mean>,
     /// The median success of candidates.
     pub median: f64,
+    /// The median of candidates' mean progress.
+    #[serde(default)]
+    pub median_progress: f64,
     /// Best and median over time: (seconds, best, median).
     pub history: Vec<(f64, f64, f64)>,
     /// Why the search stopped, once it has.
@@ -135,6 +202,9 @@ pub struct Status {
     /// The end of the run, once there.
     pub final_: Option<Final>,
 }
+
+/// The lineage operator of a comparison arm.
+const ARM: &str = "arm";
 
 /// Results stored together before one flush makes them durable.
 const RESULT_BATCH: usize = 512;
@@ -153,6 +223,8 @@ pub struct Search<'a> {
     store: &'a Store,
     bus: &'a mut dyn JobBus,
     seeds: Vec<Harness>,
+    /// Comparison arms: scored on the test split beside the chosen harness, never candidates.
+    arms: Vec<Harness>,
     cands: HashMap<HarnessId, Cand>,
     /// Jobs out: job id -> its record.
     out: BTreeMap<u64, JobRecord>,
@@ -167,9 +239,9 @@ pub struct Search<'a> {
     rewrite_stats: BTreeMap<String, RewriteStat>,
     say: &'a mut dyn FnMut(&str),
     last_checkpoint: Instant,
-    /// The selection pool: cell winners and elites with their lower bounds; `None` after
+    /// The selection pool: cell winners and elites with their fitness; `None` after
     /// results changed the candidates.
-    pool: Option<Vec<(HarnessId, f64)>>,
+    pool: Option<Vec<(HarnessId, Fitness)>>,
     /// Candidates due for their next rung; `None` after results changed the candidates.
     promotions: Option<Vec<(HarnessId, Vec<u64>)>>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
@@ -259,6 +331,7 @@ impl<'a> Search<'a> {
             store,
             bus,
             seeds,
+            arms: Vec::new(),
             cands: HashMap::new(),
             out: BTreeMap::new(),
             clock: Instant::now(),
@@ -272,8 +345,23 @@ impl<'a> Search<'a> {
         Ok(s)
     }
 
-    fn z(&self) -> f64 {
-        hx_common::stats::normal_quantile(0.5 + self.exp.racing.confidence / 2.0)
+    /// Adds comparison arms: harnesses scored beside the chosen one and the seeds on the
+    /// test split, never parents or candidates (an arm that is also a seed stays a seed).
+    pub fn with_arms(mut self, arms: Vec<Harness>) -> Self {
+        let seeds: BTreeSet<HarnessId> = self.seeds.iter().map(Harness::id).collect();
+        self.arms = arms
+            .into_iter()
+            .filter(|a| !seeds.contains(&a.id()))
+            .collect();
+        for a in &self.arms {
+            // A resumed run may have heard an arm's results already.
+            self.cands.remove(&a.id());
+        }
+        self
+    }
+
+    fn is_arm(&self, id: &HarnessId) -> bool {
+        self.arms.iter().any(|a| a.id() == *id)
     }
 
     fn suite(&self) -> &str {
@@ -289,6 +377,9 @@ impl<'a> Search<'a> {
         for h in self.store.harnesses()? {
             let id = h.id();
             let lineage = self.store.lineage(&id)?;
+            if lineage.as_ref().is_some_and(|l| l.operator == ARM) {
+                continue;
+            }
             let search = self
                 .store
                 .evaluations(&id)?
@@ -308,7 +399,7 @@ impl<'a> Search<'a> {
                     busy: false,
                     feedback,
                     operator: lineage.map_or_else(|| "seed".into(), |l| l.operator),
-                    z: self.z(),
+                    confidence: self.exp.racing.confidence,
                 },
             );
         }
@@ -333,7 +424,7 @@ impl<'a> Search<'a> {
                         busy: false,
                         feedback: Feedback::default(),
                         operator: "seed".into(),
-                        z: self.z(),
+                        confidence: self.exp.racing.confidence,
                     },
                 );
             }
@@ -385,9 +476,8 @@ impl<'a> Search<'a> {
             .values()
             .filter(|c| self.rung(c) == top && !c.search.is_empty())
             .max_by(|a, b| {
-                a.rate()
-                    .low
-                    .total_cmp(&b.rate().low)
+                a.fitness()
+                    .rank(&b.fitness())
                     .then(b.harness.id().cmp(&a.harness.id()))
             })
     }
@@ -397,9 +487,8 @@ impl<'a> Search<'a> {
             .values()
             .filter(|c| !c.search.is_empty())
             .max_by(|a, b| {
-                a.rate()
-                    .low
-                    .total_cmp(&b.rate().low)
+                a.fitness()
+                    .rank(&b.fitness())
                     .then(b.harness.id().cmp(&a.harness.id()))
             })
     }
@@ -426,15 +515,15 @@ impl<'a> Search<'a> {
         self.cands.values().map(|c| c.search.len() as u64).sum()
     }
 
-    /// Seeds of the search split that candidate `c` still needs for its next rung, if its
-    /// interval still reaches the incumbent's.
+    /// Seeds of the search split that candidate `c` still needs for its next rung, unless it
+    /// is clearly below the incumbent ([`Fitness::clearly_below`]).
     fn promotion(&self, c: &Cand) -> Option<Vec<u64>> {
         let r = self.rung(c);
         let target = *self.rungs().get(r)?;
         if r > 0
             && let Some(inc) = self.incumbent()
             && inc.harness.id() != c.harness.id()
-            && c.rate().high < inc.rate().low
+            && c.fitness().clearly_below(&inc.fitness())
         {
             return None;
         }
@@ -544,26 +633,28 @@ impl<'a> Search<'a> {
     }
 
     /// Tournament over the archive's cell winners and the elites (the pool, with each one's
-    /// lower bound, kept until results change it).
+    /// fitness, kept until results change it).
     fn select(&mut self, rng: &mut ChaCha8Rng) -> Option<Harness> {
         let pool = self.pool.get_or_insert_with(|| {
-            // Each candidate's lower bound once: the pool is rebuilt only after results came.
-            let evaluated: Vec<(&Cand, f64)> = self
+            // Each candidate's fitness once: the pool is rebuilt only after results came.
+            let mut evaluated: Vec<(&Cand, Fitness)> = self
                 .cands
                 .values()
                 .filter(|c| !c.search.is_empty())
-                .map(|c| (c, c.rate().low))
+                .map(|c| (c, c.fitness()))
                 .collect();
-            let mut cells: BTreeMap<(usize, usize), (&Cand, f64)> = BTreeMap::new();
-            for &(c, low) in &evaluated {
-                let e = cells.entry(cell(c)).or_insert((c, low));
-                if low > e.1 {
-                    *e = (c, low);
+            // In id order, so ties in the ranking fall the same way on every run.
+            evaluated.sort_by_key(|(c, _)| c.harness.id());
+            let mut cells: BTreeMap<(usize, usize), (&Cand, Fitness)> = BTreeMap::new();
+            for &(c, f) in &evaluated {
+                let e = cells.entry(cell(c)).or_insert((c, f));
+                if f.rank(&e.1) == Ordering::Greater {
+                    *e = (c, f);
                 }
             }
-            let mut pool: Vec<(&Cand, f64)> = cells.into_values().collect();
+            let mut pool: Vec<(&Cand, Fitness)> = cells.into_values().collect();
             let mut ranked = evaluated.clone();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked.sort_by(|a, b| b.1.rank(&a.1));
             for e in ranked.into_iter().take(self.exp.population.elites) {
                 if !pool.iter().any(|p| p.0.harness.id() == e.0.harness.id()) {
                     pool.push(e);
@@ -571,14 +662,12 @@ impl<'a> Search<'a> {
             }
             pool.sort_by_key(|c| c.0.harness.id());
             pool.truncate(self.exp.population.size);
-            pool.into_iter()
-                .map(|(c, low)| (c.harness.id(), low))
-                .collect()
+            pool.into_iter().map(|(c, f)| (c.harness.id(), f)).collect()
         });
         let k = self.exp.population.tournament.max(1);
         let id = (0..k)
             .filter_map(|_| pool.choose(rng).copied())
-            .max_by(|a, b| a.1.total_cmp(&b.1))?
+            .max_by(|a, b| a.1.rank(&b.1))?
             .0;
         self.cands.get(&id).map(|c| c.harness.clone())
     }
@@ -721,7 +810,7 @@ impl<'a> Search<'a> {
                             busy: true,
                             feedback: Feedback::default(),
                             operator,
-                            z: self.z(),
+                            confidence: self.exp.racing.confidence,
                         },
                     );
                     let rung0 = (0..u64::from(self.rungs()[0])).collect();
@@ -855,10 +944,10 @@ impl<'a> Search<'a> {
         }
         self.release(&record);
         let mut grew = None;
-        if let Some(child) = &r.child {
+        if let Some(child) = r.child.as_ref().filter(|c| !self.is_arm(&c.id())) {
             let id = child.id();
             let split = record.job.tasks.split;
-            let z = self.z();
+            let confidence = self.exp.racing.confidence;
             let on_search = split == self.search_split();
             let c = self.cands.entry(id).or_insert_with(|| Cand {
                 harness: child.clone(),
@@ -866,7 +955,7 @@ impl<'a> Search<'a> {
                 busy: false,
                 feedback: Feedback::default(),
                 operator: "text".into(),
-                z,
+                confidence,
             });
             if on_search {
                 for o in &r.outcomes {
@@ -913,14 +1002,20 @@ impl<'a> Search<'a> {
     }
 
     fn status(&self, phase: &str, stopped: Option<String>, final_: Option<Final>) -> Status {
-        let mut rates: Vec<f64> = self
+        let fits: Vec<Fitness> = self
             .cands
             .values()
             .filter(|c| !c.search.is_empty())
-            .map(|c| c.rate().rate)
+            .map(Cand::fitness)
             .collect();
-        rates.sort_by(f64::total_cmp);
-        let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        let median_of = |f: &dyn Fn(&Fitness) -> f64| {
+            let mut xs: Vec<f64> = fits.iter().map(f).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+        };
+        let median = median_of(&|f| f.success.rate);
+        let median_progress = median_of(&|f| f.progress.mean);
+        let best = self.best().map(|c| (c.harness.id(), c.fitness()));
         let without: u64 = self.cands.values().filter(|c| !c.search.is_empty()).count() as u64
             * u64::from(*self.rungs().last().expect("rungs"));
         Status {
@@ -938,8 +1033,10 @@ impl<'a> Search<'a> {
             cache_hits: self.cache_hits,
             episodes_run: self.episodes_run,
             episodes_without_racing: without,
-            best: self.best().map(|c| (c.harness.id(), c.rate())),
+            best: best.map(|(id, f)| (id, f.success)),
+            best_progress: best.map(|(_, f)| f.progress),
             median,
+            median_progress,
             history: self.history.clone(),
             stopped,
             final_,
@@ -1020,8 +1117,8 @@ impl<'a> Search<'a> {
     }
 
     /// Evaluates `harnesses` on `split` seeds `0..n` through the bus (cached pairs skipped)
-    /// and returns each one's rate there.
-    fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Rate>> {
+    /// and returns each one's fitness there (95% intervals).
+    fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Fitness>> {
         let mut pending = Vec::new();
         for h in harnesses {
             let seeds: Vec<u64> = (0..u64::from(n))
@@ -1066,8 +1163,7 @@ impl<'a> Search<'a> {
                     .into_iter()
                     .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
                     .collect();
-                let won = outs.iter().filter(|o| o.won).count() as u64;
-                Ok(Rate::wilson95(won, outs.len() as u64))
+                Ok(Fitness::of(&outs, 0.95))
             })
             .collect()
     }
@@ -1081,9 +1177,8 @@ impl<'a> Search<'a> {
             .filter(|c| !c.search.is_empty())
             .collect();
         ranked.sort_by(|a, b| {
-            b.rate()
-                .low
-                .total_cmp(&a.rate().low)
+            b.fitness()
+                .rank(&a.fitness())
                 .then(a.harness.id().cmp(&b.harness.id()))
         });
         let finalists: Vec<Harness> = ranked
@@ -1101,34 +1196,61 @@ impl<'a> Search<'a> {
             self.exp.racing.select_tasks,
             select_split
         ));
-        let rates = self.evaluate_on(&finalists, select_split, self.exp.racing.select_tasks)?;
-        let select: Vec<(HarnessId, Rate)> = finalists.iter().map(|h| h.id()).zip(rates).collect();
+        let fits = self.evaluate_on(&finalists, select_split, self.exp.racing.select_tasks)?;
+        let select: Vec<(HarnessId, Fitness)> =
+            finalists.iter().map(|h| h.id()).zip(fits).collect();
         let best = select
             .iter()
-            .max_by(|a, b| a.1.low.total_cmp(&b.1.low).then(b.0.cmp(&a.0)))
+            .max_by(|a, b| a.1.rank(&b.1).then(b.0.cmp(&a.0)))
             .map(|(id, _)| *id)
             .expect("finalists");
         let mut test_set = vec![self.cands[&best].harness.clone()];
-        for s in &self.seeds {
-            if s.id() != best {
+        for s in self.seeds.iter().chain(&self.arms) {
+            if !test_set.iter().any(|t| t.id() == s.id()) {
                 test_set.push(s.clone());
+            }
+        }
+        for a in &self.arms {
+            // Named as an arm in the store, so a resumed run and the report know it.
+            if self.store.lineage(&a.id())?.is_none() {
+                self.store.put_harness(a)?;
+                self.store.put_lineage(
+                    &a.id(),
+                    &Lineage {
+                        parents: vec![],
+                        operator: ARM.into(),
+                        adopted: vec![],
+                        job: None,
+                        at_ms: 0,
+                    },
+                )?;
             }
         }
         let test = if self.exp.racing.test_tasks > 0 {
             (self.say)(&format!(
-                "final: the chosen harness and {} seed harness(es) on {} test tasks",
+                "final: the chosen harness and {} seed and arm harness(es) on {} test tasks",
                 test_set.len() - 1,
                 self.exp.racing.test_tasks
             ));
-            let rates = self.evaluate_on(&test_set, Split::Test, self.exp.racing.test_tasks)?;
-            test_set.iter().map(|h| h.id()).zip(rates).collect()
+            let fits = self.evaluate_on(&test_set, Split::Test, self.exp.racing.test_tasks)?;
+            test_set.iter().map(|h| h.id()).zip(fits).collect()
         } else {
             Vec::new()
         };
+        let (select, select_progress) = select
+            .iter()
+            .map(|(id, f)| ((*id, f.success), (*id, f.progress)))
+            .unzip();
+        let (test, test_progress) = test
+            .iter()
+            .map(|(id, f): &(HarnessId, Fitness)| ((*id, f.success), (*id, f.progress)))
+            .unzip();
         Ok(Final {
             best: Some(best),
             select,
             test,
+            select_progress,
+            test_progress,
         })
     }
 }
@@ -1163,4 +1285,62 @@ pub fn read_status(store: &Path) -> Result<Status> {
         )
     })?;
     serde_json::from_slice(&text).with_context(|| format!("{} does not parse", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcomes(scores: &[f32]) -> Vec<TaskOutcome> {
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, &score)| TaskOutcome {
+                task: TaskRef {
+                    suite: "household".into(),
+                    split: Split::Train,
+                    seed: i as u64,
+                },
+                won: score >= 1.0,
+                score,
+                steps: 10,
+                tokens: 1000,
+                wall_ms: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_prefers_higher_progress_when_success_ties() {
+        // No wins either side: progress decides, in the ranking and in racing.
+        let far = Fitness::of(&outcomes(&[0.5, 0.6, 0.5, 0.55, 0.6, 0.5]), 0.95);
+        let near = Fitness::of(&outcomes(&[0.1, 0.2, 0.1, 0.15, 0.2, 0.1]), 0.95);
+        assert_eq!(far.rank(&near), Ordering::Greater);
+        assert!(near.clearly_below(&far));
+        assert!(!far.clearly_below(&near));
+        // Overlapping success (1 of 6 against 2 of 6): progress still decides racing.
+        let mut one = outcomes(&[1.0, 0.1, 0.1, 0.2, 0.1, 0.15]);
+        one[0].won = true;
+        let two = Fitness::of(&outcomes(&[1.0, 1.0, 0.7, 0.8, 0.75, 0.7]), 0.95);
+        assert!(Fitness::of(&one, 0.95).clearly_below(&two));
+        // Same progress: the cheaper harness ranks higher.
+        let mut cheap = outcomes(&[0.5, 0.6, 0.5]);
+        for o in &mut cheap {
+            o.tokens = 10;
+        }
+        let dear = Fitness::of(&outcomes(&[0.5, 0.6, 0.5]), 0.95);
+        assert_eq!(Fitness::of(&cheap, 0.95).rank(&dear), Ordering::Greater);
+    }
+
+    #[test]
+    fn success_outranks_progress_when_its_intervals_are_apart() {
+        let wins = Fitness::of(&outcomes(&[1.0; 12]), 0.95);
+        let close = Fitness::of(&outcomes(&[0.9; 12]), 0.95);
+        assert!(close.clearly_below(&wins));
+        assert_eq!(wins.rank(&close), Ordering::Greater);
+        // Wide progress intervals that overlap: nobody is clearly below.
+        let a = Fitness::of(&outcomes(&[0.0, 0.9, 0.1]), 0.95);
+        let b = Fitness::of(&outcomes(&[0.2, 0.3, 0.1]), 0.95);
+        assert!(!a.clearly_below(&b) && !b.clearly_below(&a));
+    }
 }

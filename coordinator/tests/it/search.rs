@@ -151,6 +151,15 @@ impl JobBus for Scripted {
 }
 
 fn experiment(store: &Path, evaluations: u64) -> (Experiment, Vec<Harness>) {
+    experiment_with(
+        store,
+        evaluations,
+        r#"seeds = ["react.toml", "strong.toml"]"#,
+    )
+}
+
+/// The scripted experiment with `population` as the population's seed (and arm) lines.
+fn experiment_with(store: &Path, evaluations: u64, population: &str) -> (Experiment, Vec<Harness>) {
     let text = format!(
         r#"
 [run]
@@ -162,7 +171,7 @@ seed = 3
 name = "household"
 
 [population]
-seeds = ["react.toml", "strong.toml"]
+{population}
 size = 8
 tournament = 2
 elites = 1
@@ -186,11 +195,68 @@ episode-steps = 10
     let exp: Experiment = parse_toml(&text, "test", &[]).expect("parses");
     exp.validate("test").expect("valid");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
-    let seeds = ["react.toml", "strong.toml"]
+    let seeds = exp
+        .population
+        .seeds
         .iter()
         .map(|f| format::load(&root.join(f)).expect("loads"))
         .collect();
     (exp, seeds)
+}
+
+/// Seeded from `react` alone with `strong` as a comparison arm: `strong` is never a parent
+/// or a candidate, never runs on the search or select split, and is scored on exactly the
+/// chosen harness's test tasks.
+#[test]
+fn an_arm_is_only_scored_on_test_beside_the_chosen_harness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment_with(
+        dir.path(),
+        40,
+        r#"seeds = ["react.toml"]
+arms = ["strong.toml"]"#,
+    );
+    assert_eq!(seeds.len(), 1);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
+    let strong = format::load(&root.join("strong.toml")).expect("loads");
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let status = Search::new(exp, seeds.clone(), &store, &mut bus, false, &mut say)
+        .expect("starts")
+        .with_arms(vec![strong.clone()])
+        .run()
+        .expect("runs");
+    let f = status.final_.expect("a final");
+    let best = f.best.expect("a best");
+    assert_ne!(best, strong.id(), "an arm is never chosen");
+    assert!(f.select.iter().all(|(id, _)| *id != strong.id()));
+    let on_test: Vec<_> = f.test.iter().map(|(id, r)| (*id, r.trials)).collect();
+    assert!(on_test.contains(&(strong.id(), 10)), "{on_test:?}");
+    assert!(on_test.contains(&(best, 10)), "{on_test:?}");
+    assert_eq!(f.test_progress.len(), f.test.len());
+    let log = log.lock().unwrap();
+    let strong_id = strong.id().to_string();
+    for (h, task) in &log.evaluated {
+        if *h == strong_id {
+            assert_eq!(task.split, Split::Test, "the arm ran on {task}");
+        }
+    }
+    // The store names it an arm; no stored child has it as a parent.
+    let l = store
+        .lineage(&strong.id())
+        .expect("reads")
+        .expect("lineage");
+    assert_eq!(l.operator, "arm");
+    for h in store.harnesses().expect("reads") {
+        let l = store.lineage(&h.id()).expect("reads").expect("lineage");
+        assert!(
+            !l.parents.contains(&strong.id()),
+            "{} has the arm as a parent",
+            h.id()
+        );
+    }
 }
 
 #[test]
