@@ -5,7 +5,8 @@ Copy this file to wrap a real simulator (ALFWorld, WebShop, ScienceWorld): keep 
 replace `Vault` with a class that drives your simulator. The protocol is documented in
 hx's worker/src/env/external.rs:
 
-    {"op":"reset","task":"vault/train/3"}  -> {"observation":..., "goal":..., "step_limit":30}
+    {"op":"reset","task":"vault/train/3"}  -> {"observation":..., "goal":..., "step_limit":30,
+                                               "commands":"go east, ...", "example":"go east"}
     {"op":"step","command":"go east"}       -> {"observation":..., "done":..., "won":..., "score":...}
     {"op":"admissible"}                     -> {"commands":[...]}
     {"op":"close"}                          -> (exit)
@@ -24,6 +25,9 @@ import json
 import random
 import sys
 import time
+
+# The command forms, for the agent's prompt (hx fills {commands} in harness texts with this).
+COMMANDS = "go east, go west, take key, unlock vault with key, open vault, look, inventory"
 
 
 class Vault:
@@ -118,7 +122,8 @@ def main():
                 if req["task"].endswith(f"/{args.reject_seed}"):
                     raise ValueError("this adapter cannot make that task")
                 world, steps = Vault(req["task"]), 0
-                reply({"observation": world.describe(), "goal": "open the vault.", "step_limit": 30})
+                reply({"observation": world.describe(), "goal": "open the vault.", "step_limit": 30,
+                       "commands": COMMANDS, "example": "go east"})
             elif world is None:
                 reply({"error": f"{op} before reset"})
             elif op == "step":

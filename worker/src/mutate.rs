@@ -276,7 +276,11 @@ fn text(
         }));
     };
     let old = c.param(param).and_then(ParamValue::as_text).unwrap_or("");
-    let keep_goal = old.contains("{goal}");
+    // The placeholders the runtime fills (the goal, the world's commands and an example).
+    let keep: Vec<&str> = ["{goal}", "{commands}", "{example}"]
+        .into_iter()
+        .filter(|p| old.contains(p))
+        .collect();
     let digest: String = digest.chars().take(600).collect();
     let ask = format!(
         "Here are instructions for an agent that acts in a text world:\n\n{old}\n\n\
@@ -288,10 +292,13 @@ fn text(
         } else {
             digest.as_str()
         },
-        if keep_goal {
-            " Keep the placeholder {goal} where the task goes."
+        if keep.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(
+                " Keep the placeholders {} exactly as written: the agent's runtime fills them in.",
+                keep.join(" and ")
+            )
         }
     );
     let g = model.generate(&GenerateRequest {
@@ -312,8 +319,8 @@ fn text(
             "the model wrote {} bytes; {param} holds {max_len}",
             new.len()
         ))
-    } else if keep_goal && !new.contains("{goal}") {
-        Some("the model dropped the {goal} placeholder".into())
+    } else if let Some(lost) = keep.iter().find(|p| !new.contains(*p)) {
+        Some(format!("the model dropped the {lost} placeholder"))
     } else if new == old {
         Some("the model wrote the same text".into())
     } else {

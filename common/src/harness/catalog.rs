@@ -218,7 +218,13 @@ static SPECS: &[KindSpec] = &[
         singleton: Some("system-prompt"),
         stages: &[BeforeModel],
         default_stages: &[BeforeModel],
-        params: &[p("text", PROMPT, D::Required, "the system prompt")],
+        params: &[p(
+            "text",
+            PROMPT,
+            D::Required,
+            "the system prompt; {commands} and {example} are replaced by the world's \
+             description of its commands and an example command, {goal} by the goal",
+        )],
         doc: "system prompt shown before everything else",
     },
     KindSpec {
@@ -506,6 +512,13 @@ static SPECS: &[KindSpec] = &[
                 "score every candidate, or only those acting on a goal word (their first word \
                  after the verb) or going to or opening a place not visited yet (all of them \
                  if none qualifies)",
+            ),
+            p(
+                "temperature",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "0 takes the best-scored candidate; above 0 samples one with probability \
+                 proportional to exp(score / temperature), so a policy cannot lock into a loop",
             ),
         ],
         doc: "picks the admissible command the model finds most likely, with optional priors \

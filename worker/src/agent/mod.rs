@@ -89,6 +89,9 @@ struct Turn {
 struct State {
     task: TaskRef,
     goal: String,
+    /// The world's description of its commands and an example command (see [`env::Reset`]).
+    commands: String,
+    example: String,
     /// The goal's content words (see [`goal_words`]).
     goal_words: Vec<String>,
     intro: String,
@@ -127,6 +130,14 @@ fn boolean(c: &Component, p: &str) -> bool {
 }
 
 impl State {
+    /// A prompt text with its placeholders filled: `{goal}`, and the world's `{commands}` and
+    /// `{example}`.
+    fn fill(&self, text: &str) -> String {
+        text.replace("{goal}", &self.goal)
+            .replace("{commands}", &self.commands)
+            .replace("{example}", &self.example)
+    }
+
     /// Receptacles and places the first observation names (`you see a cabinet 1, a ...`).
     fn places(&self) -> Vec<String> {
         let Some((_, list)) = self.intro.split_once("you see ") else {
@@ -193,6 +204,10 @@ pub fn run_episode(
         task: task.clone(),
         goal_words: goal_words(&reset.goal),
         goal: reset.goal,
+        commands: reset
+            .commands
+            .unwrap_or_else(|| "any command the world understands".into()),
+        example: reset.example.unwrap_or_else(|| "look".into()),
         intro: reset.observation,
         turns: Vec::new(),
         notes: Vec::new(),
@@ -384,8 +399,8 @@ fn context(
     let mut history_shown = false;
     for c in h.schedule(Stage::BeforeModel) {
         match c.kind {
-            Kind::SystemPrompt => system = text(c, "text").to_owned(),
-            Kind::TaskFraming => parts.push(text(c, "text").replace("{goal}", &st.goal)),
+            Kind::SystemPrompt => system = st.fill(text(c, "text")),
+            Kind::TaskFraming => parts.push(st.fill(text(c, "text"))),
             Kind::FewShot => {
                 let n = int(c, "count") as usize;
                 if n > 0 {
@@ -397,7 +412,7 @@ fn context(
                     }
                 }
             }
-            Kind::Hint => parts.push(format!("Hint: {}", text(c, "text"))),
+            Kind::Hint => parts.push(format!("Hint: {}", st.fill(text(c, "text")))),
             Kind::HistoryWindow => {
                 history_shown = true;
                 let n = int(c, "steps") as usize;
@@ -675,9 +690,19 @@ fn act(
                     .count();
                 ll + goal_weight * goal_share(goal, &candidates[i]) - repeat_penalty * used as f64
             };
-            let best = (0..candidates.len())
-                .max_by(|&a, &b| value(a).total_cmp(&value(b)))
-                .unwrap_or(0);
+            let temperature = float(sel, "temperature");
+            let best = if temperature > 0.0 {
+                let values: Vec<f64> = (0..candidates.len()).map(value).collect();
+                sample_softmax(
+                    &values,
+                    temperature,
+                    st.task.seed ^ (u64::from(st.step) << 32),
+                )
+            } else {
+                (0..candidates.len())
+                    .max_by(|&a, &b| value(a).total_cmp(&value(b)))
+                    .unwrap_or(0)
+            };
             record(trace, st, "act", &flat(&m), s.usage, &candidates[best]);
             Ok(candidates[best].clone())
         }
@@ -726,6 +751,29 @@ fn act(
             Ok(parse_command(&g.text, react))
         }
     }
+}
+
+/// An index drawn with probability proportional to `exp(values[i] / temperature)`, from a
+/// stream seeded by `seed` (the task and step), so an episode replays the same.
+fn sample_softmax(values: &[f64], temperature: f64, seed: u64) -> usize {
+    use rand::{Rng as _, SeedableRng as _};
+    let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = values
+        .iter()
+        .map(|v| ((v - top) / temperature).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    if !total.is_finite() || total <= 0.0 {
+        return 0;
+    }
+    let mut x = rand_chacha::ChaCha8Rng::seed_from_u64(seed).random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    weights.len() - 1
 }
 
 /// Lines starting `Note:` become scratchpad notes.
@@ -987,6 +1035,25 @@ mod tests {
         );
         assert_eq!(parse_command("", true), "look");
         assert_eq!(parse_command("Thought: hmm\n", true), "look");
+    }
+
+    #[test]
+    fn softmax_sampling_follows_the_scores_and_replays() {
+        let values = [0.0, (3.0f64).ln(), f64::NEG_INFINITY];
+        let mut counts = [0usize; 3];
+        for seed in 0..4000 {
+            counts[sample_softmax(&values, 1.0, seed)] += 1;
+        }
+        // Weights 1 : 3 : 0.
+        assert_eq!(counts[2], 0);
+        let share = counts[1] as f64 / 4000.0;
+        assert!((share - 0.75).abs() < 0.03, "{counts:?}");
+        assert_eq!(
+            sample_softmax(&values, 1.0, 7),
+            sample_softmax(&values, 1.0, 7)
+        );
+        // A low temperature is nearly the argmax.
+        assert!((0..200).all(|s| sample_softmax(&values, 0.01, s) == 1));
     }
 
     #[test]

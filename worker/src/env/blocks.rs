@@ -33,6 +33,10 @@ pub const SEEN_COLOURS: [&str; 8] = [
 /// Colours only the test split shows.
 pub const UNSEEN_COLOURS: [&str; 4] = ["green", "purple", "brown", "pink"];
 
+/// The command forms, in PlanBench's words; X and Y are blocks named by colour.
+pub const COMMANDS: &str = "pick up X, unstack X from on top of Y, put down X, stack X on top \
+     of Y, look, inventory (X and Y are blocks, e.g. the red block)";
+
 const MAX_BLOCKS: usize = 6;
 const ATTEMPTS: u32 = 64;
 const NOTHING: &str = "Nothing happens.";
@@ -449,6 +453,8 @@ impl Environment for Blocks {
         Ok(Reset {
             observation,
             goal: t.goal,
+            commands: Some(COMMANDS.into()),
+            example: Some("pick up the red block".into()),
         })
     }
 

@@ -9,7 +9,7 @@
 //!
 //! | request                                          | reply                                                               |
 //! |--------------------------------------------------|---------------------------------------------------------------------|
-//! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50}` (`step_limit` optional) |
+//! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50,"commands":"go to X, ...","example":"go to fridge 1"}` (all but `observation` and `goal` optional) |
 //! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5}` (`score` optional, in `[0, 1]`) |
 //! | `{"op":"admissible"}`                            | `{"commands":["look","go to fridge 1"]}`                            |
 //! | `{"op":"close"}`                                 | none: the adapter exits                                             |
@@ -87,6 +87,10 @@ struct ResetReply {
     goal: String,
     #[serde(default)]
     step_limit: Option<u32>,
+    #[serde(default)]
+    commands: Option<String>,
+    #[serde(default)]
+    example: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +368,8 @@ impl Environment for External {
         Ok(Reset {
             observation: reply.observation,
             goal: reply.goal,
+            commands: reply.commands,
+            example: reply.example,
         })
     }
 

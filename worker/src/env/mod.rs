@@ -47,6 +47,11 @@ pub struct Reset {
     pub observation: String,
     /// The goal, e.g. `put a clean apple in fridge.`
     pub goal: String,
+    /// The world's own description of its commands (`go to X, open X, ...`), which prompts
+    /// take through `{commands}`, so one baseline prompt serves every suite.
+    pub commands: Option<String>,
+    /// One command in the world's syntax (`go to fridge 1`), for `{example}` in prompts.
+    pub example: Option<String>,
 }
 
 /// What one command leads to.

@@ -62,6 +62,12 @@ fn episodes_run_through_the_adapter() {
             r.observation
         );
         assert_eq!(r.goal, "open the vault.");
+        // The world describes its own commands for prompts.
+        assert!(
+            r.commands.as_deref().is_some_and(|c| c.contains("unlock")),
+            "{r:?}"
+        );
+        assert_eq!(r.example.as_deref(), Some("go east"));
         assert_eq!(env.step_limit(), 30, "the adapter sets the limit");
         let (won, steps, score) = play(&mut env).expect("plays");
         assert!(won, "{name}: won in {steps} steps");

@@ -38,8 +38,15 @@ impl ModelBackend for Writer {
             usage: Usage::default(),
         })
     }
-    fn score(&self, _: &ScoreRequest) -> Result<Scores, Error> {
-        Err(Error::Request("the writer does not score".into()))
+    /// Every candidate equally likely: a harness that scores commands plays at random.
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        let n = r.candidates.len();
+        Ok(Scores {
+            logprobs: vec![-1.0; n],
+            tokens: vec![1; n],
+            per_token: vec![vec![-1.0]; n],
+            usage: Usage::default(),
+        })
     }
 }
 
@@ -198,7 +205,7 @@ fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
     assert_eq!((r.job, r.attempt, r.worker.as_str()), (j.id, 1, "w1"));
     let seeds: Vec<u64> = r.outcomes.iter().map(|o| o.task.seed).collect();
     assert_eq!(seeds, [3, 4]);
-    // The job's step budget holds; "look" never wins.
+    // The job's step budget holds; three steps never win a household task.
     assert!(r.outcomes.iter().all(|o| o.steps <= 3 && !o.won));
     assert!(!r.failure_digest.is_empty() && r.failure_digest.len() <= 600 * 4);
 
