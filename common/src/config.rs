@@ -260,6 +260,9 @@ pub struct RacingOptions {
     /// Test-split tasks the chosen harness and each seed harness are scored on at the very
     /// end (the search never sees the test split).
     pub test_tasks: u32,
+    /// In-distribution held-out tasks (the `heldout` split: unseen seeds drawn like train's)
+    /// the same harnesses are scored on at the very end, beside the test split.
+    pub heldout_tasks: u32,
 }
 
 impl Default for RacingOptions {
@@ -270,6 +273,7 @@ impl Default for RacingOptions {
             finalists: 3,
             select_tasks: 24,
             test_tasks: 100,
+            heldout_tasks: 0,
         }
     }
 }
@@ -746,9 +750,9 @@ impl Experiment {
                 ("select-split", s.select_split),
             ] {
                 p.check(
-                    split != Split::Test,
+                    !matches!(split, Split::Test | Split::Heldout),
                     key(k),
-                    "must not be test: the test split is held out until the end",
+                    format!("must not be {split}: the {split} split is held out until the end"),
                 );
             }
             p.check(
@@ -808,6 +812,7 @@ impl Experiment {
         p.range("racing.finalists", r.finalists, 1, 1000);
         p.range("racing.select-tasks", r.select_tasks, 1, 100_000);
         p.range("racing.test-tasks", r.test_tasks, 0, 100_000);
+        p.range("racing.heldout-tasks", r.heldout_tasks, 0, 100_000);
 
         let b = &self.budget;
         p.check(
@@ -995,6 +1000,13 @@ mod tests {
         let text = format!("{MINIMAL}[[suites]]\nname = \"household\"\nsearch-split = \"test\"\n");
         let msg = parse(&text, &[]).expect_err("held out").to_string();
         assert!(msg.contains("suites[0].search-split"), "{msg}");
+        let text =
+            format!("{MINIMAL}[[suites]]\nname = \"household\"\nselect-split = \"heldout\"\n");
+        let msg = parse(&text, &[]).expect_err("held out").to_string();
+        assert!(
+            msg.contains("suites[0].select-split") && msg.contains("must not be heldout"),
+            "{msg}"
+        );
     }
 
     #[test]

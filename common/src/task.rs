@@ -14,8 +14,12 @@ pub enum Split {
     Train,
     /// What picks the final best harness.
     Validation,
-    /// Held out: scored once, at the end, on the best harness only.
+    /// Held out: scored once, at the end, on the best harness only. Built-in suites draw it
+    /// from layouts and kinds the other splits never show (out of distribution).
     Test,
+    /// Held out in distribution: unseen seeds drawn like train's, scored only at the end, so
+    /// in-distribution gain and out-of-distribution transfer are reported apart.
+    Heldout,
 }
 
 impl Split {
@@ -25,6 +29,7 @@ impl Split {
             Split::Train => "train",
             Split::Validation => "validation",
             Split::Test => "test",
+            Split::Heldout => "heldout",
         }
     }
 }
@@ -42,6 +47,7 @@ impl FromStr for Split {
             "train" => Ok(Split::Train),
             "validation" | "valid" => Ok(Split::Validation),
             "test" => Ok(Split::Test),
+            "heldout" | "held-out" => Ok(Split::Heldout),
             _ => Err(Error::Split(s.to_owned())),
         }
     }
@@ -57,7 +63,7 @@ pub enum Error {
     #[error("suite name {0:?} must be 1 to 32 characters of a-z, 0-9 and '-'")]
     Suite(String),
     /// Unknown split.
-    #[error("split {0:?} is not one of train, validation, test")]
+    #[error("split {0:?} is not one of train, validation, test, heldout")]
     Split(String),
     /// Seed is not a non-negative integer.
     #[error("seed {0:?} is not a non-negative integer")]

@@ -611,10 +611,19 @@ fn print_status(st: &crate::search::Status) {
             let p = progress(&f.select_progress, id);
             println!("select split: {} {r}{p}", id.short());
         }
-        for (id, r) in &f.test {
-            let mark = if f.best == Some(*id) { " (chosen)" } else { "" };
-            let p = progress(&f.test_progress, id);
-            println!("test split: {}{mark} {r}{p}", id.short());
+        for (name, rates, of) in [
+            ("test split", &f.test, &f.test_progress),
+            (
+                "heldout split (in distribution)",
+                &f.heldout,
+                &f.heldout_progress,
+            ),
+        ] {
+            for (id, r) in rates {
+                let mark = if f.best == Some(*id) { " (chosen)" } else { "" };
+                let p = progress(of, id);
+                println!("{name}: {}{mark} {r}{p}", id.short());
+            }
         }
         println!("(95% intervals: Wilson for success, t for progress)");
     }
@@ -1083,12 +1092,17 @@ fn config(cmd: ConfigCommand) -> Result<ExitCode> {
                 } else {
                     let exp = Experiment::load(&file, &[])?;
                     let seeds = check_seeds(&exp, &file)?;
+                    let arms = match exp.population.arms.len() {
+                        0 => String::new(),
+                        n => format!(", {n} comparison arm{}", if n == 1 { "" } else { "s" }),
+                    };
+                    let seeds = seeds - exp.population.arms.len();
                     writeln!(
                         out,
-                        "{}: ok (run {}, {} seed harnesses)",
+                        "{}: ok (run {}, {seeds} seed harness{}{arms})",
                         file.display(),
                         exp.run.name,
-                        seeds
+                        if seeds == 1 { "" } else { "es" }
                     )?;
                 }
             }

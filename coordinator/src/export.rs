@@ -37,7 +37,7 @@ pub fn ranked(store: &Store) -> Result<Vec<Scored>> {
     let mut all = Vec::new();
     for h in store.harnesses()? {
         let evals = store.evaluations(&h.id())?;
-        let fits = [Split::Train, Split::Validation, Split::Test]
+        let fits = [Split::Train, Split::Validation, Split::Test, Split::Heldout]
             .into_iter()
             .filter_map(|split| {
                 let on: Vec<_> = evals.iter().filter(|o| o.task.split == split).collect();
@@ -124,6 +124,7 @@ fn card(store: &Store, s: &Scored, rank: usize, stem: &str, chosen: bool) -> Res
             Split::Train => "search",
             Split::Validation => "select",
             Split::Test => "held-out test",
+            Split::Heldout => "held-out, in distribution",
         };
         writeln!(
             md,

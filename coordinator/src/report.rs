@@ -250,6 +250,8 @@ fn note(text: &str) -> Result<String> {
 
 const BEST: RGBColor = RGBColor(37, 99, 235);
 const MEDIAN: RGBColor = RGBColor(234, 88, 12);
+/// Scores on the in-distribution held-out split.
+const HELDOUT: RGBColor = RGBColor(22, 163, 74);
 
 fn fitness_svg(history: &[(f64, f64, f64)]) -> Result<String> {
     if history.is_empty() {
@@ -413,6 +415,13 @@ fn scores_svg(view: &RunView) -> Result<String> {
     for (id, r) in &view.fin.test {
         rows.push((with_progress(id, &view.fin.test_progress), Split::Test, *r));
     }
+    for (id, r) in &view.fin.heldout {
+        rows.push((
+            with_progress(id, &view.fin.heldout_progress),
+            Split::Heldout,
+            *r,
+        ));
+    }
     for (id, r) in &view.fin.select {
         rows.push((
             with_progress(id, &view.fin.select_progress),
@@ -449,7 +458,11 @@ fn scores_svg(view: &RunView) -> Result<String> {
             .draw()
             .map_err(plot_err)?;
         for (i, (_, split, r)) in rows.iter().enumerate() {
-            let colour = if *split == Split::Test { BEST } else { MEDIAN };
+            let colour = match split {
+                Split::Test => BEST,
+                Split::Heldout => HELDOUT,
+                _ => MEDIAN,
+            };
             chart
                 .draw_series([PathElement::new(
                     vec![(100.0 * r.low, row(i)), (100.0 * r.high, row(i))],
@@ -731,7 +744,8 @@ fn rewrites_table(stats: &BTreeMap<String, RewriteStat>) -> String {
 fn harness_table(view: &RunView) -> String {
     let mut t = String::from(
         "<table id=\"harness-table\"><tr><th>harness</th><th>operator</th><th>parents</th>\
-         <th>components</th><th>train</th><th>validation</th><th>test</th></tr>",
+         <th>components</th><th>train</th><th>validation</th><th>test</th>\
+         <th>heldout</th></tr>",
     );
     for s in view.ranked.iter().take(30) {
         let id = s.harness.id();
@@ -744,7 +758,7 @@ fn harness_table(view: &RunView) -> String {
         let _ = write!(
             t,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             id.short(),
             esc(l.map(|l| l.operator.as_str()).unwrap_or("?")),
             l.map(|l| {
@@ -759,6 +773,7 @@ fn harness_table(view: &RunView) -> String {
             esc(&rate(Split::Train)),
             esc(&rate(Split::Validation)),
             esc(&rate(Split::Test)),
+            esc(&rate(Split::Heldout)),
         );
     }
     t.push_str("</table>");

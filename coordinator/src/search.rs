@@ -151,6 +151,13 @@ pub struct Final {
     /// Mean progress on the test split, in `test`'s order.
     #[serde(default)]
     pub test_progress: Vec<(HarnessId, Mean)>,
+    /// Success on the in-distribution held-out split (`racing.heldout-tasks`), for the same
+    /// harnesses as `test`.
+    #[serde(default)]
+    pub heldout: Vec<(HarnessId, Rate)>,
+    /// Mean progress on the held-out split, in `heldout`'s order.
+    #[serde(default)]
+    pub heldout_progress: Vec<(HarnessId, Mean)>,
 }
 
 /// A live view of the run, written to `status.json` beside the store after every answer.
@@ -1226,31 +1233,40 @@ impl<'a> Search<'a> {
                 )?;
             }
         }
-        let test = if self.exp.racing.test_tasks > 0 {
+        // The held-out splits, each on the same seeds for every harness (common random
+        // numbers), so differences between them are paired.
+        let mut held = Vec::new();
+        for (split, n) in [
+            (Split::Test, self.exp.racing.test_tasks),
+            (Split::Heldout, self.exp.racing.heldout_tasks),
+        ] {
+            if n == 0 {
+                held.push(Vec::new());
+                continue;
+            }
             (self.say)(&format!(
-                "final: the chosen harness and {} seed and arm harness(es) on {} test tasks",
+                "final: the chosen harness and {} seed and arm harness(es) on {n} {split} tasks",
                 test_set.len() - 1,
-                self.exp.racing.test_tasks
             ));
-            let fits = self.evaluate_on(&test_set, Split::Test, self.exp.racing.test_tasks)?;
-            test_set.iter().map(|h| h.id()).zip(fits).collect()
-        } else {
-            Vec::new()
+            let fits = self.evaluate_on(&test_set, split, n)?;
+            held.push(test_set.iter().map(|h| h.id()).zip(fits).collect());
+        }
+        let parts = |v: &[(HarnessId, Fitness)]| {
+            v.iter()
+                .map(|(id, f)| ((*id, f.success), (*id, f.progress)))
+                .unzip()
         };
-        let (select, select_progress) = select
-            .iter()
-            .map(|(id, f)| ((*id, f.success), (*id, f.progress)))
-            .unzip();
-        let (test, test_progress) = test
-            .iter()
-            .map(|(id, f): &(HarnessId, Fitness)| ((*id, f.success), (*id, f.progress)))
-            .unzip();
+        let (select, select_progress) = parts(&select);
+        let (test, test_progress) = parts(&held[0]);
+        let (heldout, heldout_progress) = parts(&held[1]);
         Ok(Final {
             best: Some(best),
             select,
             test,
             select_progress,
             test_progress,
+            heldout,
+            heldout_progress,
         })
     }
 }

@@ -30,11 +30,16 @@ fn shipped_configs_check_out() {
         "configs/quickstart.toml",
         "configs/household.toml",
         "configs/cluster.toml",
+        "configs/blocks.toml",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
     assert!(stdout.contains("configs/quickstart.toml: ok (run quickstart, 2 seed harnesses)"));
+    assert!(
+        stdout.contains("configs/blocks.toml: ok (run blocks, 1 seed harness, 1 comparison arm)"),
+        "{stdout}"
+    );
 
     let out = hx(&["config", "check", "--worker", "configs/worker.toml"]);
     assert!(out.status.success(), "{}", text(&out).1);

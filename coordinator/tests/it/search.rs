@@ -206,16 +206,17 @@ episode-steps = 10
 
 /// Seeded from `react` alone with `strong` as a comparison arm: `strong` is never a parent
 /// or a candidate, never runs on the search or select split, and is scored on exactly the
-/// chosen harness's test tasks.
+/// chosen harness's test and held-out tasks.
 #[test]
 fn an_arm_is_only_scored_on_test_beside_the_chosen_harness() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (exp, seeds) = experiment_with(
+    let (mut exp, seeds) = experiment_with(
         dir.path(),
         40,
         r#"seeds = ["react.toml"]
 arms = ["strong.toml"]"#,
     );
+    exp.racing.heldout_tasks = 6;
     assert_eq!(seeds.len(), 1);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
     let strong = format::load(&root.join("strong.toml")).expect("loads");
@@ -236,11 +237,31 @@ arms = ["strong.toml"]"#,
     assert!(on_test.contains(&(strong.id(), 10)), "{on_test:?}");
     assert!(on_test.contains(&(best, 10)), "{on_test:?}");
     assert_eq!(f.test_progress.len(), f.test.len());
+    // The in-distribution held-out split: the same harnesses, 6 tasks each.
+    let held: Vec<_> = f.heldout.iter().map(|(id, r)| (*id, r.trials)).collect();
+    assert_eq!(
+        held,
+        f.test.iter().map(|(id, _)| (*id, 6)).collect::<Vec<_>>()
+    );
     let log = log.lock().unwrap();
+    // Nothing held out is touched before the search and the selection are over.
+    let first_held = log
+        .splits
+        .iter()
+        .position(|s| matches!(s, Split::Test | Split::Heldout))
+        .expect("held-out jobs");
+    assert!(
+        log.splits[first_held..]
+            .iter()
+            .all(|s| matches!(s, Split::Test | Split::Heldout))
+    );
     let strong_id = strong.id().to_string();
     for (h, task) in &log.evaluated {
         if *h == strong_id {
-            assert_eq!(task.split, Split::Test, "the arm ran on {task}");
+            assert!(
+                matches!(task.split, Split::Test | Split::Heldout),
+                "the arm ran on {task}"
+            );
         }
     }
     // The store names it an arm; no stored child has it as a parent.

@@ -36,6 +36,7 @@ pub fn task_rng(task: &TaskRef, suite: &'static str) -> Result<ChaCha8Rng, Error
         Split::Train => 0u64,
         Split::Validation => 1,
         Split::Test => 2,
+        Split::Heldout => 3,
     };
     Ok(ChaCha8Rng::seed_from_u64((split << 56) | task.seed))
 }

@@ -51,7 +51,7 @@ fn the_expert_solves_every_generated_task() {
 fn the_test_split_is_unseen() {
     let mut test_sizes = BTreeSet::new();
     for seed in 0..300 {
-        for split in [Split::Train, Split::Validation] {
+        for split in [Split::Train, Split::Validation, Split::Heldout] {
             let t = blocks::generate(&task(split, seed)).expect("generates");
             assert!(t.world.colours.len() <= 5, "{}", t.name);
             for c in &t.world.colours {

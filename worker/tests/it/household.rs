@@ -68,7 +68,7 @@ fn the_test_split_is_unseen() {
         household::world::Goal::Examine { object } => *object,
     };
     for seed in 0..300 {
-        for split in [Split::Train, Split::Validation] {
+        for split in [Split::Train, Split::Validation, Split::Heldout] {
             let t = household::generate(&task(split, seed)).expect("generates");
             for o in &t.world.objects {
                 assert!(!unseen(t.world.room, o.kind.name), "{}: {}", t.name, o.name);
@@ -86,6 +86,8 @@ fn the_test_split_is_unseen() {
     let a = household::generate(&task(Split::Train, 3)).expect("train");
     let b = household::generate(&task(Split::Validation, 3)).expect("validation");
     assert_ne!(a.world.intro() + &a.goal, b.world.intro() + &b.goal);
+    let c = household::generate(&task(Split::Heldout, 3)).expect("heldout");
+    assert_ne!(a.world.intro() + &a.goal, c.world.intro() + &c.goal);
 }
 
 fn consistent(w: &World, objects: usize) -> Result<(), String> {
