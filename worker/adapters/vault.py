@@ -8,6 +8,7 @@ hx's worker/src/env/external.rs:
     {"op":"reset","task":"vault/train/3"}  -> {"observation":..., "goal":..., "step_limit":30,
                                                "commands":"go east, ...", "example":"go east"}
     {"op":"step","command":"go east"}       -> {"observation":..., "done":..., "won":..., "score":...}
+    (reset and step replies may add the view: "places", "at", "holding")
     {"op":"admissible"}                     -> {"commands":[...]}
     {"op":"close"}                          -> (exit)
     any failure                             -> {"error":"why"}
@@ -43,6 +44,14 @@ class Vault:
         self.holding = False
         self.unlocked = False
         self.opened = False
+
+    def view(self):
+        """The optional view fields: rooms are the places, the key is what can be held."""
+        return {
+            "places": [f"room {r + 1}" for r in range(self.rooms)],
+            "at": f"room {self.at + 1}",
+            "holding": ["key"] if self.holding else [],
+        }
 
     def describe(self):
         things = []
@@ -123,7 +132,7 @@ def main():
                     raise ValueError("this adapter cannot make that task")
                 world, steps = Vault(req["task"]), 0
                 reply({"observation": world.describe(), "goal": "open the vault.", "step_limit": 30,
-                       "commands": COMMANDS, "example": "go east"})
+                       "commands": COMMANDS, "example": "go east", **world.view()})
             elif world is None:
                 reply({"error": f"{op} before reset"})
             elif op == "step":
@@ -138,7 +147,8 @@ def main():
                 if steps == args.hang_at_step:
                     time.sleep(3600)
                 obs = world.step(req["command"])
-                reply({"observation": obs, "done": world.opened, "won": world.opened, "score": world.score()})
+                reply({"observation": obs, "done": world.opened, "won": world.opened, "score": world.score(),
+                       **world.view()})
             elif op == "admissible":
                 reply({"commands": world.admissible()})
             else:

@@ -99,6 +99,10 @@ struct State {
     notes: Vec<String>,
     failures: VecDeque<String>,
     visited: Vec<(String, String)>,
+    /// The world's view after the latest step (places, position, inventory).
+    view: env::View,
+    /// Every place the agent has been at, whatever memories the harness has.
+    been: std::collections::HashSet<String>,
     plan: Option<String>,
     reflections: Vec<String>,
     step: u32,
@@ -138,36 +142,13 @@ impl State {
             .replace("{example}", &self.example)
     }
 
-    /// Receptacles and places the first observation names (`you see a cabinet 1, a ...`).
-    fn places(&self) -> Vec<String> {
-        let Some((_, list)) = self.intro.split_once("you see ") else {
-            return Vec::new();
-        };
-        list.trim_end_matches('.')
-            .split(", ")
-            .flat_map(|p| p.split(" and "))
-            .map(|p| {
-                p.trim()
-                    .trim_start_matches("a ")
-                    .trim_start_matches("an ")
-                    .to_owned()
-            })
-            .filter(|p| !p.is_empty())
-            .collect()
-    }
-
-    fn carrying(&self) -> Option<String> {
-        let mut held = None;
-        for t in &self.turns {
-            if let Some(rest) = t.observation.strip_prefix("You pick up the ") {
-                held = rest.split(" from ").next().map(str::to_owned);
-            } else if t.observation.starts_with("You put the ") {
-                held = None;
-            } else if let Some(rest) = t.observation.strip_prefix("You are carrying: a ") {
-                held = Some(rest.trim_end_matches('.').to_owned());
-            }
+    /// What the agent holds, as the world says (`nothing` when empty).
+    fn carrying(&self) -> String {
+        if self.view.holding.is_empty() {
+            "nothing".into()
+        } else {
+            self.view.holding.join(", ")
         }
-        held
     }
 
     /// Steps since progress or the last reflection, whichever came later.
@@ -213,6 +194,8 @@ pub fn run_episode(
         notes: Vec::new(),
         failures: VecDeque::new(),
         visited: Vec::new(),
+        view: env.view()?,
+        been: Default::default(),
         plan: None,
         reflections: Vec::new(),
         step: 0,
@@ -274,6 +257,12 @@ pub fn run_episode(
         // The world.
         let s = env.step(&command)?;
         st.step += 1;
+        let was_at = std::mem::replace(&mut st.view, env.view()?).at;
+        // The place this step brought the agent to, if it moved.
+        let arrived = st.view.at.clone().filter(|p| Some(p) != was_at.as_ref());
+        if let Some(p) = &arrived {
+            st.been.insert(p.clone());
+        }
         // Progress is a higher score, or news about the goal: an observation not seen before
         // that names one of the goal's words. Wandering past places that hold nothing of the
         // goal is not progress, so a stall shows to reflection and to the rewrite policy.
@@ -318,9 +307,9 @@ pub fn run_episode(
                     }
                 }
                 Kind::VisitedLog => {
-                    if let Some(place) = command.strip_prefix("go to ") {
+                    if let Some(place) = &arrived {
                         st.visited.retain(|(p, _)| p != place);
-                        st.visited.push((place.to_owned(), s.observation.clone()));
+                        st.visited.push((place.clone(), s.observation.clone()));
                         let max = int(c, "max-places") as usize;
                         if st.visited.len() > max {
                             st.visited.remove(0);
@@ -507,16 +496,18 @@ fn view(obs: &str, compact: bool) -> String {
 fn tool(name: &str, st: &State, env: &mut dyn Environment) -> Result<Vec<String>, Error> {
     Ok(match name {
         "admissible-commands" => env.admissible_commands()?,
-        "inventory" => vec![st.carrying().unwrap_or_else(|| "nothing".into())],
+        "inventory" => vec![st.carrying()],
         "map" => st
             .visited
             .iter()
             .map(|(p, o)| format!("{p}: {}", o.chars().take(120).collect::<String>()))
             .collect(),
         "unvisited" => st
-            .places()
-            .into_iter()
-            .filter(|p| !st.visited.iter().any(|(v, _)| v == p))
+            .view
+            .places
+            .iter()
+            .filter(|p| !st.visited.iter().any(|(v, _)| v == *p))
+            .cloned()
             .collect(),
         "goal" => vec![st.goal.clone()],
         _ => Vec::new(),
@@ -613,16 +604,16 @@ fn object(command: &str) -> Option<String> {
         .find(|w| w.len() >= 3 && !FILLER.contains(&w.as_str()))
 }
 
-/// Whether `command` goes to a place the episode has not been to, or opens something.
+/// Whether `command` names a place the episode has not been to, or the place the agent is at
+/// (opening or searching it), by the world's own list of places ([`env::View`]).
 fn explores(st: &State, command: &str) -> bool {
-    if command.starts_with("open ") {
-        return true;
-    }
-    command.strip_prefix("go to ").is_some_and(|place| {
-        !st.turns
-            .iter()
-            .any(|t| t.command.strip_prefix("go to ") == Some(place))
-    })
+    let padded = format!(" {} ", command.to_lowercase());
+    let names = |p: &String| padded.contains(&format!(" {} ", p.to_lowercase()));
+    st.view
+        .places
+        .iter()
+        .filter(|p| names(p))
+        .any(|p| !st.been.contains(p) || st.view.at.as_ref() == Some(p))
 }
 
 /// The first turn a history window of `n` steps shows out of `len`: the window advances in

@@ -17,7 +17,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Environment, Error, Reset, Step, task_rng};
+use super::{Environment, Error, Reset, Step, View, task_rng};
 
 /// The suite's name in task names.
 pub const SUITE: &str = "blocks";
@@ -491,6 +491,15 @@ impl Environment for Blocks {
 
     fn step_limit(&self) -> u32 {
         STEP_LIMIT
+    }
+
+    /// Blocksworld has no places to go to; the hand holds at most one block.
+    fn view(&mut self) -> Result<View, Error> {
+        let w = self.world.as_ref().ok_or(Error::NotStarted)?;
+        Ok(View {
+            holding: w.held().map(|b| w.name(b)).into_iter().collect(),
+            ..View::default()
+        })
     }
 }
 

@@ -11,6 +11,11 @@
 //! |--------------------------------------------------|---------------------------------------------------------------------|
 //! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50,"commands":"go to X, ...","example":"go to fridge 1"}` (all but `observation` and `goal` optional) |
 //! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5}` (`score` optional, in `[0, 1]`) |
+//!
+//! Reset and step replies may also carry the world's view (all optional): `"places":[...]`
+//! (what the agent can go to; kept until named again), `"at":"fridge 1"` (where it is now)
+//! and `"holding":[...]` (what it holds now). Memories and tools read these instead of
+//! parsing observations; a world that sends none simply has no places or inventory.
 //! | `{"op":"admissible"}`                            | `{"commands":["look","go to fridge 1"]}`                            |
 //! | `{"op":"close"}`                                 | none: the adapter exits                                             |
 //!
@@ -33,7 +38,7 @@ use hx_common::task::TaskRef;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Environment, Error, Reset, Step};
+use super::{Environment, Error, Reset, Step, View};
 
 /// Longest reply line read, in bytes.
 pub const MAX_LINE: usize = 1 << 20;
@@ -91,6 +96,21 @@ struct ResetReply {
     commands: Option<String>,
     #[serde(default)]
     example: Option<String>,
+    #[serde(default)]
+    places: Option<Vec<String>>,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    holding: Option<Vec<String>>,
+}
+
+/// The optional view fields a reset or step reply may carry (see [`View`]). They are
+/// repeated in each reply struct because serde's `flatten` does not combine with
+/// `deny_unknown_fields`.
+struct ViewFields {
+    places: Option<Vec<String>>,
+    at: Option<String>,
+    holding: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +121,12 @@ struct StepReply {
     won: bool,
     #[serde(default)]
     score: Option<f32>,
+    #[serde(default)]
+    places: Option<Vec<String>>,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    holding: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +143,20 @@ pub struct External {
     step_limit: u32,
     steps: u32,
     done: bool,
+    /// What the adapter last said of places, position and inventory.
+    view: View,
+}
+
+impl External {
+    /// Takes the view fields a reply carried: places stay until the adapter names new ones;
+    /// position and inventory are as the latest reply says (absent: nowhere, nothing).
+    fn see(&mut self, v: ViewFields) {
+        if let Some(p) = v.places {
+            self.view.places = p;
+        }
+        self.view.at = v.at;
+        self.view.holding = v.holding.unwrap_or_default();
+    }
 }
 
 impl std::fmt::Debug for External {
@@ -138,6 +178,7 @@ impl External {
             process: None,
             started: false,
             step_limit,
+            view: View::default(),
             steps: 0,
             done: false,
         }
@@ -365,6 +406,12 @@ impl Environment for External {
         self.steps = 0;
         self.done = false;
         self.started = true;
+        self.view = View::default();
+        self.see(ViewFields {
+            places: reply.places,
+            at: reply.at,
+            holding: reply.holding,
+        });
         Ok(Reset {
             observation: reply.observation,
             goal: reply.goal,
@@ -395,6 +442,11 @@ impl Environment for External {
         }
         self.steps += 1;
         self.done = reply.done || reply.won || self.steps >= self.step_limit;
+        self.see(ViewFields {
+            places: reply.places,
+            at: reply.at,
+            holding: reply.holding,
+        });
         Ok(Step {
             observation: reply.observation,
             done: self.done,
@@ -413,6 +465,13 @@ impl Environment for External {
 
     fn step_limit(&self) -> u32 {
         self.step_limit
+    }
+
+    fn view(&mut self) -> Result<View, Error> {
+        if !self.started {
+            return Err(Error::NotStarted);
+        }
+        Ok(self.view.clone())
     }
 }
 

@@ -68,6 +68,20 @@ pub struct Step {
     pub score: Option<f32>,
 }
 
+/// What the world says the agent can name right now: its places, where the agent is, what it
+/// holds. Memories and tools (a log of visited places, the places not visited yet, the
+/// inventory) read this instead of parsing one suite's phrases out of observations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Places the agent can go to or act on (`cabinet 1`), in the world's order; empty where
+    /// the world has no places.
+    pub places: Vec<String>,
+    /// The place the agent is at, if any.
+    pub at: Option<String>,
+    /// What the agent holds.
+    pub holding: Vec<String>,
+}
+
 /// Why an environment could not reset or step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -181,6 +195,10 @@ pub trait Environment: Send {
     fn admissible_commands(&mut self) -> Result<Vec<String>, Error>;
     /// Steps per episode at most.
     fn step_limit(&self) -> u32;
+    /// Places, position and inventory now ([`View`]); empty where the world does not say.
+    fn view(&mut self) -> Result<View, Error> {
+        Ok(View::default())
+    }
 }
 
 /// A task as a built-in suite generates it, whatever the suite.

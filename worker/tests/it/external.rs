@@ -45,6 +45,15 @@ fn play(env: &mut External) -> Result<(bool, u32, f32), Error> {
         let s = env.step(cmd)?;
         steps += 1;
         score = s.score.unwrap_or(score);
+        // The adapter's view comes through: where the agent is, what it holds.
+        let v = env.view()?;
+        assert!(
+            v.at.as_ref().is_some_and(|at| v.places.contains(at)),
+            "{v:?}"
+        );
+        if cmd == "take key" {
+            assert_eq!(v.holding, ["key"]);
+        }
         if s.done {
             return Ok((s.won, steps, score));
         }

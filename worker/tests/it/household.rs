@@ -188,6 +188,36 @@ proptest! {
     }
 }
 
+/// The world's view names its receptacles, where the agent stands and what it holds, with
+/// no parsing of observations.
+#[test]
+fn the_view_follows_the_world() {
+    let t = household::generate(&task(Split::Train, 0)).expect("generates");
+    let mut env = Household::new();
+    env.reset(&t.name).expect("resets");
+    let v = env.view().expect("a view");
+    let w = env.world().expect("reset");
+    assert_eq!(v.places.len(), w.receptacles.len());
+    assert_eq!((v.at.as_deref(), v.holding.len()), (None, 0));
+    for cmd in &t.plan {
+        env.step(cmd).expect("steps");
+        let v = env.view().expect("a view");
+        let w = env.world().expect("reset");
+        assert_eq!(v.at, w.at.map(|r| w.receptacles[r].name.clone()), "{cmd}");
+        assert_eq!(
+            v.holding,
+            w.held()
+                .map(|o| w.objects[o].name.clone())
+                .into_iter()
+                .collect::<Vec<_>>(),
+            "{cmd}"
+        );
+        if let Some(place) = cmd.strip_prefix("go to ") {
+            assert_eq!(v.at.as_deref(), Some(place));
+        }
+    }
+}
+
 /// Every task type gets partial credit before it is won: a run over seeds sees each type's
 /// progress take at least three distinct values below 1 along the expert's plan.
 #[test]

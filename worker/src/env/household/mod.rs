@@ -21,7 +21,7 @@ use self::catalog::{LAMP_ON, ObjectKind, ROOMS, Room, Treatment};
 use self::world::{Goal, Lamp, Loc, Object, Receptacle, World};
 #[cfg(test)]
 use super::MAX_SEED;
-use super::{Environment, Error, Reset, Step, task_rng};
+use super::{Environment, Error, Reset, Step, View, task_rng};
 
 /// The suite's name in task names.
 pub const SUITE: &str = "household";
@@ -341,6 +341,19 @@ impl Environment for Household {
 
     fn step_limit(&self) -> u32 {
         STEP_LIMIT
+    }
+
+    fn view(&mut self) -> Result<View, Error> {
+        let w = self.world.as_ref().ok_or(Error::NotStarted)?;
+        Ok(View {
+            places: w.receptacles.iter().map(|r| r.name.clone()).collect(),
+            at: w.at.map(|r| w.receptacles[r].name.clone()),
+            holding: w
+                .held()
+                .map(|o| w.objects[o].name.clone())
+                .into_iter()
+                .collect(),
+        })
     }
 }
 
