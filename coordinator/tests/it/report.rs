@@ -1,11 +1,13 @@
 //! `hx report` as a user meets it: a small real run (`hx evolve` with the embedded model),
 //! its best harness exported and played again by `hx run` under the same id, then the report
-//! page rendered by headless Chromium, which must lay out every plot as an
-//! SVG with drawn content. Chromium comes from Debian (`scripts/test` installs it); without
-//! it the browser check is skipped unless HX_REQUIRE_CHROMIUM=1, which `scripts/test` sets.
+//! page rendered by headless Chromium, which must lay out every plot as an SVG with drawn
+//! content. The browser check is `#[ignore]`d, so a plain `cargo test` reports it as not run;
+//! `scripts/test` installs Chromium (Debian) and runs it with `--include-ignored`. Both tests
+//! share one run, made by whichever asks first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use hx_coordinator::search::read_status;
 
@@ -40,17 +42,47 @@ fn tiny_run(dir: &Path) -> PathBuf {
     dir.join("store")
 }
 
-/// What Chromium measured of each figure: (id, width, height, drawn elements).
-fn measure_in_chromium(page: &Path) -> Option<Vec<(String, f64, f64, u64)>> {
-    let have = Command::new("chromium").arg("--version").output().is_ok();
-    if !have {
-        assert!(
-            std::env::var_os("HX_REQUIRE_CHROMIUM").is_none(),
-            "HX_REQUIRE_CHROMIUM is set but chromium is not installed (apt-get install chromium)"
+/// The shared run: its directory, its store and its report page.
+struct Run {
+    dir: PathBuf,
+    store: PathBuf,
+    page: PathBuf,
+}
+
+/// The tiny run and its report, made once per test process in cargo's scratch directory.
+fn shared_run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        hx_worker::model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
+            .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-run");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("an old run is removed");
+        }
+        std::fs::create_dir_all(&dir).expect("run directory");
+        let store = tiny_run(&dir);
+        let page = dir.join("report.html");
+        let printed = hx(
+            &dir,
+            &[
+                "report",
+                store.to_str().expect("utf-8"),
+                "--out",
+                page.to_str().expect("utf-8"),
+            ],
         );
-        eprintln!("chromium is not installed: the browser check is skipped");
-        return None;
-    }
+        assert_eq!(printed.trim(), page.display().to_string());
+        Run { dir, store, page }
+    })
+}
+
+/// What Chromium measured of each figure: (id, width, height, drawn elements).
+fn measure_in_chromium(page: &Path) -> Vec<(String, f64, f64, u64)> {
+    let have = Command::new("chromium").arg("--version").output().is_ok();
+    assert!(
+        have,
+        "chromium is not installed: apt-get install chromium (scripts/test does)"
+    );
     // The page itself has no script; a copy gets a probe that records the laid-out size and
     // drawn content of each figure's SVG into the DOM, which --dump-dom prints.
     let html = std::fs::read_to_string(page).expect("report written");
@@ -88,31 +120,15 @@ document.body.setAttribute('data-probe', JSON.stringify(out));
     let json = dom[start..end]
         .replace("&quot;", "\"")
         .replace("&amp;", "&");
-    let rows: Vec<(String, f64, f64, u64)> = serde_json::from_str(&json).expect("probe JSON");
-    Some(rows)
+    serde_json::from_str(&json).expect("probe JSON")
 }
 
 #[test]
-fn a_real_run_reports_every_plot_in_a_browser() {
-    hx_worker::model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
-        .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = tiny_run(dir.path());
-    let st = read_status(&store).expect("status");
+fn a_real_run_reports_and_exports_its_best_harness() {
+    let Run { dir, store, page } = shared_run();
+    let st = read_status(store).expect("status");
     assert_eq!(st.phase, "done", "{st:?}");
-
-    let page = dir.path().join("report.html");
-    let printed = hx(
-        dir.path(),
-        &[
-            "report",
-            store.to_str().expect("utf-8"),
-            "--out",
-            page.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(printed.trim(), page.display().to_string());
-    let html = std::fs::read_to_string(&page).expect("written");
+    let html = std::fs::read_to_string(page).expect("written");
     // Self-contained: nothing fetched from anywhere.
     for outside in ["src=\"http", "href=\"http", "<link", "<script"] {
         assert!(!html.contains(outside), "the page loads {outside}");
@@ -130,9 +146,9 @@ fn a_real_run_reports_every_plot_in_a_browser() {
     );
 
     // The exported best harness loads back into `hx run` with the same id.
-    let exported = dir.path().join("best");
+    let exported = dir.join("best");
     let files = hx(
-        dir.path(),
+        dir,
         &[
             "export",
             store.to_str().expect("utf-8"),
@@ -145,7 +161,7 @@ fn a_real_run_reports_every_plot_in_a_browser() {
         .find(|f| f.ends_with(".json"))
         .expect("a JSON export");
     let ran: serde_json::Value = serde_json::from_str(&hx(
-        dir.path(),
+        dir,
         &[
             "run",
             "--harness",
@@ -161,10 +177,14 @@ fn a_real_run_reports_every_plot_in_a_browser() {
     ))
     .expect("hx run --json");
     assert_eq!(ran["harness_id"], best.to_string());
+    // Progress is reported beside success.
+    assert!(ran["progress"]["mean"].is_number(), "{ran}");
+}
 
-    let Some(rows) = measure_in_chromium(&page) else {
-        return;
-    };
+#[test]
+#[ignore = "needs chromium; scripts/test installs it and runs ignored tests"]
+fn every_plot_of_a_real_run_is_laid_out_in_a_browser() {
+    let rows = measure_in_chromium(&shared_run().page);
     let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(ids, FIGURES, "{rows:?}");
     for (id, w, h, n) in &rows {
