@@ -29,7 +29,7 @@ pub struct Experiment {
     #[serde(default = "default_suites")]
     pub suites: Vec<SuiteOptions>,
     /// The model workers run.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "model_section")]
     pub model: ModelOptions,
     /// Population and selection.
     #[serde(default)]
@@ -194,6 +194,58 @@ fn default_concurrency() -> usize {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(120)
+}
+
+/// A `[model]` section: without a `backend` key it is the default backend (embedded), so a
+/// partial section, or `--set model.threads=1` with no file, keeps the other defaults.
+fn model_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelOptions, D::Error> {
+    use serde::de::Error as _;
+    let mut v = serde_json::Value::deserialize(d)?;
+    if let Some(table) = v.as_object_mut() {
+        table
+            .entry("backend")
+            .or_insert_with(|| serde_json::Value::String("embedded".into()));
+    }
+    ModelOptions::deserialize(v).map_err(D::Error::custom)
+}
+
+impl ModelOptions {
+    /// The `[model]` section of an experiment or worker file (the default when it has
+    /// none), checked; the rest of the file is not read, so `hx run -c worker.toml` needs no
+    /// `nats` line.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<ModelOptions, Error> {
+        #[derive(Deserialize)]
+        struct OnlyModel {
+            #[serde(default, deserialize_with = "model_section")]
+            model: ModelOptions,
+        }
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::Io {
+            path: path.to_owned(),
+            cause,
+        })?;
+        let origin = path.display().to_string();
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Parse {
+            origin: origin.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        let only: toml::Table = table
+            .remove("model")
+            .map(|m| [("model".to_owned(), m)].into_iter().collect())
+            .unwrap_or_default();
+        let m = OnlyModel::deserialize(toml::Value::Table(only))
+            .map_err(|e| Error::Parse {
+                origin: origin.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?
+            .model;
+        let mut p = Problems::default();
+        check_model(&mut p, "model", &m);
+        p.finish(&origin)?;
+        Ok(m)
+    }
 }
 
 impl Default for ModelOptions {
@@ -421,7 +473,7 @@ pub struct WorkerOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsOptions>,
     /// The model backend.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "model_section")]
     pub model: ModelOptions,
     /// Episodes run at once, per job.
     #[serde(default = "default_worker_concurrency")]
@@ -1006,6 +1058,62 @@ mod tests {
         assert!(
             msg.contains("suites[0].select-split") && msg.contains("must not be heldout"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_partial_model_section_keeps_the_defaults() {
+        // `hx worker --nats ... --set model.threads=1`, no file: the embedded default, one thread.
+        let sets = [
+            Override::parse("nats=\"nats://127.0.0.1:4222\"").expect("parses"),
+            Override::parse("model.threads=1").expect("parses"),
+        ];
+        let w: WorkerOptions = parse_toml("", "command line", &sets).expect("parses");
+        assert_eq!(
+            w.model,
+            ModelOptions::Embedded {
+                gguf: None,
+                threads: 1,
+                context: default_context(),
+            }
+        );
+        // A file's [model] without a backend is the embedded one too.
+        let text = format!("{MINIMAL}[model]\nthreads = 3\n");
+        let e = parse(&text, &[]).expect("parses");
+        assert!(
+            matches!(e.model, ModelOptions::Embedded { threads: 3, .. }),
+            "{:?}",
+            e.model
+        );
+        // A misspelt key in the section is still an error that names it.
+        let text = format!("{MINIMAL}[model]\nthread = 3\n");
+        let msg = parse(&text, &[]).expect_err("unknown key").to_string();
+        assert!(msg.contains("thread"), "{msg}");
+    }
+
+    #[test]
+    fn the_model_section_loads_alone_from_a_worker_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.toml");
+        // No `nats` line: `hx run -c` needs only the model.
+        std::fs::write(&path, "[model]\nbackend = \"embedded\"\nthreads = 2\n").expect("writes");
+        let m = ModelOptions::load(&path, &[]).expect("loads");
+        assert!(
+            matches!(m, ModelOptions::Embedded { threads: 2, .. }),
+            "{m:?}"
+        );
+        std::fs::write(&path, "[model]\nthreads = 9999\n").expect("writes");
+        let msg = ModelOptions::load(&path, &[])
+            .expect_err("out of range")
+            .to_string();
+        assert!(
+            msg.contains("model.threads") && msg.contains("w.toml"),
+            "{msg}"
+        );
+        std::fs::write(&path, "nats = \"nats://x:4222\"\n").expect("writes");
+        assert_eq!(
+            ModelOptions::load(&path, &[]).expect("defaults"),
+            ModelOptions::default()
         );
     }
 

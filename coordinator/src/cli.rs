@@ -678,13 +678,8 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             threads: 0,
             context: 4096,
         },
-        (Some(c), None) => {
-            // An experiment file, or else a worker file.
-            match Experiment::load(c, &[]) {
-                Ok(e) => e.model,
-                Err(_) => WorkerOptions::load(c, &[])?.model,
-            }
-        }
+        // An experiment or a worker file: only its [model] section is read.
+        (Some(c), None) => hx_common::config::ModelOptions::load(c, &[])?,
         (None, None) => hx_common::config::ModelOptions::default(),
     };
     let model = hx_worker::model::open(&model_options, &mut say)?;
