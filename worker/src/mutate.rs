@@ -277,7 +277,7 @@ fn text(
     };
     let old = c.param(param).and_then(ParamValue::as_text).unwrap_or("");
     // The placeholders the runtime fills (the goal, the world's commands and an example).
-    let keep: Vec<&str> = ["{goal}", "{commands}", "{example}"]
+    let keep: Vec<&str> = crate::agent::PLACEHOLDERS
         .into_iter()
         .filter(|p| old.contains(p))
         .collect();

@@ -133,6 +133,10 @@ fn boolean(c: &Component, p: &str) -> bool {
     c.param(p).and_then(|v| v.as_bool()).unwrap_or(false)
 }
 
+/// The placeholders the runtime fills in prompt texts (see `State::fill`); text mutation
+/// keeps those a text has.
+pub const PLACEHOLDERS: [&str; 3] = ["{goal}", "{commands}", "{example}"];
+
 impl State {
     /// A prompt text with its placeholders filled: `{goal}`, and the world's `{commands}` and
     /// `{example}`.
