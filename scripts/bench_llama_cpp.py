@@ -34,6 +34,10 @@ def main():
 
     L.llama_backend_init()
     mp = L.llama_model_default_params()
+    # llama.cpp's extra weight buffers (runtime repacking of Q4_1, AMX) crash this llama.cpp
+    # (llama-cpp-python 0.3.36) in llama_decode on CPUs with AMX and AVX-512; off, it runs the
+    # plain quantized kernels on every CPU.
+    mp.use_extra_bufts = False
     model = L.llama_model_load_from_file(a.gguf.encode(), mp)
     vocab = L.llama_model_get_vocab(model)
     n_vocab = L.llama_vocab_n_tokens(vocab)

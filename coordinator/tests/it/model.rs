@@ -339,8 +339,31 @@ fn an_unreachable_server_is_a_clear_error() {
     assert!(start.elapsed() < Duration::from_secs(30));
 }
 
-/// llama.cpp's server through llama-cpp-python, on a free port.
-fn llama_cpp_server() -> Server {
+/// llama.cpp's server through llama-cpp-python, killed on drop with its log directory.
+struct LlamaServer {
+    server: Server,
+    _log: tempfile::TempDir,
+}
+
+/// A free loopback port below the kernel's ephemeral range. Every other server in these tests
+/// binds port 0, which only hands out ports inside that range, so none of them can take this
+/// port while llama.cpp's server loads the model (seconds) before binding it.
+fn port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let start = (std::process::id() % u32::from(span)) as u16;
+    (0..span)
+        .map(|i| 10_000 + (start + i) % span)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
+}
+
+/// llama.cpp's server through llama-cpp-python (`tests/it/llama_server.py`). Ready when it answers `/v1/models`; if it
+/// exits first, the failure shows its log.
+fn llama_cpp_server() -> LlamaServer {
     let have = Command::new("python3")
         .args(["-c", "import llama_cpp.server"])
         .stderr(Stdio::null())
@@ -351,13 +374,16 @@ fn llama_cpp_server() -> Server {
         "llama-cpp-python[server] is not installed: \
          python3 -m pip install 'llama-cpp-python[server]==0.3.36' (scripts/test does)"
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("binds")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = port_outside_ephemeral_range();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("llama-server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    // Through a launcher that turns off llama.cpp's weight repacking, which crashes on
+    // AMX/AVX-512 CPUs in this llama.cpp (see the script).
+    let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/llama_server.py");
     let child = Command::new("python3")
-        .args(["-m", "llama_cpp.server", "--host", "127.0.0.1"])
+        .arg(launcher)
+        .args(["--host", "127.0.0.1"])
         .args(["--port", &port.to_string()])
         .arg("--model")
         .arg(model_path())
@@ -370,29 +396,44 @@ fn llama_cpp_server() -> Server {
             "2",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("python3 runs");
-    let server = Server {
+    let mut server = Server {
         child,
         base: format!("http://127.0.0.1:{port}/v1"),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let models = format!("{}/models", server.base);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(status) = server.child.try_wait().expect("waits") {
+            panic!(
+                "llama.cpp's server exited ({status}) before answering:\n{}",
+                log()
+            );
+        }
+        if ureq::get(&models)
+            .timeout(Duration::from_secs(5))
+            .call()
+            .is_ok()
+        {
+            return LlamaServer { server, _log: dir };
+        }
         assert!(
             Instant::now() < deadline,
-            "llama.cpp's server did not start"
+            "llama.cpp's server did not answer {models} within 120 s:\n{}",
+            log()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(250));
     }
-    server
 }
 
 #[test]
 #[ignore = "needs llama-cpp-python[server]; scripts/test installs it and runs ignored tests"]
 fn the_http_backend_passes_acceptance_against_llama_cpp_server() {
-    let server = llama_cpp_server();
-    acceptance(&client(&server.base));
+    let llama = llama_cpp_server();
+    acceptance(&client(&llama.server.base));
 }
 
 /// Token ids from llama.cpp (llama-cpp-python 0.3.36, `tokenize(..., special=True)`) for the
