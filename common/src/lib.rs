@@ -1,8 +1,9 @@
 //! Shared core of hx: the harness graph and its substitution algebra, the wire protocol between
 //! coordinator and workers, task naming, and the experiment config.
 //!
-//! Both the coordinator and the worker depend on this crate and on nothing of each other's, so
-//! everything they must agree on lives here, once.
+//! Every other hx crate depends on this one, and this one on none of them, so everything
+//! the coordinator and the workers must agree on lives here, once. The variation operators
+//! that need no model live here too ([`harness::mutate`]), beside the algebra they use.
 #![warn(missing_docs)]
 
 pub mod config;

@@ -281,7 +281,7 @@ fn instant(job: &Job) -> JobResult {
             }
         }
         JobKind::CrossoverAndEvaluate { parents, seed } => {
-            match hx_worker::mutate::crossover(&parents[0], &parents[1], *seed) {
+            match hx_common::harness::mutate::crossover(&parents[0], &parents[1], *seed) {
                 Ok(child) => evaluated(child.harness),
                 Err(e) => (
                     JobStatus::InvalidChild {
@@ -357,7 +357,7 @@ url = "{url}"
     );
     let exp: Experiment = parse_toml(&text, "bench", &[])?;
     exp.validate("bench")?;
-    let endpoint = hx_worker::nats::Endpoint {
+    let endpoint = hx_bus::Endpoint {
         url: url.to_owned(),
         auth: NatsAuth::None,
         tls: None,
@@ -379,7 +379,7 @@ url = "{url}"
                 .spawn(move || hx_worker::nats::serve(cfg, stop))
         })
         .collect::<Result<_, _>>()?;
-    let limits = hx_worker::nats::ConsumerLimits {
+    let limits = hx_bus::ConsumerLimits {
         ack_wait: Duration::from_secs(30),
         max_deliver: 5,
         max_ack_pending: plan.in_flight as i64,

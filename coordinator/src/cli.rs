@@ -16,10 +16,10 @@ use hx_common::harness::format::{self, Format};
 use hx_common::stats::Mean;
 use hx_common::task::{Split, TaskRef};
 use hx_common::telemetry::LogFormat;
-use hx_worker::env::{Builtin, survey};
-use hx_worker::model::bench as model_bench;
-use hx_worker::model::embedded::{self, Embedded};
-use hx_worker::model::{GenerateRequest, Message, ModelBackend, Role, fetch, serve};
+use hx_env::{Builtin, survey};
+use hx_model::bench as model_bench;
+use hx_model::embedded::{self, Embedded};
+use hx_model::{GenerateRequest, Message, ModelBackend, Role, fetch, serve};
 
 /// hx: distributed evolutionary search over agent harnesses.
 ///
@@ -449,7 +449,7 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             } else {
                 *workers
             };
-            let model = hx_worker::model::open(&exp.model, &mut say)?;
+            let model = hx_model::open(&exp.model, &mut say)?;
             say(&format!("model: {}", model.describe()));
             let adapters = exp
                 .suites
@@ -476,12 +476,12 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             },
             true,
         ) => {
-            let endpoint = hx_worker::nats::Endpoint {
+            let endpoint = hx_bus::Endpoint {
                 url: url.clone(),
                 auth: auth.clone(),
                 tls: tls.clone(),
             };
-            let limits = hx_worker::nats::ConsumerLimits {
+            let limits = hx_bus::ConsumerLimits {
                 ack_wait: *ack_wait,
                 max_deliver: i64::from(*max_deliver),
                 max_ack_pending: exp.population.jobs_in_flight.max(1) as i64,
@@ -682,7 +682,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         (Some(c), None) => hx_common::config::ModelOptions::load(c, &[])?,
         (None, None) => hx_common::config::ModelOptions::default(),
     };
-    let model = hx_worker::model::open(&model_options, &mut say)?;
+    let model = hx_model::open(&model_options, &mut say)?;
     say(&format!("model: {}", model.describe()));
     let adapter = a.adapter.as_ref().map(|cmd| AdapterOptions {
         command: cmd.split_whitespace().map(str::to_owned).collect(),
@@ -696,7 +696,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             seed,
         })
         .collect();
-    let options = hx_worker::agent::Options {
+    let options = hx_agent::Options {
         no_rewriting: a.no_rewriting,
         trace_dir: a.trace_dir.clone(),
         max_steps: a.max_steps,
@@ -705,7 +705,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let wins = std::sync::atomic::AtomicUsize::new(0);
     let total = tasks.len();
-    let results = hx_worker::agent::run_many(
+    let results = hx_agent::run_many(
         &harness,
         &tasks,
         model.as_ref(),
@@ -745,7 +745,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
     let n = episodes.len() as u64;
     let fit = crate::search::Fitness::of(episodes.iter().map(|e| &e.outcome), 0.95);
     let (rate, progress) = (fit.success, fit.progress);
-    let mean = |f: &dyn Fn(&hx_worker::agent::Episode) -> f64| {
+    let mean = |f: &dyn Fn(&hx_agent::Episode) -> f64| {
         if n == 0 {
             0.0
         } else {

@@ -15,7 +15,7 @@
 //! - **Selection**: tournaments over a MAP-Elites archive (harness size x tokens per step)
 //!   plus the elites; immigrants from the seed harnesses now and then.
 //! - **Variation**: structural, parametric, model-guided text mutation, adoption of in-task
-//!   rewrites that were kept, and crossover by role ([`hx_worker::mutate`]). Children of the
+//!   rewrites that were kept, and crossover by role ([`hx_common::harness::mutate`]). Children of the
 //!   operators that need no model are made here, so a known child costs nothing.
 //! - **Budgets**: episodes, tokens and wall time; at the first reached the loop stops sending
 //!   work, collects what is in flight, and ends.
@@ -726,7 +726,9 @@ impl<'a> Search<'a> {
                 && other.id() != parent.id()
             {
                 (
-                    Some(hx_worker::mutate::crossover(&parent, &other, child_seed)),
+                    Some(hx_common::harness::mutate::crossover(
+                        &parent, &other, child_seed,
+                    )),
                     vec![parent.id(), other.id()],
                     "crossover".to_owned(),
                 )
@@ -752,7 +754,7 @@ impl<'a> Search<'a> {
                     seed: child_seed,
                     failure_digest: fb.digest,
                 };
-                match hx_worker::mutate::offline(&parent, &spec) {
+                match hx_common::harness::mutate::offline(&parent, &spec) {
                     Some(made) => (Some(made), vec![parent.id()], String::new()),
                     None => {
                         // Text mutation needs the model: the worker makes the child.

@@ -3,7 +3,7 @@
 
 Copy this file to wrap a real simulator (ALFWorld, WebShop, ScienceWorld): keep `main`,
 replace `Vault` with a class that drives your simulator. The protocol is documented in
-hx's worker/src/env/external.rs:
+hx's worker/env/src/external.rs:
 
     {"op":"reset","task":"vault/train/3"}  -> {"observation":..., "goal":..., "step_limit":30,
                                                "commands":"go east, ...", "example":"go east"}

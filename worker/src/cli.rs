@@ -133,14 +133,13 @@ pub fn run_worker(args: WorkerArgs) -> Result<ExitCode> {
     }
     let name = opts.id.clone().unwrap_or_else(default_name);
     let mut say = |m: &str| tracing::info!("{m}");
-    let model =
-        crate::model::open(&opts.model, &mut say).map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    let model = hx_model::open(&opts.model, &mut say).map_err(|e| anyhow::anyhow!("model: {e}"))?;
     let described = model.describe();
     tracing::info!(worker = %name, model = %described, "worker starting");
     let handler =
         crate::nats::run_jobs_with(model, opts.adapters.clone(), name.clone(), opts.concurrency);
     let cfg = crate::nats::WorkerLoop {
-        endpoint: crate::nats::Endpoint {
+        endpoint: hx_bus::Endpoint {
             url: opts.nats.clone(),
             auth: opts.auth.clone(),
             tls: opts.tls.clone(),

@@ -7,8 +7,9 @@ use hx_common::config::AdapterOptions;
 use hx_common::harness::Harness;
 use hx_common::protocol::{Job, JobKind, JobResult, JobStatus};
 
-use crate::agent::{self, Options};
-use crate::model::ModelBackend;
+use hx_agent::{self as agent, Options};
+use hx_model::ModelBackend;
+
 use crate::mutate;
 
 /// How long a job's combined failure digest may be (it feeds a mutation prompt).
@@ -28,18 +29,20 @@ pub fn run(
     let child: Result<Harness, mutate::Error> = match &job.kind {
         JobKind::Evaluate { harness } => Ok(harness.clone()),
         JobKind::MutateAndEvaluate { parent, mutation } => mutate::mutate(parent, mutation, model)
-            .map(|c| {
-                result.usage.prompt_tokens += c.usage.prompt_tokens;
-                result.usage.completion_tokens += c.usage.completion_tokens;
+            .map(|(c, usage)| {
+                result.usage.prompt_tokens += usage.prompt_tokens;
+                result.usage.completion_tokens += usage.completion_tokens;
                 c.harness
             }),
         JobKind::CrossoverAndEvaluate { parents, seed } => {
-            mutate::crossover(&parents[0], &parents[1], *seed).map(|c| c.harness)
+            mutate::crossover(&parents[0], &parents[1], *seed)
+                .map(|c| c.harness)
+                .map_err(mutate::Error::from)
         }
     };
     let child = match child {
         Ok(h) => h,
-        Err(mutate::Error::NoValidChild(reason)) => {
+        Err(mutate::Error::NoValidChild(mutate::NoValidChild(reason))) => {
             result.status = JobStatus::InvalidChild { reason };
             result.wall_ms = clock.elapsed().as_millis() as u64;
             return result;

@@ -1,10 +1,9 @@
-//! The worker side of hx: task environments, model backends, the agent runtime with in-task
-//! rewriting, variation operators, the NATS job loop and the worker's command line.
+//! The worker side of hx: runs jobs (makes the child, with the model for the text operator,
+//! and plays its episodes through [`hx_agent`]), the JetStream job loop and the worker's
+//! command line. The model engine ([`hx_model`]), the environments ([`hx_env`]), the agent
+//! runtime ([`hx_agent`]) and the JetStream plumbing ([`hx_bus`]) are crates of their own.
 
-pub mod agent;
 pub mod cli;
-pub mod env;
 pub mod job;
-pub mod model;
 pub mod mutate;
 pub mod nats;

@@ -1,61 +1,37 @@
-//! Variation operators: how a worker makes a child harness from one parent or two.
-//!
-//! Every operator is a sequence of algebra [`Edit`]s (or, for crossover, a new document that is
-//! validated like any file), so every child is a valid harness or an error naming why none
-//! could be made. Choices are drawn from a generator seeded by the job, so a redelivered job
-//! makes the same child.
-//!
-//! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
-//!   action selector;
-//! - **parametric**: move one numeric, choice or flag parameter within its range;
-//! - **text**: the model rewrites a prompt text given the parent's failure digest;
-//! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
-//! - **crossover**: each role's components come from one parent or the other.
+//! The model-guided variation operator, **text**: the model rewrites a prompt text given the
+//! parent's failure digest. The operators that need no model (structural, parametric, adopt,
+//! crossover) live beside the algebra, in [`hx_common::harness::mutate`].
 
 use hx_common::harness::algebra::{Edit, TextEdit};
-use hx_common::harness::catalog::{Kind, Role, TOOLS};
+use hx_common::harness::catalog::{Kind, PLACEHOLDERS};
 use hx_common::harness::param::{ParamType, ParamValue};
-use hx_common::harness::{Component, Harness, HarnessDoc};
+use hx_common::harness::{Component, Harness};
 use hx_common::protocol::{MutationOp, MutationSpec};
+use hx_model::{self as model, GenerateRequest, Message, ModelBackend, Role as MsgRole, Usage};
+use rand::SeedableRng as _;
 use rand::seq::IndexedRandom as _;
-use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{self, GenerateRequest, Message, ModelBackend, Role as MsgRole, Usage};
+pub use hx_common::harness::mutate::{Child, NoValidChild, crossover, offline};
 
 /// Why no child was made.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The operator found no edit the algebra accepts, or the edits given do not apply.
-    #[error("no valid child: {0}")]
-    NoValidChild(String),
+    #[error(transparent)]
+    NoValidChild(#[from] NoValidChild),
     /// The model failed during a text mutation.
     #[error("model: {0}")]
     Model(#[from] model::Error),
 }
 
-/// A child and how it was made.
-#[derive(Debug, Clone)]
-pub struct Child {
-    /// The child.
-    pub harness: Harness,
-    /// The edits that made it from the parent (empty for crossover).
-    pub edits: Vec<Edit>,
-    /// The operator's name: `structural`, `parametric`, `text`, `adopt` or `crossover`.
-    pub operator: &'static str,
-    /// Tokens the model spent (text mutation only).
-    pub usage: Usage,
-}
-
-/// How many candidate edits an operator tries before it gives up.
-const TRIES: usize = 24;
-
-/// Makes a child of `parent` as `spec` says.
+/// Makes a child of `parent` as `spec` says, with the tokens the model spent on it (text
+/// mutation only; zero for the others).
 pub fn mutate(
     parent: &Harness,
     spec: &MutationSpec,
     model: &dyn ModelBackend,
-) -> Result<Child, Error> {
+) -> Result<(Child, Usage), Error> {
     match &spec.op {
         MutationOp::Text { component } => text(
             parent,
@@ -64,186 +40,11 @@ pub fn mutate(
             spec.seed,
             model,
         ),
-        _ => offline(parent, spec).expect("only text mutation needs the model"),
+        _ => Ok((
+            offline(parent, spec).expect("only text mutation needs the model")?,
+            Usage::default(),
+        )),
     }
-}
-
-/// Makes the child of a mutation that needs no model (every operator but text), so a
-/// coordinator can know the child, and skip it if it was seen, before any work is sent;
-/// `None` for text mutation.
-pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, Error>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    Some(match &spec.op {
-        MutationOp::Text { .. } => return None,
-        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
-        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
-        MutationOp::Apply { edits } => parent
-            .apply_all(edits)
-            .map_err(|e| Error::NoValidChild(e.to_string()))
-            .map(|harness| Child {
-                harness,
-                edits: edits.clone(),
-                operator: "adopt",
-                usage: Usage::default(),
-            }),
-    })
-}
-
-/// The first candidate edit that the algebra accepts and that changes the harness.
-fn first_valid(
-    parent: &Harness,
-    operator: &'static str,
-    candidates: Vec<Edit>,
-) -> Result<Child, Error> {
-    let mut last = String::from("no candidate edit");
-    for edit in candidates.into_iter().take(TRIES) {
-        match parent.apply(&edit) {
-            Ok(h) if h.id() != parent.id() => {
-                return Ok(Child {
-                    harness: h,
-                    edits: vec![edit],
-                    operator,
-                    usage: Usage::default(),
-                });
-            }
-            Ok(_) => last = "the edit changed nothing".into(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Error::NoValidChild(format!("{operator}: {last}")))
-}
-
-/// A fresh component name for `kind` in `h`.
-fn fresh_name(h: &Harness, kind: Kind) -> String {
-    let base = kind.as_str();
-    if h.component(base).is_none() {
-        return base.to_owned();
-    }
-    (2..)
-        .map(|i| format!("{base}-{i}"))
-        .find(|n| h.component(n).is_none())
-        .expect("some name is free")
-}
-
-/// Candidate structural edits in random order.
-fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
-    let mut out = Vec::new();
-    for kind in Kind::all() {
-        let spec = kind.spec();
-        if let Some(member) = spec.singleton.and_then(|g| h.in_group(g)) {
-            // Its group is taken: a member of another kind may be replaced.
-            if member.kind != kind
-                && let Some(mut c) = component_for(h, kind, rng)
-            {
-                c.name = member.name.clone();
-                out.push(Edit::Replace { component: c });
-            }
-            continue;
-        }
-        if let Some(c) = component_for(h, kind, rng) {
-            out.push(Edit::Insert {
-                component: c,
-                edges: Vec::new(),
-            });
-        }
-    }
-    for c in h.components() {
-        if c.kind != Kind::SystemPrompt {
-            out.push(Edit::Remove {
-                name: c.name.clone(),
-            });
-        }
-    }
-    shuffle(&mut out, rng);
-    out
-}
-
-/// A new component of `kind` with its required parameters filled in, or `None` where hx has
-/// nothing sensible to fill in.
-fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Component> {
-    let mut c = Component::new(fresh_name(h, kind), kind);
-    for p in kind.spec().params {
-        if !matches!(p.default, hx_common::harness::param::ParamDefault::Required) {
-            continue;
-        }
-        let value = match (kind, p.name) {
-            (Kind::Tool, "tool") => {
-                let free: Vec<&&str> = TOOLS.iter().filter(|t| h.tool(t).is_none()).collect();
-                ParamValue::Text((**free.choose(rng)?).to_owned())
-            }
-            (Kind::Hint, "text") => ParamValue::Text(
-                (*[
-                    "Visit places you have not searched yet.",
-                    "Open closed receptacles to look inside.",
-                    "Do not repeat a command that did nothing.",
-                    "Take the object the goal names before going to its destination.",
-                ]
-                .choose(rng)?)
-                .to_owned(),
-            ),
-            _ => return None,
-        };
-        c = c.with(p.name, value);
-    }
-    Some(c)
-}
-
-/// Candidate parameter moves in random order.
-fn parametric(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
-    let mut out = Vec::new();
-    for c in h.components() {
-        for p in c.spec().params {
-            let current = c.param(p.name);
-            let value = match p.ty {
-                ParamType::Bool => {
-                    ParamValue::Bool(!current.and_then(ParamValue::as_bool).unwrap_or(false))
-                }
-                ParamType::Int { min, max } => {
-                    let v = current.and_then(ParamValue::as_int).unwrap_or(min);
-                    let step = ((max - min) / 8).max(1);
-                    let d = rng.random_range(1..=step);
-                    let up = v == min || (v != max && rng.random_bool(0.5));
-                    ParamValue::Int(if up {
-                        (v + d).min(max)
-                    } else {
-                        (v - d).max(min)
-                    })
-                }
-                ParamType::Float { min, max } => {
-                    let v = current.and_then(ParamValue::as_float).unwrap_or(min);
-                    let d = rng.random_range(0.05..=0.25) * (max - min);
-                    let up = v <= min || (v < max && rng.random_bool(0.5));
-                    let x = if up {
-                        (v + d).min(max)
-                    } else {
-                        (v - d).max(min)
-                    };
-                    ParamValue::Float((x * 100.0).round() / 100.0)
-                }
-                ParamType::Choice(options) => {
-                    let now = current.and_then(ParamValue::as_text).unwrap_or("");
-                    let others: Vec<&&str> = options.iter().filter(|o| **o != now).collect();
-                    let Some(o) = others.choose(rng) else {
-                        continue;
-                    };
-                    ParamValue::Text((**o).to_owned())
-                }
-                _ => continue,
-            };
-            out.push(Edit::SetParameter {
-                component: c.name.clone(),
-                param: p.name.to_owned(),
-                value,
-            });
-        }
-    }
-    shuffle(&mut out, rng);
-    out
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
-    use rand::seq::SliceRandom as _;
-    v.shuffle(rng);
 }
 
 /// Model-guided text mutation: the model rewrites one prompt text given the failure digest.
@@ -253,7 +54,7 @@ fn text(
     digest: &str,
     seed: u64,
     model: &dyn ModelBackend,
-) -> Result<Child, Error> {
+) -> Result<(Child, Usage), Error> {
     // Text parameters that are prompts (the system prompt, hints, framing).
     let texts: Vec<(&Component, &str, usize)> = parent
         .components()
@@ -270,14 +71,14 @@ fn text(
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let Some(&(c, param, max_len)) = texts.choose(&mut rng) else {
-        return Err(Error::NoValidChild(match component {
+        return Err(refused(match component {
             Some(n) => format!("text: {n} has no prompt text"),
             None => "text: the harness has no prompt text".into(),
         }));
     };
     let old = c.param(param).and_then(ParamValue::as_text).unwrap_or("");
     // The placeholders the runtime fills (the goal, the world's commands and an example).
-    let keep: Vec<&str> = crate::agent::PLACEHOLDERS
+    let keep: Vec<&str> = PLACEHOLDERS
         .into_iter()
         .filter(|p| old.contains(p))
         .collect();
@@ -327,7 +128,7 @@ fn text(
         None
     };
     if let Some(r) = reason {
-        return Err(Error::NoValidChild(format!("text: {r}")));
+        return Err(refused(format!("text: {r}")));
     }
     let edit = Edit::EditText {
         component: c.name.clone(),
@@ -336,53 +137,17 @@ fn text(
     };
     let harness = parent
         .apply(&edit)
-        .map_err(|e| Error::NoValidChild(format!("text: {e}")))?;
-    Ok(Child {
-        harness,
-        edits: vec![edit],
-        operator: "text",
-        usage: g.usage,
-    })
+        .map_err(|e| refused(format!("text: {e}")))?;
+    Ok((
+        Child {
+            harness,
+            edits: vec![edit],
+            operator: "text",
+        },
+        g.usage,
+    ))
 }
 
-/// Crossover by role: each role's components come from `a` or `b` (a coin per role); edges
-/// between components the child keeps come from both. Tries other coins if a draw makes an
-/// invalid harness; fails if none of its tries is valid and different from both parents.
-pub fn crossover(a: &Harness, b: &Harness, seed: u64) -> Result<Child, Error> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut last = String::from("every draw equalled a parent");
-    for _ in 0..TRIES {
-        let mut components: Vec<Component> = Vec::new();
-        for role in Role::ALL {
-            let from = if rng.random_bool(0.5) { a } else { b };
-            for c in from.with_role(role) {
-                if !components.iter().any(|k| k.name == c.name) {
-                    components.push(c.clone());
-                }
-            }
-        }
-        let edges = a
-            .edges()
-            .chain(b.edges())
-            .filter(|e| {
-                components.iter().any(|c| c.name == e.from)
-                    && components.iter().any(|c| c.name == e.to)
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        match Harness::from_doc(HarnessDoc { components, edges }) {
-            Ok(h) if h.id() != a.id() && h.id() != b.id() => {
-                return Ok(Child {
-                    harness: h,
-                    edits: Vec::new(),
-                    operator: "crossover",
-                    usage: Usage::default(),
-                });
-            }
-            Ok(_) => {}
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Error::NoValidChild(format!("crossover: {last}")))
+fn refused(reason: String) -> Error {
+    Error::NoValidChild(NoValidChild(reason))
 }

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::param::{ParamDefault as D, ParamSpec, ParamType as T};
 
+/// The placeholders the worker's runtime fills in prompt texts: the task's goal, and the
+/// world's description of its commands and an example command. Text mutation keeps those a
+/// text has.
+pub const PLACEHOLDERS: [&str; 3] = ["{goal}", "{commands}", "{example}"];
+
 /// The dimension of agent behaviour a component serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -9,6 +9,7 @@
 pub mod algebra;
 pub mod catalog;
 pub mod format;
+pub mod mutate;
 pub mod param;
 pub mod validate;
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hx_common::config::AdapterOptions;
 use hx_common::protocol::{self, Job, WorkerBeat};
-use hx_worker::model::ModelBackend;
+use hx_model::ModelBackend;
 
 /// Carries jobs to workers and results back.
 pub trait JobBus {

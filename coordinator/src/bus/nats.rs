@@ -16,8 +16,8 @@ use anyhow::{Context as _, Result, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, context::Publish, context::PublishAckFuture};
 use futures_util::StreamExt as _;
+use hx_bus::{ConsumerLimits, Endpoint};
 use hx_common::protocol::{self, Job, JobId, JobResult, JobStatus, WorkerBeat, subjects};
-use hx_worker::nats::{ConsumerLimits, Endpoint};
 use tokio::sync::mpsc;
 
 use super::{Delivery, JobBus};
@@ -63,10 +63,9 @@ impl NatsBus {
         let (tx, incoming) = mpsc::channel(4 * PIPELINE);
         let beats = Arc::new(Mutex::new(Vec::new()));
         let js = rt.block_on(async {
-            let client =
-                hx_worker::nats::connect(endpoint, &format!("hx-coordinator-{run}"), false).await?;
+            let client = hx_bus::connect(endpoint, &format!("hx-coordinator-{run}"), false).await?;
             let js = jetstream::new(client.clone());
-            hx_worker::nats::declare(&js, limits).await?;
+            hx_bus::declare(&js, limits).await?;
             let results = js
                 .get_stream(subjects::RESULTS_STREAM)
                 .await
@@ -86,7 +85,7 @@ impl NatsBus {
                 .subscribe(subjects::MAX_DELIVERIES_ADVISORY)
                 .await
                 .context("subscribing to delivery advisories")?;
-            let kv = hx_worker::nats::workers_bucket(&js).await?;
+            let kv = hx_bus::workers_bucket(&js).await?;
             tokio::spawn(feed_results(consumer, tx.clone()));
             tokio::spawn(feed_advisories(advisories, tx));
             tokio::spawn(watch_workers(kv, Arc::clone(&beats)));
@@ -209,10 +208,7 @@ impl NatsBus {
         Ok(Some(Delivery::with_ack(bytes, move || {
             handle.block_on(async move {
                 let mut headers = HeaderMap::new();
-                headers.insert(
-                    subjects::REASON_HEADER,
-                    hx_worker::nats::one_line(&reason).as_str(),
-                );
+                headers.insert(subjects::REASON_HEADER, hx_bus::one_line(&reason).as_str());
                 js.publish_with_headers(subjects::dead(&run), headers, msg.payload)
                     .await?
                     .await?;
@@ -339,7 +335,7 @@ async fn feed_advisories(mut sub: async_nats::Subscriber, tx: mpsc::Sender<Incom
 
 async fn watch_workers(kv: jetstream::kv::Store, beats: Arc<Mutex<Vec<WorkerBeat>>>) {
     loop {
-        match hx_worker::nats::live_workers(&kv).await {
+        match hx_bus::live_workers(&kv).await {
             Ok(live) => {
                 if let Ok(mut b) = beats.lock() {
                     *b = live;
@@ -347,6 +343,6 @@ async fn watch_workers(kv: jetstream::kv::Store, beats: Arc<Mutex<Vec<WorkerBeat
             }
             Err(e) => tracing::debug!(cause = %e, "listing workers failed"),
         }
-        tokio::time::sleep(hx_worker::nats::BEAT_EVERY).await;
+        tokio::time::sleep(hx_bus::BEAT_EVERY).await;
     }
 }

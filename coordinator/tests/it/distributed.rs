@@ -216,7 +216,7 @@ fn answered(log: &str) -> BTreeMap<String, usize> {
 
 /// The model is fetched once before any worker needs it.
 fn model_ready() {
-    hx_worker::model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
+    hx_model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
         .unwrap_or_else(|e| panic!("the model is needed for these tests: {e}"));
 }
 
@@ -475,9 +475,9 @@ fn a_job_past_its_deliveries_is_given_up_by_a_worker_while_no_coordinator_listen
     let js = rt.block_on(async {
         let client = async_nats::connect(url.as_str()).await.expect("connects");
         let js = jetstream::new(client);
-        hx_worker::nats::declare(
+        hx_bus::declare(
             &js,
-            hx_worker::nats::ConsumerLimits {
+            hx_bus::ConsumerLimits {
                 ack_wait,
                 max_deliver: 2,
                 max_ack_pending: 16,
@@ -523,7 +523,7 @@ fn a_job_past_its_deliveries_is_given_up_by_a_worker_while_no_coordinator_listen
     let worker = {
         let stop = Arc::clone(&stop);
         let cfg = hx_worker::nats::WorkerLoop {
-            endpoint: hx_worker::nats::Endpoint {
+            endpoint: hx_bus::Endpoint {
                 url: url.clone(),
                 auth: hx_common::config::NatsAuth::None,
                 tls: None,

@@ -11,11 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hx_worker::model::embedded::{Embedded, Options};
-use hx_worker::model::openai::{self, OpenAi};
-use hx_worker::model::{
-    Error, Finish, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, fetch,
-};
+use hx_model::embedded::{Embedded, Options};
+use hx_model::openai::{self, OpenAi};
+use hx_model::{Error, Finish, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, fetch};
 
 fn model_path() -> std::path::PathBuf {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
@@ -503,8 +501,8 @@ fn the_tokenizer_matches_llama_cpp() {
 /// command it sends is admissible and the trace accounts for every step.
 #[test]
 fn an_agent_runs_end_to_end_with_the_real_model() {
+    use hx_agent::trace::Event;
     use hx_common::harness::format::{Format, parse_as};
-    use hx_worker::agent::trace::Event;
     let h = parse_as(
         r#"
 [[components]]
@@ -550,14 +548,14 @@ params.no-progress-steps = 3
     )
     .expect("valid");
     let task: hx_common::task::TaskRef = "household/train/5".parse().expect("a task");
-    let mut env = hx_worker::env::household::Household::new();
+    let mut env = hx_env::household::Household::new();
     let m = embedded();
-    let ep = hx_worker::agent::run_episode(
+    let ep = hx_agent::run_episode(
         &h,
         &mut env,
         &task,
         m.as_ref(),
-        &hx_worker::agent::Options::default(),
+        &hx_agent::Options::default(),
     )
     .expect("runs");
     assert!(ep.outcome.steps >= 1 && ep.outcome.steps <= 6);

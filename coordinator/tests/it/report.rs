@@ -53,7 +53,7 @@ struct Run {
 fn shared_run() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        hx_worker::model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
+        hx_model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-run");
         if dir.exists() {

@@ -1,8 +1,4 @@
-//! Integration tests of hx-worker: the binary, the task suites, and external environments.
+//! Integration tests of hx-worker: the binary and the variation operators with jobs.
 
-mod agent;
-mod blocks;
 mod cli;
-mod external;
-mod household;
 mod mutate;

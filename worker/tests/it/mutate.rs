@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use hx_common::harness::Harness;
 use hx_common::harness::format;
 use hx_common::protocol::{MutationOp, MutationSpec};
-use hx_worker::model::{
+use hx_model::{
     Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
 };
 use hx_worker::mutate::{self, crossover, mutate};
@@ -71,12 +71,14 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
         let mut ids = std::collections::BTreeSet::new();
         for seed in 0..40 {
             for op in [MutationOp::Structural, MutationOp::Parametric] {
-                let child = mutate(&parent, &spec(op.clone(), seed), &none).expect("a child");
+                let child = mutate(&parent, &spec(op.clone(), seed), &none)
+                    .expect("a child")
+                    .0;
                 valid(&child.harness);
                 assert_ne!(child.harness.id(), parent.id());
                 assert_eq!(child.edits.len(), 1);
                 // The same seed makes the same child; the edits replay to it.
-                let again = mutate(&parent, &spec(op, seed), &none).expect("a child");
+                let again = mutate(&parent, &spec(op, seed), &none).expect("a child").0;
                 assert_eq!(again.harness.id(), child.harness.id());
                 assert_eq!(
                     parent.apply_all(&child.edits).expect("replays").id(),
@@ -98,7 +100,9 @@ fn text_mutation_takes_the_models_text_and_refuses_bad_text() {
     let good = Writer(Mutex::new(vec![
         "  Search every unvisited receptacle and open closed ones.  ".into(),
     ]));
-    let child = mutate(&parent, &spec(op.clone(), 1), &good).expect("a child");
+    let child = mutate(&parent, &spec(op.clone(), 1), &good)
+        .expect("a child")
+        .0;
     valid(&child.harness);
     assert_eq!(
         child
@@ -143,7 +147,8 @@ fn crossover_children_are_valid_and_differ_from_both_parents() {
                 }
                 made += 1;
             }
-            Err(e) => assert!(matches!(e, mutate::Error::NoValidChild(_))),
+            // A crossover can only fail by finding no valid child; the type says so.
+            Err(mutate::NoValidChild(reason)) => assert!(!reason.is_empty()),
         }
     }
     assert!(made >= 20, "only {made} of 30 crossovers made a child");
@@ -199,6 +204,7 @@ fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
         child.id(),
         mutate(&parent, &spec(MutationOp::Parametric, 5), &m)
             .expect("a child")
+            .0
             .harness
             .id()
     );

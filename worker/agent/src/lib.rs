@@ -23,8 +23,8 @@ use hx_common::harness::{Component, Harness};
 use hx_common::protocol::{RewriteRecord, TaskOutcome};
 use hx_common::task::TaskRef;
 
-use crate::env::{self, Environment};
-use crate::model::{self, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, Usage};
+use hx_env::{self as env, Environment};
+use hx_model::{self as model, GenerateRequest, Message, ModelBackend, Role, ScoreRequest, Usage};
 use trace::{Event, Trace};
 
 /// Why an episode could not run.
@@ -133,9 +133,7 @@ fn boolean(c: &Component, p: &str) -> bool {
     c.param(p).and_then(|v| v.as_bool()).unwrap_or(false)
 }
 
-/// The placeholders the runtime fills in prompt texts (see `State::fill`); text mutation
-/// keeps those a text has.
-pub const PLACEHOLDERS: [&str; 3] = ["{goal}", "{commands}", "{example}"];
+pub use hx_common::harness::catalog::PLACEHOLDERS;
 
 impl State {
     /// A prompt text with its placeholders filled: `{goal}`, and the world's `{commands}` and

@@ -15,7 +15,7 @@ use hx_common::protocol::RewriteRecord;
 
 use super::trace::{Event, Trace};
 use super::{Error, State, int, record};
-use crate::model::{Message, ModelBackend, Role, ScoreRequest};
+use hx_model::{Message, ModelBackend, Role, ScoreRequest};
 
 /// An edit offered to the model, with the words it is offered in.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 
 use hx_common::task::{Split, TaskRef};
 
-use crate::env::Builtin;
-use crate::env::household;
+use hx_env::Builtin;
+use hx_env::household;
 
 /// An exemplar: the task it came from and its text.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use hx_common::task::{Split, TaskRef};
-use hx_worker::env::blocks::{self, Blocks, Pos, SEEN_COLOURS, UNSEEN_COLOURS, World};
-use hx_worker::env::{Environment, Error};
+use hx_env::blocks::{self, Blocks, Pos, SEEN_COLOURS, UNSEEN_COLOURS, World};
+use hx_env::{Environment, Error};
 use proptest::prelude::*;
 
 fn task(split: Split, seed: u64) -> TaskRef {
@@ -152,7 +152,7 @@ fn foreign_and_out_of_range_tasks_are_errors() {
         Err(Error::WrongSuite { .. })
     ));
     assert!(matches!(
-        Blocks::new().reset(&task(Split::Test, hx_worker::env::MAX_SEED)),
+        Blocks::new().reset(&task(Split::Test, hx_env::MAX_SEED)),
         Err(Error::SeedRange { .. })
     ));
     assert!(matches!(Blocks::new().step("look"), Err(Error::NotStarted)));

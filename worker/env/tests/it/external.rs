@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use hx_common::task::TaskRef;
-use hx_worker::env::external::{External, Options};
-use hx_worker::env::{Environment, Error};
+use hx_env::external::{External, Options};
+use hx_env::{Environment, Error};
 
 fn vault(flags: &[&str]) -> External {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/adapters/vault.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../adapters/vault.py");
     let mut command = vec!["python3".to_owned(), script.to_owned()];
     command.extend(flags.iter().map(|f| f.to_string()));
     let mut options = Options::new(command);

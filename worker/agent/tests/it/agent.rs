@@ -4,14 +4,14 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use hx_agent::trace::{self, Event};
+use hx_agent::{Options, exemplars, run_episode};
 use hx_common::harness::Harness;
 use hx_common::harness::format::{Format, parse_as};
 use hx_common::task::{Split, TaskRef};
-use hx_worker::agent::trace::{self, Event};
-use hx_worker::agent::{Options, exemplars, run_episode};
-use hx_worker::env::Environment;
-use hx_worker::env::household::Household;
-use hx_worker::model::{
+use hx_env::Environment;
+use hx_env::household::Household;
+use hx_model::{
     Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
 };
 

@@ -1,7 +1,7 @@
 //! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul per ISA.
 use std::time::Instant;
 
-use hx_worker::model::quant::{Isa, QActs, QMatrix, Team, matmul};
+use hx_model::quant::{Isa, QActs, QMatrix, Team, matmul};
 fn main() {
     let threads: usize = std::env::var("HX_THREADS")
         .ok()

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use hx_common::task::{Split, TaskRef};
-use hx_worker::env::household::catalog::ROOMS;
-use hx_worker::env::household::world::{Loc, World};
-use hx_worker::env::household::{self, Household, TaskType};
-use hx_worker::env::{Environment, Error};
+use hx_env::household::catalog::ROOMS;
+use hx_env::household::world::{Loc, World};
+use hx_env::household::{self, Household, TaskType};
+use hx_env::{Environment, Error};
 use proptest::prelude::*;
 
 fn task(split: Split, seed: u64) -> TaskRef {
@@ -247,7 +247,7 @@ fn every_task_type_shows_progress_before_the_win() {
 #[test]
 fn a_seed_out_of_range_is_an_error() {
     let err = Household::new()
-        .reset(&task(Split::Train, hx_worker::env::MAX_SEED))
+        .reset(&task(Split::Train, hx_env::MAX_SEED))
         .expect_err("too big");
     assert!(matches!(err, Error::SeedRange { .. }));
 }

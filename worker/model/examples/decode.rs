@@ -1,11 +1,11 @@
 //! Profiling aid: K concurrent greedy streams of 128 tokens (`decode K`).
-use hx_worker::model::bench::prompt;
-use hx_worker::model::embedded::{Embedded, Options};
+use hx_model::bench::prompt;
+use hx_model::embedded::{Embedded, Options};
 fn main() -> anyhow::Result<()> {
     let k: usize = std::env::args()
         .nth(1)
         .map_or(1, |s| s.parse().unwrap_or(1));
-    let mut o = Options::new(hx_worker::model::fetch::default_model_path());
+    let mut o = Options::new(hx_model::fetch::default_model_path());
     o.cache_tokens = 0;
     let m = Embedded::load(&o)?;
     let t = std::time::Instant::now();

@@ -1,0 +1,261 @@
+//! Variation operators that need no model: how a child harness is made from one parent or two
+//! by the algebra alone. (The model-guided text operator lives with the worker, which has a
+//! model.)
+//!
+//! Every operator is a sequence of algebra [`Edit`]s (or, for crossover, a new document that is
+//! validated like any file), so every child is a valid harness or an error naming why none
+//! could be made. Choices are drawn from a generator seeded by the job, so a redelivered job
+//! makes the same child, and a coordinator can make the child itself before sending any work.
+//!
+//! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
+//!   action selector;
+//! - **parametric**: move one numeric, choice or flag parameter within its range;
+//! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
+//! - **crossover**: each role's components come from one parent or the other.
+
+use rand::seq::IndexedRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+
+use super::algebra::Edit;
+use super::catalog::{Kind, Role, TOOLS};
+use super::param::{ParamType, ParamValue};
+use super::{Component, Harness, HarnessDoc};
+use crate::protocol::{MutationOp, MutationSpec};
+
+/// Why no child was made: the operator found no edit the algebra accepts, or the edits given
+/// do not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no valid child: {0}")]
+pub struct NoValidChild(pub String);
+
+/// A child and how it was made.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The child.
+    pub harness: Harness,
+    /// The edits that made it from the parent (empty for crossover).
+    pub edits: Vec<Edit>,
+    /// The operator's name: `structural`, `parametric`, `text`, `adopt` or `crossover`.
+    pub operator: &'static str,
+}
+
+/// How many candidate edits an operator tries before it gives up.
+pub const TRIES: usize = 24;
+
+/// Makes the child of a mutation that needs no model (every operator but text), so a
+/// coordinator can know the child, and skip it if it was seen, before any work is sent;
+/// `None` for text mutation.
+pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, NoValidChild>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    Some(match &spec.op {
+        MutationOp::Text { .. } => return None,
+        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
+        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
+        MutationOp::Apply { edits } => parent
+            .apply_all(edits)
+            .map_err(|e| NoValidChild(e.to_string()))
+            .map(|harness| Child {
+                harness,
+                edits: edits.clone(),
+                operator: "adopt",
+            }),
+    })
+}
+
+/// The first candidate edit that the algebra accepts and that changes the harness.
+fn first_valid(
+    parent: &Harness,
+    operator: &'static str,
+    candidates: Vec<Edit>,
+) -> Result<Child, NoValidChild> {
+    let mut last = String::from("no candidate edit");
+    for edit in candidates.into_iter().take(TRIES) {
+        match parent.apply(&edit) {
+            Ok(h) if h.id() != parent.id() => {
+                return Ok(Child {
+                    harness: h,
+                    edits: vec![edit],
+                    operator,
+                });
+            }
+            Ok(_) => last = "the edit changed nothing".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(NoValidChild(format!("{operator}: {last}")))
+}
+
+/// A fresh component name for `kind` in `h`.
+fn fresh_name(h: &Harness, kind: Kind) -> String {
+    let base = kind.as_str();
+    if h.component(base).is_none() {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| h.component(n).is_none())
+        .expect("some name is free")
+}
+
+/// Candidate structural edits in random order.
+fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = Vec::new();
+    for kind in Kind::all() {
+        let spec = kind.spec();
+        if let Some(member) = spec.singleton.and_then(|g| h.in_group(g)) {
+            // Its group is taken: a member of another kind may be replaced.
+            if member.kind != kind
+                && let Some(mut c) = component_for(h, kind, rng)
+            {
+                c.name = member.name.clone();
+                out.push(Edit::Replace { component: c });
+            }
+            continue;
+        }
+        if let Some(c) = component_for(h, kind, rng) {
+            out.push(Edit::Insert {
+                component: c,
+                edges: Vec::new(),
+            });
+        }
+    }
+    for c in h.components() {
+        if c.kind != Kind::SystemPrompt {
+            out.push(Edit::Remove {
+                name: c.name.clone(),
+            });
+        }
+    }
+    shuffle(&mut out, rng);
+    out
+}
+
+/// A new component of `kind` with its required parameters filled in, or `None` where hx has
+/// nothing sensible to fill in.
+fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Component> {
+    let mut c = Component::new(fresh_name(h, kind), kind);
+    for p in kind.spec().params {
+        if !matches!(p.default, super::param::ParamDefault::Required) {
+            continue;
+        }
+        let value = match (kind, p.name) {
+            (Kind::Tool, "tool") => {
+                let free: Vec<&&str> = TOOLS.iter().filter(|t| h.tool(t).is_none()).collect();
+                ParamValue::Text((**free.choose(rng)?).to_owned())
+            }
+            (Kind::Hint, "text") => ParamValue::Text(
+                (*[
+                    "Visit places you have not searched yet.",
+                    "Open closed receptacles to look inside.",
+                    "Do not repeat a command that did nothing.",
+                    "Take the object the goal names before going to its destination.",
+                ]
+                .choose(rng)?)
+                .to_owned(),
+            ),
+            _ => return None,
+        };
+        c = c.with(p.name, value);
+    }
+    Some(c)
+}
+
+/// Candidate parameter moves in random order.
+fn parametric(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = Vec::new();
+    for c in h.components() {
+        for p in c.spec().params {
+            let current = c.param(p.name);
+            let value = match p.ty {
+                ParamType::Bool => {
+                    ParamValue::Bool(!current.and_then(ParamValue::as_bool).unwrap_or(false))
+                }
+                ParamType::Int { min, max } => {
+                    let v = current.and_then(ParamValue::as_int).unwrap_or(min);
+                    let step = ((max - min) / 8).max(1);
+                    let d = rng.random_range(1..=step);
+                    let up = v == min || (v != max && rng.random_bool(0.5));
+                    ParamValue::Int(if up {
+                        (v + d).min(max)
+                    } else {
+                        (v - d).max(min)
+                    })
+                }
+                ParamType::Float { min, max } => {
+                    let v = current.and_then(ParamValue::as_float).unwrap_or(min);
+                    let d = rng.random_range(0.05..=0.25) * (max - min);
+                    let up = v <= min || (v < max && rng.random_bool(0.5));
+                    let x = if up {
+                        (v + d).min(max)
+                    } else {
+                        (v - d).max(min)
+                    };
+                    ParamValue::Float((x * 100.0).round() / 100.0)
+                }
+                ParamType::Choice(options) => {
+                    let now = current.and_then(ParamValue::as_text).unwrap_or("");
+                    let others: Vec<&&str> = options.iter().filter(|o| **o != now).collect();
+                    let Some(o) = others.choose(rng) else {
+                        continue;
+                    };
+                    ParamValue::Text((**o).to_owned())
+                }
+                _ => continue,
+            };
+            out.push(Edit::SetParameter {
+                component: c.name.clone(),
+                param: p.name.to_owned(),
+                value,
+            });
+        }
+    }
+    shuffle(&mut out, rng);
+    out
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
+    use rand::seq::SliceRandom as _;
+    v.shuffle(rng);
+}
+
+/// Crossover by role: each role's components come from `a` or `b` (a coin per role); edges
+/// between components the child keeps come from both. Tries other coins if a draw makes an
+/// invalid harness; fails if none of its tries is valid and different from both parents.
+pub fn crossover(a: &Harness, b: &Harness, seed: u64) -> Result<Child, NoValidChild> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut last = String::from("every draw equalled a parent");
+    for _ in 0..TRIES {
+        let mut components: Vec<Component> = Vec::new();
+        for role in Role::ALL {
+            let from = if rng.random_bool(0.5) { a } else { b };
+            for c in from.with_role(role) {
+                if !components.iter().any(|k| k.name == c.name) {
+                    components.push(c.clone());
+                }
+            }
+        }
+        let edges = a
+            .edges()
+            .chain(b.edges())
+            .filter(|e| {
+                components.iter().any(|c| c.name == e.from)
+                    && components.iter().any(|c| c.name == e.to)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        match Harness::from_doc(HarnessDoc { components, edges }) {
+            Ok(h) if h.id() != a.id() && h.id() != b.id() => {
+                return Ok(Child {
+                    harness: h,
+                    edits: Vec::new(),
+                    operator: "crossover",
+                });
+            }
+            Ok(_) => {}
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(NoValidChild(format!("crossover: {last}")))
+}

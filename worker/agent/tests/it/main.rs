@@ -1,0 +1,3 @@
+//! Integration tests of hx-agent: episodes with scripted and real models.
+
+mod agent;

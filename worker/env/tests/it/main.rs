@@ -1,0 +1,5 @@
+//! Integration tests of hx-env: the built-in suites' rules and an external adapter process.
+
+mod blocks;
+mod external;
+mod household;
