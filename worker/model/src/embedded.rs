@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::gguf::Gguf;
 use super::llama::{Config, Kv, Llama, Row, Scratch, SeqKv};
 use super::quant::Team;
-use super::template::ChatTemplate;
+use super::template::{CHATML, ChatTemplate};
 use super::tokenizer::{Token, Tokenizer};
 use super::{
     Error, Finish, GenerateRequest, Generation, Message, ModelBackend, ScoreRequest, Scores, Usage,
@@ -104,13 +104,8 @@ impl Embedded {
         } else {
             options.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("hx-model-{i}"))
-            .build()
-            .map_err(|e| Error::Request(format!("starting {threads} model threads: {e}")))?;
         let describe = format!(
-            "{} ({} layers, {} wide, {:.0} MiB, {threads} threads, {:?} kernels)",
+            "{} ({} layers, {} wide, {:.0} MiB, {threads} threads, {} kernels)",
             options.gguf.display(),
             model.cfg.layers,
             model.cfg.embd,
@@ -134,7 +129,7 @@ impl Embedded {
         };
         let handle = std::thread::Builder::new()
             .name("hx-model-engine".into())
-            .spawn(move || pool.install(|| engine.run(rx)))
+            .spawn(move || engine.run(rx))
             .map_err(|e| Error::Request(format!("starting the model engine: {e}")))?;
         Ok(Embedded {
             tx: Some(tx),
@@ -285,9 +280,6 @@ impl ModelBackend for Embedded {
         self.score_tokens(prompt, candidates)
     }
 }
-
-/// A ChatML template for GGUF files that carry none.
-const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// A sequence being computed: its cache, the tokens it still has to run, and whether every
 /// row's logits are wanted (candidates) or only the last one's (prompts, decoding).
@@ -697,7 +689,7 @@ impl Engine {
                 seqs.push(by_lane.swap_remove(at).2);
             }
             self.model
-                .forward(&mut seqs, &rows, &mut self.scratch, &self.team)
+                .forward(&mut seqs, &rows, &mut self.scratch, &mut self.team)
         };
         // Hand out logits in row order.
         let mut logits = logits.into_iter();

@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::gguf::{DType, Error, Gguf};
 use super::quant::{Isa, QActs, QMatrix, Team, axpy_f32, dot_f32, matmul};
 use super::tokenizer::Token;
@@ -376,7 +374,7 @@ impl Llama {
         seqs: &mut [&mut SeqKv],
         rows: &[Row],
         s: &mut Scratch,
-        team: &Team,
+        team: &mut Team,
     ) -> Vec<Vec<f32>> {
         let c = &self.cfg;
         let (d, n) = (c.embd, rows.len());
@@ -425,7 +423,7 @@ impl Llama {
             let a = &s.a;
             let hd = c.head_dim;
             let isa = self.isa;
-            let attend = |(i, oh): (usize, &mut [f32])| {
+            let attend = |i: usize, oh: &mut [f32]| {
                 let (row, h) = (i / c.heads, i % c.heads);
                 let g = h / group;
                 let qh = &a[row * width + h * hd..row * width + (h + 1) * hd];
@@ -463,9 +461,11 @@ impl Llama {
             // Short contexts are cheaper to attend on one thread than to hand out.
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
             if team.size() > 1 && work >= 1024 {
-                s.h.par_chunks_mut(hd).enumerate().for_each(attend);
+                team.for_each_chunk_mut(&mut s.h, hd, &attend);
             } else {
-                s.h.chunks_mut(hd).enumerate().for_each(attend);
+                for (i, oh) in s.h.chunks_mut(hd).enumerate() {
+                    attend(i, oh);
+                }
             }
             s.qa.quantize_into(&s.h, n, d);
             matmul(self.isa, &layer.out, &s.qa, &mut s.a, team);

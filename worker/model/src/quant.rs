@@ -6,12 +6,21 @@
 //! read once and used against up to four activation rows, so decoding several sequences at once
 //! costs little more memory traffic than decoding one.
 //!
-//! This is the one module allowed `unsafe`: the AVX2 kernels use `std::arch` intrinsics, which
-//! take raw pointers. Each is behind a safe wrapper that checks every length it relies on and is
-//! only called after `is_x86_feature_detected!` confirms the CPU has AVX2 and FMA; a portable
-//! scalar kernel computes the same sums everywhere else, and the tests check they agree.
+//! This is the one module allowed `unsafe`, for two things, each behind a safe interface that
+//! safe code cannot misuse:
+//!
+//! - **SIMD kernels** (`std::arch` intrinsics, which take raw pointers and need CPU features).
+//!   Their wrappers check every length they rely on, and run them only with an [`Isa`], which
+//!   only CPU feature detection can make. A portable scalar kernel computes the same sums, and
+//!   the tests check they agree.
+//! - **The [`Team`]** of matmul threads, which hands a borrowed job to its helpers as a raw
+//!   pointer. [`Team::run`] takes `&mut self` (one job at a time) and neither returns nor
+//!   unwinds before every helper has finished, so the borrow outlives every use; a helper's
+//!   panic is caught and re-raised in the caller.
 #![allow(unsafe_code)]
 
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -273,28 +282,59 @@ fn w_row(w: &QMatrix, r: usize) -> WRow<'_> {
     }
 }
 
-/// Which kernels this CPU runs.
+/// Which kernels to run. Only [`Isa::detect`] and [`Isa::available`] make one, after checking
+/// the CPU's features, so no safe code can ask for a kernel the CPU lacks (the field is
+/// private); [`Isa::SCALAR`] runs anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
+pub struct Isa(Level);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
     /// Portable Rust.
     Scalar,
     /// x86-64 AVX2 with FMA.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2,
     /// AVX2 with FMA and AVX-VNNI's byte dot product.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     AvxVnni,
 }
 
 impl Isa {
-    /// The best kernels this CPU supports.
-    pub fn detect() -> Isa {
+    /// The portable kernels, which every CPU runs.
+    pub const SCALAR: Isa = Isa(Level::Scalar);
+
+    /// Every set of kernels this CPU runs, the portable one first and the fastest last.
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::SCALAR];
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            if is_x86_feature_detected!("avxvnni") && std::env::var_os("HX_NO_VNNI").is_none() {
-                return Isa::AvxVnni;
+            out.push(Isa(Level::Avx2));
+            if is_x86_feature_detected!("avxvnni") {
+                out.push(Isa(Level::AvxVnni));
             }
-            return Isa::Avx2;
         }
-        Isa::Scalar
+        out
+    }
+
+    /// The fastest kernels this CPU runs (`HX_NO_VNNI` set: not the AVX-VNNI ones).
+    pub fn detect() -> Isa {
+        let mut all = Isa::available();
+        if std::env::var_os("HX_NO_VNNI").is_some() {
+            all.retain(|i| i.0 != Level::AvxVnni);
+        }
+        *all.last()
+            .expect("the portable kernels are always available")
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "AVX2",
+            Level::AvxVnni => "AVX-VNNI",
+        })
     }
 }
 
@@ -343,15 +383,15 @@ mod x86 {
 
     use super::{Kind, WRow, XRow};
 
-    #[inline(always)]
+    /// The sum of the eight lanes. Compiled with the features it needs, so it can only be
+    /// called (without `unsafe`) from functions compiled with them too: the kernels below.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
-        // SAFETY: only inlined into functions compiled with AVX2.
-        unsafe {
-            let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
+        let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
     }
 
     /// One kernel body, compiled twice: with AVX-VNNI's `vpdpbusd` for the u8 x i8 dot
@@ -508,11 +548,11 @@ mod x86 {
 /// `a . b` over f32 (attention scores), vectorized where the CPU allows.
 pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    match isa {
-        // SAFETY: Avx2 and AvxVnni are only made by `detect` on CPUs with AVX2 and FMA; the
-        // lengths are equal (checked above).
+    match isa.0 {
+        // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
+        // the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::dot_f32(a, b) },
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::dot_f32(a, b) },
         _ => {
             let mut acc = [0f32; 8];
             let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -530,10 +570,10 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
 /// `y += a * x` over f32 (attention's weighted sum of values).
 pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
     assert_eq!(y.len(), x.len());
-    match isa {
+    match isa.0 {
         // SAFETY: as in `dot_f32`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::axpy_f32(y, a, x) },
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::axpy_f32(y, a, x) },
         _ => {
             for (o, v) in y.iter_mut().zip(x) {
                 *o += a * v;
@@ -557,20 +597,19 @@ fn tile<const R: usize, const N: usize>(
         && r.d.len() >= nb
         && r.s.len() >= nb
         && r.dv.len() >= nb * 8));
-    match isa {
-        // SAFETY: these variants are only made by `detect` on a CPU with the features, and
-        // the lengths were checked above.
+    match isa.0 {
+        // SAFETY: these levels are only made by `Isa::available` on a CPU with the features,
+        // and the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::tile_avx2(kind, w, x) },
+        Level::Avx2 => unsafe { x86::tile_avx2(kind, w, x) },
         #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
+        Level::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
         _ => tile_scalar(kind, w, x),
     }
 }
 
-/// Weight rows `r0..` (as many as `dst` holds) against every activation row, into `dst`
-/// laid out `[row][activation row]`.
-/// Where a matmul writes: `rows` outputs per activation row, activation-row-major.
+/// Where a matmul writes: `rows` outputs per activation row, activation-row-major. Made only
+/// by `matmul`, from a buffer it borrows mutably for the whole team run.
 #[derive(Clone, Copy)]
 struct Out {
     ptr: *mut f32,
@@ -578,11 +617,16 @@ struct Out {
     n: usize,
 }
 
+// SAFETY: the team's members write through an `Out` at once, but to disjoint weight rows
+// (each member's share of rows), and the buffer outlives the run (`Team::run` waits).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
 impl Out {
     fn set(self, j: usize, r: usize, v: f32) {
         assert!(j < self.n && r < self.rows, "matmul output index");
         // SAFETY: the index is inside the `n * rows` buffer the pointer was made from (checked
-        // above), which outlives the matmul; shares write disjoint weight rows.
+        // above), which outlives the matmul; members write disjoint weight rows.
         unsafe { *self.ptr.add(j * self.rows + r) = v };
     }
 }
@@ -638,42 +682,57 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
     }
 }
 
-/// A team of threads for matmuls: the caller and `size - 1` helpers that spin briefly between
-/// jobs (a decode step runs over a hundred matmuls a few tens of microseconds apart, too close
-/// for a thread pool's sleep and wake-up) and park on a condition variable when idle.
+/// The model's threads: the caller and `size - 1` helpers, which spin briefly between jobs (a
+/// decode step runs over a hundred matmuls and attentions a few tens of microseconds apart,
+/// too close for a thread pool's sleep and wake-up) and park on a condition variable when
+/// idle. Matmuls and attention both run on it, so a forward pass has one set of threads.
 ///
-/// A job is handed over as raw pointers: the caller publishes it, does its own share, and
-/// does not return until every helper has finished, so everything the pointers borrow outlives
-/// their use. That is the invariant the `unsafe` below relies on.
+/// A job is handed to the helpers as a raw pointer to a borrowed closure. [`Team::run`] takes
+/// `&mut self`, so one job runs at a time, and it neither returns nor unwinds before every
+/// helper has finished with the job, so the borrow outlives every use: that is the invariant
+/// the `unsafe` below relies on. A helper's panic is caught (the helper lives on) and raised
+/// again in the caller once every member is done.
 pub struct Team {
     shared: Arc<Shared>,
     helpers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// A job with its borrow's lifetime erased; valid only while `Team::run` waits for it.
 #[derive(Clone, Copy)]
-struct Job {
-    isa: Isa,
-    w: *const QMatrix,
-    x: *const QActs,
-    out: Out,
-    /// Weight rows per share (a multiple of 4); share `k` starts at row `k * per`.
-    per: usize,
-}
+struct Task(*const (dyn Fn(usize) + Sync));
 
-// SAFETY: a Job's pointers are only dereferenced while the publishing caller waits in
-// `Team::run` for the job to finish (see `Team`).
-unsafe impl Send for Job {}
+// SAFETY: the closure is `Sync`, so calling it from a helper is allowed; the pointer is only
+// dereferenced while the publishing caller waits in `Team::run` (see `Team`).
+unsafe impl Send for Task {}
 
 struct Shared {
     /// Bumped once per job; helpers run a job when they see a new value.
     epoch: AtomicU64,
     /// Helpers finished with the current job.
     done: AtomicUsize,
-    job: Mutex<Option<Job>>,
+    /// Whether a helper panicked in the current job.
+    panicked: AtomicBool,
+    task: Mutex<Option<Task>>,
     /// Parked helpers wait here.
     park: Mutex<usize>,
     wake: Condvar,
     stop: AtomicBool,
+}
+
+/// Waits, on return and on unwind alike, until every helper is done with the job, then takes
+/// the job's pointer back.
+struct Finish<'a> {
+    shared: &'a Shared,
+    helpers: usize,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        while self.shared.done.load(Ordering::Acquire) < self.helpers {
+            std::hint::spin_loop();
+        }
+        *self.shared.task.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 impl Team {
@@ -682,7 +741,8 @@ impl Team {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             done: AtomicUsize::new(0),
-            job: Mutex::new(None),
+            panicked: AtomicBool::new(false),
+            task: Mutex::new(None),
             park: Mutex::new(0),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -691,9 +751,9 @@ impl Team {
             .map(|k| {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
-                    .name(format!("hx-matmul-{k}"))
+                    .name(format!("hx-model-{k}"))
                     .spawn(move || helper(&shared, k))
-                    .expect("spawning a matmul thread")
+                    .expect("spawning a model thread")
             })
             .collect();
         Team { shared, helpers }
@@ -704,23 +764,77 @@ impl Team {
         self.helpers.len() + 1
     }
 
-    fn run(&self, job: Job) {
-        let sh = &self.shared;
-        if !self.helpers.is_empty() {
-            *sh.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
-            sh.done.store(0, Ordering::Release);
-            sh.epoch.fetch_add(1, Ordering::AcqRel);
-            let parked = *sh.park.lock().unwrap_or_else(|p| p.into_inner());
-            if parked > 0 {
-                sh.wake.notify_all();
-            }
+    /// Runs `job(k)` on every member `k` in `0..size()` at once (the caller is member 0) and
+    /// returns when all have returned. If any member panics, this panics, after every member
+    /// has finished.
+    pub fn run(&mut self, job: &(dyn Fn(usize) + Sync)) {
+        if self.helpers.is_empty() {
+            job(0);
+            return;
         }
-        run_share(&job, 0);
-        while sh.done.load(Ordering::Acquire) < self.helpers.len() {
-            std::hint::spin_loop();
+        let sh = &*self.shared;
+        // SAFETY: only the lifetime changes. Helpers dereference the pointer only for this
+        // epoch's job, and `Finish` keeps this function from returning or unwinding until all
+        // of them are done with it, so `job` outlives every use.
+        let task = Task(unsafe {
+            std::mem::transmute::<
+                *const (dyn Fn(usize) + Sync + '_),
+                *const (dyn Fn(usize) + Sync + 'static),
+            >(job)
+        });
+        *sh.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        sh.done.store(0, Ordering::Release);
+        sh.panicked.store(false, Ordering::Release);
+        sh.epoch.fetch_add(1, Ordering::AcqRel);
+        let parked = *sh.park.lock().unwrap_or_else(|p| p.into_inner());
+        if parked > 0 {
+            sh.wake.notify_all();
+        }
+        {
+            let _finish = Finish {
+                shared: sh,
+                helpers: self.helpers.len(),
+            };
+            job(0);
+        }
+        if sh.panicked.load(Ordering::Acquire) {
+            panic!("a model thread panicked (its message is above)");
         }
     }
+
+    /// Calls `f(i, piece)` for every `chunk`-long piece `i` of `data` (the last may be
+    /// shorter), spread over the team: member `k` takes pieces `k`, `k + size`, and so on.
+    pub fn for_each_chunk_mut<T: Send>(
+        &mut self,
+        data: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        assert!(chunk > 0, "chunk length");
+        let (len, size) = (data.len(), self.size());
+        let pieces = len.div_ceil(chunk);
+        let base = Base(data.as_mut_ptr());
+        self.run(&|k| {
+            let base = &base;
+            for i in (k..pieces).step_by(size) {
+                let start = i * chunk;
+                let end = (start + chunk).min(len);
+                // SAFETY: `start..end` lies inside `data`, which this call borrows mutably
+                // until every member is done; piece `i` is taken by member `i % size` only,
+                // so no two slices overlap.
+                let piece =
+                    unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+                f(i, piece);
+            }
+        });
+    }
 }
+
+/// The start of a slice whose disjoint pieces the team's members take.
+struct Base<T>(*mut T);
+
+// SAFETY: members only make disjoint slices from it (`for_each_chunk_mut`), of a `T: Send`.
+unsafe impl<T: Send> Sync for Base<T> {}
 
 impl Drop for Team {
     fn drop(&mut self) {
@@ -763,41 +877,36 @@ fn helper(sh: &Shared, k: usize) {
         if sh.stop.load(Ordering::Acquire) {
             return;
         }
-        let job = *sh.job.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(job) = job {
-            run_share(&job, k);
+        let task = *sh.task.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Task(job)) = task {
+            // SAFETY: the caller that published this job waits in `Team::run` until this
+            // helper counts itself done below (see `Team`).
+            let job = unsafe { &*job };
+            if catch_unwind(AssertUnwindSafe(|| job(k))).is_err() {
+                sh.panicked.store(true, Ordering::Release);
+            }
         }
         sh.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-fn run_share(job: &Job, k: usize) {
-    // SAFETY: the publishing caller keeps `w`, `x` and the output alive until every share is
-    // done (see `Team`); shares write disjoint weight rows.
-    let (w, x) = unsafe { (&*job.w, &*job.x) };
-    let r0 = (k * job.per).min(w.rows);
-    let r1 = ((k + 1) * job.per).min(w.rows);
-    rows_into(job.isa, w, x, r0, r1, job.out);
-}
-
 /// `out[j * w.rows + r] = dot(w row r, x row j)` for every activation row `j`, split over the
 /// team by weight rows.
-pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &Team) {
+pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut Team) {
     assert_eq!(w.cols, x.cols, "matmul width");
     let (rows, n) = (w.rows, x.n);
     out.clear();
     out.resize(rows * n, 0.0);
     let per = rows.div_ceil(team.size()).next_multiple_of(4);
-    team.run(Job {
-        isa,
-        w,
-        x,
-        out: Out {
-            ptr: out.as_mut_ptr(),
-            rows,
-            n,
-        },
-        per,
+    let dst = Out {
+        ptr: out.as_mut_ptr(),
+        rows,
+        n,
+    };
+    team.run(&|k| {
+        let r0 = (k * per).min(rows);
+        let r1 = ((k + 1) * per).min(rows);
+        rows_into(isa, w, x, r0, r1, dst);
     });
 }
 
@@ -834,50 +943,151 @@ mod tests {
         b
     }
 
-    /// The kernels against a plain f32 reference, for both formats and every tile width.
+    /// The kernels against a plain f32 reference, for both formats, every kernel set this CPU
+    /// runs, and 1, 2 and 3 activation rows (single-sequence decode: four weight rows against
+    /// one activation row) as well as 4 and 7 (four activation rows per tile, then the rest).
     #[test]
     fn kernels_match_the_f32_reference() {
-        let (rows, cols, n) = (37, 96, 7);
+        let (rows, cols) = (37, 96);
         let mut seed = 1;
         let w4 = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
         let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
         let w8 = QMatrix::from_f32(&wf, rows, cols);
-        let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
-        let xa = QActs::quantize(&x, n, cols);
-        for w in [&w4, &w8] {
-            let mut deq = vec![0f32; rows * cols];
-            for r in 0..rows {
-                w.row(r, &mut deq[r * cols..(r + 1) * cols]);
-            }
-            for isa in [Isa::Scalar, Isa::Avx2, Isa::detect()] {
-                if isa == Isa::Avx2 && Isa::detect() == Isa::Scalar {
-                    continue;
+        let mut team = Team::new(2);
+        for n in [1, 2, 3, 4, 7] {
+            let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+            let xa = QActs::quantize(&x, n, cols);
+            for w in [&w4, &w8] {
+                let mut deq = vec![0f32; rows * cols];
+                for r in 0..rows {
+                    w.row(r, &mut deq[r * cols..(r + 1) * cols]);
                 }
-                let mut out = Vec::new();
-                matmul(isa, w, &xa, &mut out, &Team::new(2));
-                for j in 0..n {
-                    for r in 0..rows {
-                        // Exact over the quantized activations: kernels must match it to
-                        // float rounding.
-                        let exact: f32 = (0..cols)
-                            .map(|c| {
-                                let xq =
-                                    xa.d[j * cols / 32 + c / 32] * f32::from(xa.q[j * cols + c]);
-                                deq[r * cols + c] * xq
-                            })
-                            .sum();
-                        let got = out[j * rows + r];
-                        assert!(
-                            (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
-                            "{:?} {isa:?} row {r} x {j}: {got} vs {exact}",
-                            w.kind
-                        );
-                        // And quantizing activations loses little against plain f32.
-                        let f: f32 = (0..cols).map(|c| deq[r * cols + c] * x[j * cols + c]).sum();
-                        assert!((got - f).abs() < 0.1, "{got} vs {f}");
+                for isa in Isa::available() {
+                    let mut out = Vec::new();
+                    matmul(isa, w, &xa, &mut out, &mut team);
+                    assert_eq!(out.len(), rows * n);
+                    for j in 0..n {
+                        for r in 0..rows {
+                            // Exact over the quantized activations: kernels must match it to
+                            // float rounding.
+                            let exact: f32 = (0..cols)
+                                .map(|c| {
+                                    let xq = xa.d[j * cols / 32 + c / 32]
+                                        * f32::from(xa.q[j * cols + c]);
+                                    deq[r * cols + c] * xq
+                                })
+                                .sum();
+                            let got = out[j * rows + r];
+                            assert!(
+                                (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                                "{:?} {isa} n={n} row {r} x {j}: {got} vs {exact}",
+                                w.kind
+                            );
+                            // And quantizing activations loses little against plain f32.
+                            let f: f32 =
+                                (0..cols).map(|c| deq[r * cols + c] * x[j * cols + c]).sum();
+                            assert!((got - f).abs() < 0.1, "{got} vs {f}");
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// The vectorized `dot_f32` and `axpy_f32` against plain loops, at every length around
+    /// the vector widths (8 and 16 lanes) and their remainders.
+    #[test]
+    fn vector_dot_and_axpy_match_plain_loops() {
+        let mut seed = 7;
+        for len in 0..=41 {
+            let a: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+            let dot: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            let mut axpy = b.clone();
+            for (o, v) in axpy.iter_mut().zip(&a) {
+                *o += 0.75 * v;
+            }
+            for isa in Isa::available() {
+                let got = dot_f32(isa, &a, &b);
+                assert!(
+                    (f64::from(got) - dot).abs() < 1e-5,
+                    "{isa} len {len}: {got} vs {dot}"
+                );
+                let mut y = b.clone();
+                axpy_f32(isa, &mut y, 0.75, &a);
+                for (i, (g, e)) in y.iter().zip(&axpy).enumerate() {
+                    assert!((g - e).abs() < 1e-6, "{isa} len {len} [{i}]: {g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_portable_kernels_are_always_available_and_detection_picks_an_available_set() {
+        let all = Isa::available();
+        assert_eq!(all[0], Isa::SCALAR);
+        assert!(all.contains(&Isa::detect()));
+    }
+
+    /// Every member runs once per job, and the pieces of `for_each_chunk_mut` cover the data
+    /// exactly once.
+    #[test]
+    fn a_team_runs_every_member_and_every_piece_once() {
+        for threads in [1, 2, 3] {
+            let mut team = Team::new(threads);
+            let ran = std::sync::Mutex::new(Vec::new());
+            team.run(&|k| ran.lock().expect("lock").push(k));
+            let mut ran = ran.into_inner().expect("lock");
+            ran.sort_unstable();
+            assert_eq!(ran, (0..threads).collect::<Vec<_>>());
+            let mut data = vec![0u32; 103];
+            team.for_each_chunk_mut(&mut data, 10, &|i, piece| {
+                assert!(piece.len() == 10 || (i == 10 && piece.len() == 3));
+                for v in piece.iter_mut() {
+                    *v += 1 + i as u32;
+                }
+            });
+            for (k, v) in data.iter().enumerate() {
+                assert_eq!(*v, 1 + (k / 10) as u32, "element {k}");
+            }
+        }
+    }
+
+    /// A panic in the caller's share does not unwind past `run` while helpers still work on
+    /// the job; a helper's panic reaches the caller; the team works on afterwards.
+    #[test]
+    fn a_panicking_member_never_leaves_helpers_running_and_the_team_recovers() {
+        use std::sync::atomic::AtomicUsize;
+        let mut team = Team::new(3);
+        let finished = AtomicUsize::new(0);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            team.run(&|k| {
+                if k == 0 {
+                    panic!("the caller's share fails");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }));
+        assert!(caught.is_err());
+        // Both helpers were done before `run` unwound.
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            team.run(&|k| assert!(k != 2, "a helper's share fails"));
+        }));
+        let message = caught.expect_err("a helper's panic reaches the caller");
+        let text = message
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| message.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(text.contains("model thread panicked"), "{text}");
+
+        let ran = AtomicUsize::new(0);
+        team.run(&|_| {
+            ran.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 3);
     }
 }
