@@ -85,6 +85,86 @@ impl Component {
         self.params.get(name)
     }
 
+    /// Integer parameter `name`: its value, or the catalog's default where none is written
+    /// (a component of a `Harness` has every value filled in).
+    ///
+    /// The name is checked against the catalog: a name the catalog does not list for this kind,
+    /// or a parameter of another type, is a bug in the caller (harness files cannot cause it:
+    /// they are validated against the same catalog), and panics naming the kind and the name,
+    /// where a plain lookup would quietly read 0. The same holds for [`Component::float`],
+    /// [`Component::text`] and [`Component::flag`].
+    pub fn int(&self, name: &str) -> i64 {
+        let default = match self.catalog_param(name).default {
+            param::ParamDefault::Int(v) => Some(v),
+            _ => None,
+        };
+        self.typed(name, "an integer", ParamValue::as_int, default)
+    }
+
+    /// Number parameter `name` (integer or float), checked as [`Component::int`] is.
+    pub fn float(&self, name: &str) -> f64 {
+        let default = match self.catalog_param(name).default {
+            param::ParamDefault::Float(v) => Some(v),
+            param::ParamDefault::Int(v) => Some(v as f64),
+            _ => None,
+        };
+        self.typed(name, "a number", ParamValue::as_float, default)
+    }
+
+    /// Text or choice parameter `name`, checked as [`Component::int`] is.
+    pub fn text(&self, name: &str) -> &str {
+        let default = match self.catalog_param(name).default {
+            param::ParamDefault::Text(v) => Some(v),
+            _ => None,
+        };
+        match self.params.get(name) {
+            Some(v) => v.as_text(),
+            None => default,
+        }
+        .unwrap_or_else(|| self.misread(name, "a text"))
+    }
+
+    /// Flag parameter `name`, checked as [`Component::int`] is.
+    pub fn flag(&self, name: &str) -> bool {
+        let default = match self.catalog_param(name).default {
+            param::ParamDefault::Bool(v) => Some(v),
+            _ => None,
+        };
+        self.typed(name, "a flag", ParamValue::as_bool, default)
+    }
+
+    fn catalog_param(&self, name: &str) -> &'static param::ParamSpec {
+        self.spec().param(name).unwrap_or_else(|| {
+            panic!(
+                "the catalog lists no parameter `{name}` for {} (component {})",
+                self.kind.as_str(),
+                self.name
+            )
+        })
+    }
+
+    fn typed<T>(
+        &self,
+        name: &str,
+        what: &str,
+        get: impl Fn(&ParamValue) -> Option<T>,
+        default: Option<T>,
+    ) -> T {
+        match self.params.get(name) {
+            Some(v) => get(v),
+            None => default,
+        }
+        .unwrap_or_else(|| self.misread(name, what))
+    }
+
+    fn misread(&self, name: &str, what: &str) -> ! {
+        panic!(
+            "parameter `{name}` of {} (component {}) is not {what} in the catalog, or has no value",
+            self.kind.as_str(),
+            self.name
+        )
+    }
+
     /// For a tool component, the tool it offers.
     pub fn tool(&self) -> Option<&str> {
         (self.kind == Kind::Tool)
@@ -380,6 +460,50 @@ mod tests {
                 .into_iter()
                 .collect()
         );
+    }
+
+    #[test]
+    fn typed_parameters_read_values_and_catalog_defaults() {
+        let h = small();
+        let act = h.component("act").expect("present");
+        assert_eq!(act.int("max-tokens"), 64);
+        assert_eq!(act.float("temperature"), 0.0);
+        assert_eq!(
+            h.component("system").expect("present").text("text"),
+            "You are an agent."
+        );
+        // A component outside a harness has no defaults written; the catalog's are read.
+        let bare = Component::new("h", Kind::HistoryWindow);
+        assert_eq!(bare.param("steps"), None);
+        assert_eq!(
+            bare.int("steps"),
+            match Kind::HistoryWindow
+                .spec()
+                .param("steps")
+                .expect("listed")
+                .default
+            {
+                param::ParamDefault::Int(v) => v,
+                other => panic!("{other:?}"),
+            }
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the catalog lists no parameter `max-token` for free-generation")]
+    fn a_misspelt_parameter_name_is_a_loud_bug_not_a_zero() {
+        small().component("act").expect("present").int("max-token");
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "parameter `temperature` of free-generation (component act) is not an integer"
+    )]
+    fn reading_a_parameter_as_another_type_is_a_loud_bug() {
+        small()
+            .component("act")
+            .expect("present")
+            .int("temperature");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use hx_common::harness::catalog::{Kind, Stage};
+use hx_common::harness::param::ParamValue;
 use hx_common::harness::{Component, Harness};
 use hx_common::protocol::{RewriteRecord, TaskOutcome};
 use hx_common::task::TaskRef;
@@ -120,19 +121,6 @@ struct State {
 
 const NOTHING: &str = "Nothing happens.";
 
-fn int(c: &Component, p: &str) -> i64 {
-    c.param(p).and_then(|v| v.as_int()).unwrap_or(0)
-}
-fn float(c: &Component, p: &str) -> f64 {
-    c.param(p).and_then(|v| v.as_float()).unwrap_or(0.0)
-}
-fn text<'a>(c: &'a Component, p: &str) -> &'a str {
-    c.param(p).and_then(|v| v.as_text()).unwrap_or("")
-}
-fn boolean(c: &Component, p: &str) -> bool {
-    c.param(p).and_then(|v| v.as_bool()).unwrap_or(false)
-}
-
 pub use hx_common::harness::catalog::PLACEHOLDERS;
 
 impl State {
@@ -220,21 +208,21 @@ pub fn run_episode(
         // step-start: budgets, then planning.
         let max_steps = h
             .in_group("step-budget")
-            .map_or(limit, |c| (int(c, "max-steps") as u32).min(limit));
+            .map_or(limit, |c| (c.int("max-steps") as u32).min(limit));
         if st.step >= max_steps {
             break "step budget".to_owned();
         }
         if let Some(c) = h.in_group("token-budget")
-            && st.usage.prompt_tokens + st.usage.completion_tokens >= int(c, "max-tokens") as u64
+            && st.usage.prompt_tokens + st.usage.completion_tokens >= c.int("max-tokens") as u64
         {
             break "token budget".to_owned();
         }
         if let Some(p) = h.in_group("planner") {
-            let every = int(p, "replan-every") as u32;
+            let every = p.int("replan-every") as u32;
             let due =
                 st.plan.is_none() || (every > 0 && st.step > 0 && st.step.is_multiple_of(every));
             if due {
-                let prompt = text(p, "text").to_owned();
+                let prompt = p.text("text").to_owned();
                 let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "plan", 96)?;
                 st.plan = Some(out);
             }
@@ -304,7 +292,7 @@ pub fn run_episode(
                     if !st.failures.contains(&command) {
                         st.failures.push_back(command.clone());
                     }
-                    while st.failures.len() > int(c, "capacity") as usize {
+                    while st.failures.len() > c.int("capacity") as usize {
                         st.failures.pop_front();
                     }
                 }
@@ -312,21 +300,21 @@ pub fn run_episode(
                     if let Some(place) = &arrived {
                         st.visited.retain(|(p, _)| p != place);
                         st.visited.push((place.clone(), s.observation.clone()));
-                        let max = int(c, "max-places") as usize;
+                        let max = c.int("max-places") as usize;
                         if st.visited.len() > max {
                             st.visited.remove(0);
                         }
                     }
                 }
                 Kind::Reflection => {
-                    let trigger = text(c, "trigger");
-                    let stalled = st.since_reflection() >= int(c, "stall-steps") as u32
+                    let trigger = c.text("trigger");
+                    let stalled = st.since_reflection() >= c.int("stall-steps") as u32
                         && trigger != "failure";
                     if stalled
                         && !s.done
-                        && (st.reflections.len() as i64) < int(c, "max-reflections")
+                        && (st.reflections.len() as i64) < c.int("max-reflections")
                     {
-                        let prompt = text(c, "text").to_owned();
+                        let prompt = c.text("text").to_owned();
                         let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "reflect", 64)?;
                         st.reflections.push(out);
                         // A reflection restarts its own stall clock, so it does not fire
@@ -390,26 +378,26 @@ fn context(
     let mut history_shown = false;
     for c in h.schedule(Stage::BeforeModel) {
         match c.kind {
-            Kind::SystemPrompt => system = st.fill(text(c, "text")),
-            Kind::TaskFraming => parts.push(st.fill(text(c, "text"))),
+            Kind::SystemPrompt => system = st.fill(c.text("text")),
+            Kind::TaskFraming => parts.push(st.fill(c.text("text"))),
             Kind::FewShot => {
-                let n = int(c, "count") as usize;
+                let n = c.int("count") as usize;
                 if n > 0 {
                     let ex = st.exemplars.get_or_insert_with(|| {
-                        exemplars::for_task(&st.task, n, boolean(c, "same-type"))
+                        exemplars::for_task(&st.task, n, c.flag("same-type"))
                     });
                     for (i, e) in ex.iter().take(n).enumerate() {
                         parts.push(format!("Example {}:\n{}", i + 1, e.text.trim_end()));
                     }
                 }
             }
-            Kind::Hint => parts.push(format!("Hint: {}", st.fill(text(c, "text")))),
+            Kind::Hint => parts.push(format!("Hint: {}", st.fill(c.text("text")))),
             Kind::HistoryWindow => {
                 history_shown = true;
-                let n = int(c, "steps") as usize;
+                let n = c.int("steps") as usize;
                 let compact = h
                     .in_group("observation-view")
-                    .is_some_and(|v| text(v, "mode") == "compact");
+                    .is_some_and(|v| v.text("mode") == "compact");
                 let mut s = format!("{}\n", view(&st.intro, compact));
                 for t in &st.turns[window_start(st.turns.len(), n)..] {
                     s.push_str(&format!(
@@ -443,7 +431,7 @@ fn context(
                 ));
             }
             Kind::Tool => {
-                let max = int(c, "max-items") as usize;
+                let max = c.int("max-items") as usize;
                 let items = tool(c.tool().unwrap_or(""), st, env)?;
                 trace.push(Event::Tool {
                     step: st.step,
@@ -646,7 +634,7 @@ fn act(
             if candidates.is_empty() {
                 return Ok("look".into());
             }
-            if text(sel, "focus") == "goal-or-explore" {
+            if sel.text("focus") == "goal-or-explore" {
                 let goal = &st.goal_words;
                 let focused: Vec<String> = candidates
                     .iter()
@@ -666,10 +654,10 @@ fn act(
                 candidates: candidates.clone(),
             })?;
             st.usage += s.usage;
-            let mean = text(sel, "normalize") == "mean";
+            let mean = sel.text("normalize") == "mean";
             let goal = &st.goal_words;
             let (goal_weight, repeat_penalty) =
-                (float(sel, "goal-weight"), float(sel, "repeat-penalty"));
+                (sel.float("goal-weight"), sel.float("repeat-penalty"));
             let value = |i: usize| {
                 let ll = if mean {
                     s.logprobs[i] / f64::from(s.tokens[i].max(1))
@@ -683,7 +671,7 @@ fn act(
                     .count();
                 ll + goal_weight * goal_share(goal, &candidates[i]) - repeat_penalty * used as f64
             };
-            let temperature = float(sel, "temperature");
+            let temperature = sel.float("temperature");
             let best = if temperature > 0.0 {
                 let values: Vec<f64> = (0..candidates.len()).map(value).collect();
                 sample_softmax(
@@ -700,14 +688,14 @@ fn act(
             Ok(candidates[best].clone())
         }
         Kind::SampleVote => {
-            let k = int(sel, "k").max(1) as u64;
+            let k = sel.int("k").max(1) as u64;
             let mut votes: Vec<(String, u32)> = Vec::new();
             for i in 0..k {
                 let r = GenerateRequest {
                     messages: messages.clone(),
                     stop: Vec::new(),
-                    max_tokens: int(sel, "max-tokens") as u32,
-                    temperature: float(sel, "temperature") as f32,
+                    max_tokens: sel.int("max-tokens") as u32,
+                    temperature: sel.float("temperature") as f32,
                     seed: st.task.seed ^ (u64::from(st.step) << 8) ^ i,
                 };
                 let g = model.generate(&r)?;
@@ -728,12 +716,12 @@ fn act(
                 .unwrap_or_else(|| "look".into()))
         }
         _ => {
-            let react = text(sel, "format") != "command";
+            let react = sel.text("format") != "command";
             let g = model.generate(&GenerateRequest {
                 messages: messages.clone(),
                 stop: vec!["\n>".into(), "\nObservation".into()],
-                max_tokens: int(sel, "max-tokens") as u32,
-                temperature: float(sel, "temperature") as f32,
+                max_tokens: sel.int("max-tokens") as u32,
+                temperature: sel.float("temperature") as f32,
                 seed: st.task.seed ^ u64::from(st.step),
             })?;
             st.usage += g.usage;
@@ -771,13 +759,13 @@ fn sample_softmax(values: &[f64], temperature: f64, seed: u64) -> usize {
 
 /// Lines starting `Note:` become scratchpad notes.
 fn take_notes(pad: &Component, st: &mut State, output: &str) {
-    let max_chars = int(pad, "max-note-chars") as usize;
+    let max_chars = pad.int("max-note-chars") as usize;
     for line in output.lines() {
         if let Some(note) = line.trim().strip_prefix("Note:") {
             st.notes.push(note.trim().chars().take(max_chars).collect());
         }
     }
-    let max = int(pad, "max-notes") as usize;
+    let max = pad.int("max-notes") as usize;
     if st.notes.len() > max {
         let extra = st.notes.len() - max;
         st.notes.drain(..extra);
@@ -836,8 +824,13 @@ fn check(
     if admissible.is_empty() || admissible.contains(&command) {
         return Ok(command);
     }
-    let react = text(h.action_selector(), "format") != "command";
-    for _ in 0..int(c, "max-retries") {
+    // Only free generation has a format; every other selector counts as ReAct here.
+    let react = h
+        .action_selector()
+        .param("format")
+        .and_then(ParamValue::as_text)
+        != Some("command");
+    for _ in 0..c.int("max-retries") {
         trace.push(Event::Guard {
             step: st.step,
             guard: "admissible-check".into(),
@@ -897,13 +890,13 @@ fn guard(
     trace: &mut Trace,
     command: String,
 ) -> Result<String, Error> {
-    let window = int(c, "window") as usize;
+    let window = c.int("window") as usize;
     let recent: Vec<&Turn> = st.turns.iter().rev().take(window).collect();
     let repeats = recent
         .iter()
         .filter(|t| t.command == command && !t.progress)
         .count();
-    if repeats + 1 < int(c, "max-repeats") as usize {
+    if repeats + 1 < c.int("max-repeats") as usize {
         return Ok(command);
     }
     st.loops += 1;

@@ -14,7 +14,7 @@ use hx_common::harness::{Component, Harness};
 use hx_common::protocol::RewriteRecord;
 
 use super::trace::{Event, Trace};
-use super::{Error, State, int, record};
+use super::{Error, State, record};
 use hx_model::{Message, ModelBackend, Role, ScoreRequest};
 
 /// An edit offered to the model, with the words it is offered in.
@@ -81,12 +81,12 @@ impl Rewriter {
             return Ok(self.resolve(st, trace, false));
         };
         if let Some(p) = &self.pending {
-            if st.step - p.step >= int(&policy, "rollback-window") as u32 {
+            if st.step - p.step >= policy.int("rollback-window") as u32 {
                 return Ok(self.resolve(st, trace, false));
             }
             return Ok(None);
         }
-        if !self.enabled || self.records.len() as i64 >= int(&policy, "max-rewrites") {
+        if !self.enabled || self.records.len() as i64 >= policy.int("max-rewrites") {
             return Ok(None);
         }
         let Some(trigger) = self.trigger(&policy, st, trace) else {
@@ -102,7 +102,7 @@ impl Rewriter {
         let choice = choose(model, st, trace, &trigger, &menu)?;
         let edit = menu[choice].edit.clone();
         let before = h.id();
-        let max_chars = int(&policy, "max-text-chars") as usize;
+        let max_chars = policy.int("max-text-chars") as usize;
         let applied = if text_len(&edit) > max_chars {
             Err(format!(
                 "writes {} characters; the policy allows {max_chars}",
@@ -113,7 +113,7 @@ impl Rewriter {
         };
         match applied {
             Ok(new) => {
-                let w = int(&policy, "rollback-window") as usize;
+                let w = policy.int("rollback-window") as usize;
                 let n = st.turns.len();
                 self.records.push(RewriteRecord {
                     task: st.task.clone(),
@@ -202,18 +202,18 @@ impl Rewriter {
 
     fn trigger(&self, policy: &Component, st: &State, trace: &Trace) -> Option<String> {
         let since = st.step - st.last_progress.max(self.fired_at);
-        let k = int(policy, "no-progress-steps") as u32;
+        let k = policy.int("no-progress-steps") as u32;
         if k > 0 && since >= k {
             return Some("no-progress".into());
         }
-        let k = int(policy, "invalid-commands") as u32;
+        let k = policy.int("invalid-commands") as u32;
         if k > 0 && st.invalid - self.invalid_at >= k {
             return Some("invalid-commands".into());
         }
-        if super::boolean(policy, "on-loop") && st.loops > self.loops_at {
+        if policy.flag("on-loop") && st.loops > self.loops_at {
             return Some("loop".into());
         }
-        if super::boolean(policy, "model-may-ask") {
+        if policy.flag("model-may-ask") {
             let asked = trace.events.iter().rev().find_map(|e| match e {
                 Event::Model {
                     purpose, output, ..
@@ -326,7 +326,7 @@ pub(super) fn menu(h: &Harness, policy: &Component, st: &State) -> Vec<Option_> 
     }
     if may("set-parameter") {
         if let Some(c) = h.in_group("history") {
-            let steps = int(c, "steps");
+            let steps = c.int("steps");
             if steps < 100 {
                 out.push(Option_ {
                     label: format!(
@@ -343,7 +343,7 @@ pub(super) fn menu(h: &Harness, policy: &Component, st: &State) -> Vec<Option_> 
         }
         let sel = h.action_selector();
         if sel.kind == Kind::FreeGeneration {
-            let t = super::float(sel, "temperature");
+            let t = sel.float("temperature");
             out.push(Option_ {
                 label: if t == 0.0 {
                     "answer less predictably (temperature 0.7)".into()
