@@ -6,6 +6,7 @@
 //! that need no model live here too ([`harness::mutate`]), beside the algebra they use.
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod config;
 pub mod harness;
 pub mod protocol;

@@ -25,6 +25,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures_util::StreamExt as _;
 use hx_bus::{BEAT_EVERY, Endpoint, beat_key, connect, now_ms, one_line, workers_bucket};
+use hx_common::backoff::Backoff;
 use hx_common::config::AdapterOptions;
 use hx_common::protocol::{self, Job, JobResult, JobStatus, WorkerBeat, subjects};
 use hx_model::ModelBackend;
@@ -298,14 +299,13 @@ async fn run_job(
     };
     let outcomes = result.outcomes.len() as u64;
     // Publish until the server has it; only then let the job go.
-    let mut delay = Duration::from_millis(100);
+    let mut waits = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match publish_result(js, &job, &bytes).await {
             Ok(()) => break,
             Err(e) => tracing::warn!(cause = %e, "result not stored yet; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(waits.next().unwrap_or_default()).await;
     }
     keep.abort();
     if let Err(e) = msg.double_ack().await {

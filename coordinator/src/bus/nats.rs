@@ -17,6 +17,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, context::Publish, context::PublishAckFuture};
 use futures_util::StreamExt as _;
 use hx_bus::{ConsumerLimits, Endpoint};
+use hx_common::backoff::Backoff;
 use hx_common::protocol::{self, Job, JobId, JobResult, JobStatus, WorkerBeat, subjects};
 use tokio::sync::mpsc;
 
@@ -117,7 +118,7 @@ impl NatsBus {
     /// message id makes a publish that did land and is sent again count once).
     fn confirm(&mut self) -> Result<()> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut waits = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut round: Vec<(JobId, Vec<u8>, Option<PublishAckFuture>)> =
             std::mem::take(&mut self.unconfirmed)
                 .into_iter()
@@ -156,8 +157,7 @@ impl NatsBus {
                     PUBLISH_PATIENCE.as_secs()
                 );
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+            std::thread::sleep(waits.next().unwrap_or_default());
             round = again
                 .into_iter()
                 .map(|(job, bytes)| {

@@ -14,9 +14,10 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use hx_common::backoff::Backoff;
 use serde_json::{Value, json};
 
-use super::template::ChatTemplate;
+use super::template::{CHATML, ChatTemplate};
 use super::{
     Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
 };
@@ -89,9 +90,6 @@ pub struct OpenAi {
     chatml: ChatTemplate,
 }
 
-/// ChatML, for rendering scoring prompts.
-const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
 impl OpenAi {
     /// A client; nothing is sent until the first call.
     pub fn new(options: Options) -> Result<OpenAi, Error> {
@@ -118,7 +116,7 @@ impl OpenAi {
     fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
         let url = self.url(path);
         let _slot = self.slots.acquire();
-        let mut wait = self.options.backoff;
+        let mut waits = Backoff::new(self.options.backoff, Duration::MAX);
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
             let mut req = self.agent.post(&url);
@@ -155,8 +153,7 @@ impl OpenAi {
             }
             if attempt < self.options.attempts {
                 tracing::debug!(%url, attempt, reason = %last, "retrying");
-                std::thread::sleep(wait);
-                wait *= 2;
+                std::thread::sleep(waits.next().unwrap_or_default());
             }
         }
         Err(Error::Server {

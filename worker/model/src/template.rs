@@ -5,6 +5,10 @@ use minijinja::{Environment, ErrorKind, context};
 
 use super::{Error, Message};
 
+/// ChatML, the template SmolLM2, Qwen and many other models use: the embedded model's template
+/// for GGUF files that carry none, and how the HTTP backend renders scoring prompts.
+pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
