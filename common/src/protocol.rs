@@ -21,7 +21,15 @@ pub const VERSION: u16 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 const MAGIC: [u8; 2] = *b"HX";
-const HEADER_LEN: usize = 5;
+
+/// The header every message of `kind` starts with, at this [`VERSION`].
+pub fn header(kind: MessageKind) -> [u8; HEADER_LEN] {
+    let v = VERSION.to_le_bytes();
+    [MAGIC[0], MAGIC[1], v[0], v[1], kind as u8]
+}
+
+/// Bytes in a message's header: the magic `HX`, the version (little-endian), the kind.
+pub const HEADER_LEN: usize = 5;
 
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
@@ -124,9 +132,7 @@ pub enum Error {
 /// Encodes a message with its header; refuses one over the size limit.
 pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.push(M::KIND as u8);
+    out.extend_from_slice(&header(M::KIND));
     bincode::serde::encode_into_std_write(msg, &mut out, bincode_config()).map_err(|e| {
         Error::Encode {
             kind: M::KIND,

@@ -3,8 +3,8 @@
 
 use hx_common::harness::{Edit, Harness, HarnessId};
 use hx_common::protocol::{
-    self, Error, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
-    RewriteRecord, TaskOutcome, Usage,
+    self, Error, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MessageKind, MutationOp,
+    MutationSpec, RewriteRecord, TaskOutcome, Usage,
 };
 use hx_common::task::{Split, TaskBatch};
 use proptest::prelude::*;
@@ -114,10 +114,10 @@ proptest! {
         let _ = protocol::decode::<Job>(&bytes);
         let _ = protocol::decode::<JobResult>(&bytes);
         // With a valid header the body decoder itself is exercised.
-        let mut framed = b"HX\x01\x00\x01".to_vec();
+        let mut framed = protocol::header(MessageKind::Job).to_vec();
         framed.extend_from_slice(&bytes);
         let _ = protocol::decode::<Job>(&framed);
-        framed[4] = 2;
+        framed[..protocol::HEADER_LEN].copy_from_slice(&protocol::header(MessageKind::JobResult));
         let _ = protocol::decode::<JobResult>(&framed);
     }
 
@@ -167,7 +167,7 @@ fn oversized_messages_are_refused_both_ways() {
     ));
 
     // A body that claims a huge length is stopped by the decoder's limit, not by allocating.
-    let mut framed = b"HX\x01\x00\x01".to_vec();
+    let mut framed = protocol::header(MessageKind::Job).to_vec();
     framed.extend_from_slice(&[7, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     assert!(matches!(
         protocol::decode::<Job>(&framed),

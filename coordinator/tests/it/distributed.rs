@@ -214,6 +214,25 @@ fn answered(log: &str) -> BTreeMap<String, usize> {
     out
 }
 
+/// Job id -> the outcomes its first answer in `log` carried (`job answered outcomes=N`).
+fn answered_outcomes(log: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("job answered")) {
+        let field = |name: &str| {
+            line.split(name)
+                .nth(1)
+                .and_then(|r| r.split([' ', '}']).next())
+                .map(str::to_owned)
+        };
+        let (Some(id), Some(n)) = (field("job="), field("outcomes=")) else {
+            panic!("a job answered line without job= or outcomes=: {line}");
+        };
+        let n = n.parse().unwrap_or_else(|_| panic!("outcomes in {line}"));
+        out.entry(id).or_insert(n);
+    }
+    out
+}
+
 /// The model is fetched once before any worker needs it.
 fn model_ready() {
     hx_model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
@@ -271,8 +290,19 @@ fn several_workers_complete_a_small_run() {
         per_worker.iter().filter(|&&n| n > 0).count() >= 2,
         "jobs spread over workers: {per_worker:?}"
     );
-    // Every answer was recorded once: as many episodes as the results carried.
-    assert!(st.episodes_run > 0);
+    // Every answer was recorded once: as many episodes as the jobs' results carried.
+    let mut carried: BTreeMap<String, u64> = BTreeMap::new();
+    for w in &workers {
+        for (job, n) in answered_outcomes(&w.log()) {
+            carried.entry(job).or_insert(n);
+        }
+    }
+    let carried: u64 = carried.values().sum();
+    assert!(carried > 0);
+    assert_eq!(
+        st.episodes_run, carried,
+        "episodes recorded vs carried by the results"
+    );
 }
 
 #[test]
@@ -330,9 +360,23 @@ fn a_restarted_coordinator_resumes_with_nothing_lost_or_run_twice() {
     wait_for("a first result recorded", deadline, || {
         first.log().contains("rung ")
     });
+    let before: usize = workers
+        .iter()
+        .map(|w| answered(&w.log()).values().sum::<usize>())
+        .sum();
     first.kill9();
-    // Results published while it is down wait in the results stream.
-    std::thread::sleep(Duration::from_secs(3));
+    // Results published while it is down wait in the results stream: wait for one.
+    wait_for(
+        "a job answered while the coordinator is down",
+        deadline,
+        || {
+            workers
+                .iter()
+                .map(|w| answered(&w.log()).values().sum::<usize>())
+                .sum::<usize>()
+                > before
+        },
+    );
     let mut second = coordinator(dir.path(), &config, true, 1);
     second.wait_ok(deadline);
     let st = check_finished(dir.path());
