@@ -226,9 +226,12 @@ enum ModelCommand {
 enum BenchCommand {
     /// Benchmark the embedded model: prompt tokens/s, single-stream decode tokens/s, aggregate
     /// decode tokens/s at 1, 4, 8 and 16 concurrent streams, and the time to score 10
-    /// candidates after a 300-token prompt; then the same figures for llama.cpp on the same
-    /// file (through llama-cpp-python, when installed) as the reference. Prints one summary
-    /// line and writes everything as JSON.
+    /// candidates after a 300-token prompt; and the same figures for llama.cpp on the same
+    /// file (through llama-cpp-python, when installed) as the reference.
+    ///
+    /// The two engines alternate in short rounds (hx, llama.cpp, hx, llama.cpp, ...), so a
+    /// machine whose speed drifts over minutes moves both alike; each ratio is printed as its
+    /// median over the rounds with its range. The JSON keeps every round.
     Model {
         /// A GGUF file instead of the default model.
         #[arg(long)]
@@ -242,6 +245,9 @@ enum BenchCommand {
         /// Skip the llama.cpp reference.
         #[arg(long)]
         no_reference: bool,
+        /// Rounds of the alternation (each runs both engines once).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
     },
     /// Benchmark the distributed transport: a private nats-server (from PATH), a bare
     /// JetStream client's publish-and-consume rate as the reference, then the real scheduler
@@ -878,13 +884,14 @@ fn load_embedded(gguf: Option<PathBuf>, threads: usize, cache_tokens: usize) -> 
 const LLAMA_CPP_BENCH: &str = include_str!("../../scripts/bench_llama_cpp.py");
 
 fn bench(cmd: BenchCommand) -> Result<ExitCode> {
-    let (gguf, threads, out, no_reference) = match cmd {
+    let (gguf, threads, out, no_reference, rounds) = match cmd {
         BenchCommand::Model {
             gguf,
             threads,
             out,
             no_reference,
-        } => (gguf, threads, out, no_reference),
+            rounds,
+        } => (gguf, threads, out, no_reference, rounds),
         BenchCommand::Bus {
             workers,
             jobs,
@@ -910,45 +917,122 @@ fn bench(cmd: BenchCommand) -> Result<ExitCode> {
     } else {
         threads
     };
-    // No prefix cache: every figure computes every token, as the reference does.
-    let m = load_embedded(gguf, threads, 0)?;
     let plan = model_bench::Plan::default();
-    let ours = model_bench::run(&m, &plan, &mut |s| say(&format!("embedded: {s}")))?;
-    let path = m.path().to_owned();
-    drop(m);
-    let reference = if no_reference {
-        None
-    } else {
-        say("llama.cpp reference (python3, llama-cpp-python)");
-        let run = std::process::Command::new("python3")
-            .args(["-c", LLAMA_CPP_BENCH])
-            .arg(&path)
-            .args(["--threads", &threads.to_string()])
-            .output();
-        match run {
-            Ok(o) if o.status.success() => Some(
-                serde_json::from_slice::<serde_json::Value>(&o.stdout)
-                    .context("reading the llama.cpp reference's output")?,
-            ),
-            Ok(o) => {
-                let err = String::from_utf8_lossy(&o.stderr);
-                let last = err
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                say(&format!(
-                    "no llama.cpp reference ({}): {last}; `pip install llama-cpp-python` provides it",
-                    o.status
-                ));
-                None
-            }
-            Err(e) => {
-                say(&format!("no llama.cpp reference: cannot run python3: {e}"));
-                None
-            }
+    let mut path = None;
+    let mut runs = Vec::new();
+    // Once the reference fails (it says why), the remaining rounds measure hx alone.
+    let mut with_reference = !no_reference;
+    for round in 1..=rounds {
+        say(&format!("round {round} of {rounds}"));
+        // No prefix cache: every figure computes every token, as the reference does. Loaded
+        // anew each round, so the reference runs with the memory given back.
+        let m = load_embedded(gguf.clone(), threads, 0)?;
+        let ours = model_bench::run(&m, &plan, &mut |s| say(&format!("embedded: {s}")))?;
+        let file = m.path().to_owned();
+        drop(m);
+        let reference = if with_reference {
+            llama_cpp_reference(&file, threads)?
+        } else {
+            None
+        };
+        with_reference &= reference.is_some();
+        path = Some(file);
+        runs.push(Round {
+            embedded: ours,
+            llama_cpp: reference,
+        });
+    }
+    finish_bench(path, threads, &plan, runs, &out)
+}
+
+/// One round of `hx bench model`: each engine once.
+#[derive(serde::Serialize)]
+struct Round {
+    embedded: model_bench::Figures,
+    llama_cpp: Option<serde_json::Value>,
+}
+
+/// The llama.cpp figures on `path`, or `None` (said why) when llama-cpp-python cannot run.
+fn llama_cpp_reference(path: &Path, threads: usize) -> Result<Option<serde_json::Value>> {
+    say("llama.cpp reference (python3, llama-cpp-python)");
+    let run = std::process::Command::new("python3")
+        .args(["-c", LLAMA_CPP_BENCH])
+        .arg(path)
+        .args(["--threads", &threads.to_string()])
+        .output();
+    Ok(match run {
+        Ok(o) if o.status.success() => Some(
+            serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                .context("reading the llama.cpp reference's output")?,
+        ),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            say(&format!(
+                "no llama.cpp reference ({}): {last}; `pip install llama-cpp-python` provides it",
+                o.status
+            ));
+            None
         }
+        Err(e) => {
+            say(&format!("no llama.cpp reference: cannot run python3: {e}"));
+            None
+        }
+    })
+}
+
+/// Median, smallest and largest of some values (at least one).
+fn spread(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     };
+    serde_json::json!({ "median": median, "min": v[0], "max": v[n - 1], "rounds": v })
+}
+
+fn finish_bench(
+    path: Option<PathBuf>,
+    threads: usize,
+    plan: &model_bench::Plan,
+    runs: Vec<Round>,
+    out: &Path,
+) -> Result<ExitCode> {
+    let agg = |f: &model_bench::Figures, k: usize| {
+        f.aggregate_decode
+            .iter()
+            .find(|(s, _)| *s == k)
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
+    // Speeds as ratios hx / llama.cpp (above 1: hx is faster), one per round with both.
+    let theirs = |r: &Round, k: &str| {
+        r.llama_cpp
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    let both: Vec<&Round> = runs.iter().filter(|r| r.llama_cpp.is_some()).collect();
+    let ratio = |f: &dyn Fn(&Round) -> Option<f64>| {
+        let v: Vec<f64> = both.iter().filter_map(|r| f(r)).collect();
+        (!v.is_empty()).then(|| spread(v))
+    };
+    let ratios = serde_json::json!({
+        "prompt": ratio(&|r| Some(r.embedded.prompt_tokens_per_s / theirs(r, "prompt_tokens_per_s")?)),
+        "decode": ratio(&|r| Some(r.embedded.decode_tokens_per_s / theirs(r, "decode_tokens_per_s")?)),
+        "score": ratio(&|r| Some(theirs(r, "score_ms")? / r.embedded.score_ms)),
+    });
+    let ours = serde_json::json!({
+        "prompt_tokens_per_s": spread(runs.iter().map(|r| r.embedded.prompt_tokens_per_s).collect()),
+        "decode_tokens_per_s": spread(runs.iter().map(|r| r.embedded.decode_tokens_per_s).collect()),
+        "decode_8_streams_tokens_per_s": spread(runs.iter().map(|r| agg(&r.embedded, 8)).collect()),
+        "score_ms": spread(runs.iter().map(|r| r.embedded.score_ms).collect()),
+    });
     let report = serde_json::json!({
         "model": path,
         "threads": threads,
@@ -958,39 +1042,41 @@ fn bench(cmd: BenchCommand) -> Result<ExitCode> {
             "streams": plan.streams,
             "candidates": plan.candidates,
         },
+        "order": "alternating: hx then llama.cpp, each round",
         "embedded": ours,
-        "llama_cpp": reference,
+        "ratios_hx_over_llama_cpp": ratios,
+        "rounds": runs,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+    std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
-    let agg = |k: usize| {
-        ours.aggregate_decode
-            .iter()
-            .find(|(s, _)| *s == k)
-            .map_or(0.0, |(_, v)| *v)
-    };
+    let m = |k: &str| report["embedded"][k]["median"].as_f64().unwrap_or(f64::NAN);
     let mut line = format!(
-        "embedded: prompt {:.0} tok/s, decode {:.1} tok/s, 8 streams {:.1} tok/s ({:.2}x single), score {} after {}: {:.0} ms",
-        ours.prompt_tokens_per_s,
-        ours.decode_tokens_per_s,
-        agg(8),
-        agg(8) / ours.decode_tokens_per_s,
+        "embedded over {} round(s), medians: prompt {:.0} tok/s, decode {:.1} tok/s, 8 streams {:.1} tok/s, score {} after {}: {:.0} ms",
+        runs.len(),
+        m("prompt_tokens_per_s"),
+        m("decode_tokens_per_s"),
+        m("decode_8_streams_tokens_per_s"),
         plan.candidates,
         plan.prompt_tokens,
-        ours.score_ms
+        m("score_ms"),
     );
-    if let Some(r) = &report["llama_cpp"].as_object() {
+    let r = &report["ratios_hx_over_llama_cpp"];
+    if r["decode"].is_object() {
         let f = |k: &str| {
-            r.get(k)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(f64::NAN)
+            let v = &r[k];
+            format!(
+                "{k} {:.2}x [{:.2}, {:.2}]",
+                v["median"].as_f64().unwrap_or(f64::NAN),
+                v["min"].as_f64().unwrap_or(f64::NAN),
+                v["max"].as_f64().unwrap_or(f64::NAN)
+            )
         };
         line.push_str(&format!(
-            "; llama.cpp: prompt {:.0}, decode {:.1} (ours {:.2}x), score {:.0} ms",
-            f("prompt_tokens_per_s"),
-            f("decode_tokens_per_s"),
-            ours.decode_tokens_per_s / f("decode_tokens_per_s"),
-            f("score_ms")
+            "; hx / llama.cpp over {} alternating round(s), median [range]: {}, {}, {}",
+            both.len(),
+            f("prompt"),
+            f("decode"),
+            f("score")
         ));
     }
     println!("{line}; JSON in {}", out.display());
