@@ -1121,15 +1121,15 @@ fn tasks(cmd: TasksCommand) -> Result<ExitCode> {
                     }
                     writeln!(
                         out,
-                        "  generate: {:.0} tasks/s (world, goal and expert plan; one thread)",
+                        "  ready: {:.1} tasks/s (generated, or reset for an external suite; one thread)",
                         e.generated_per_s
                     )?;
                 }
                 let r = &s.random;
                 write!(
                     out,
-                    "  random admissible agent: won {} (95% Wilson), mean steps {:.1}",
-                    r.won, r.mean_steps
+                    "  random admissible agent: won {} (95% Wilson), mean steps {:.1}, {:.0} env steps/s",
+                    r.won, r.mean_steps, r.steps_per_s
                 )?;
                 match r.mean_score {
                     Some(x) => writeln!(out, ", mean final score {x:.2}")?,

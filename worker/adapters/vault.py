@@ -6,7 +6,8 @@ replace `Vault` with a class that drives your simulator. The protocol is documen
 hx's worker/env/src/external.rs:
 
     {"op":"reset","task":"vault/train/3"}  -> {"observation":..., "goal":..., "step_limit":30,
-                                               "commands":"go east, ...", "example":"go east"}
+                                               "commands":"go east, ...", "example":"go east",
+                                               "walkthrough":[...]}
     {"op":"step","command":"go east"}       -> {"observation":..., "done":..., "won":..., "score":...}
     (reset and step replies may add the view: "places", "at", "holding")
     {"op":"admissible"}                     -> {"commands":[...]}
@@ -99,6 +100,14 @@ class Vault:
         self.opened = True
         return "The vault swings open."
 
+    def walkthrough(self):
+        """The shortest solution from the start: walk to the key, take it, walk to the vault,
+        unlock, open."""
+        def walk(a, b):
+            return ["go east" if b > a else "go west"] * abs(b - a)
+        return walk(self.at, self.key) + ["take key"] + walk(self.key, self.vault) + [
+            "unlock vault with key", "open vault"]
+
     def score(self):
         return (self.holding + self.unlocked + self.opened) / 3
 
@@ -132,7 +141,8 @@ def main():
                     raise ValueError("this adapter cannot make that task")
                 world, steps = Vault(req["task"]), 0
                 reply({"observation": world.describe(), "goal": "open the vault.", "step_limit": 30,
-                       "commands": COMMANDS, "example": "go east", **world.view()})
+                       "commands": COMMANDS, "example": "go east", "walkthrough": world.walkthrough(),
+                       **world.view()})
             elif world is None:
                 reply({"error": f"{op} before reset"})
             elif op == "step":

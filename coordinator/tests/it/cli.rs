@@ -188,6 +188,9 @@ fn tasks_check_drives_an_external_adapter() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("vault/train, seeds 0..10"), "{stdout}");
     assert!(stdout.contains("random admissible agent: won"), "{stdout}");
+    // The adapter's walkthroughs are the suite's expert, replayed in the game.
+    assert!(stdout.contains("expert:  solved 10/10"), "{stdout}");
+    assert!(stdout.contains("env steps/s"), "{stdout}");
 
     let out = hx(&[
         "tasks",

@@ -455,6 +455,7 @@ impl Environment for Blocks {
             goal: t.goal,
             commands: Some(COMMANDS.into()),
             example: Some("pick up the red block".into()),
+            walkthrough: None,
         })
     }
 

@@ -12,6 +12,9 @@
 //! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50,"commands":"go to X, ...","example":"go to fridge 1"}` (all but `observation` and `goal` optional) |
 //! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5}` (`score` optional, in `[0, 1]`) |
 //!
+//! A reset reply may carry `"walkthrough":[...]`, the game's own solution from this start:
+//! `hx tasks check` replays it as the suite's expert; agents never see it.
+//!
 //! Reset and step replies may also carry the world's view (all optional): `"places":[...]`
 //! (what the agent can go to; kept until named again), `"at":"fridge 1"` (where it is now)
 //! and `"holding":[...]` (what it holds now). Memories and tools read these instead of
@@ -67,8 +70,17 @@ impl Options {
         }
     }
 
+    /// The command line for messages; an inline script (`python3 -c SCRIPT`) is shown by its
+    /// size, not its text.
     fn program(&self) -> String {
-        self.command.join(" ")
+        self.command
+            .iter()
+            .map(|a| match a.lines().count() {
+                0 | 1 => a.clone(),
+                n => format!("<script of {n} lines>"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -96,6 +108,8 @@ struct ResetReply {
     commands: Option<String>,
     #[serde(default)]
     example: Option<String>,
+    #[serde(default)]
+    walkthrough: Option<Vec<String>>,
     #[serde(default)]
     places: Option<Vec<String>>,
     #[serde(default)]
@@ -417,6 +431,7 @@ impl Environment for External {
             goal: reply.goal,
             commands: reply.commands,
             example: reply.example,
+            walkthrough: reply.walkthrough,
         })
     }
 

@@ -53,6 +53,9 @@ pub struct Reset {
     pub commands: Option<String>,
     /// One command in the world's syntax (`go to fridge 1`), for `{example}` in prompts.
     pub example: Option<String>,
+    /// The world's own solution from this start, where it ships one (an external game's
+    /// walkthrough). `hx tasks check` replays it as the suite's expert; agents never see it.
+    pub walkthrough: Option<Vec<String>>,
 }
 
 /// What one command leads to.
@@ -112,8 +115,11 @@ pub enum Error {
     /// `step` before `reset`, or after an adapter fault ended the episode.
     #[error("no episode is running: call reset first")]
     NotStarted,
-    /// A suite no built-in generator or configured adapter provides.
-    #[error("unknown suite {suite:?}: built-in suites are {known}; others need an adapter command")]
+    /// A suite no built-in generator, shipped adapter or configured adapter provides.
+    #[error(
+        "unknown suite {suite:?}: built-in suites are {known}; alfworld is served by the adapter \
+         hx ships; others need an adapter command"
+    )]
     UnknownSuite {
         /// The suite asked for.
         suite: String,
@@ -279,17 +285,39 @@ impl Builtin {
     }
 }
 
-/// An environment for `suite`: the adapter when one is given, else the built-in suite.
+/// ALFWorld's adapter (`adapters/alfworld_adapter.py`), compiled into hx so that a worker needs only
+/// Python and ALFWorld's package, not a copy of the script.
+pub const ALFWORLD_ADAPTER: &str = include_str!("../../adapters/alfworld_adapter.py");
+
+/// The adapter hx ships for `suite`, if any: `alfworld`, run as `python3 -c SCRIPT` with a
+/// 120 s reply timeout (loading a game grounds its PDDL, which takes seconds) and ALFWorld's
+/// 50-step limit. A configured adapter for the same suite takes precedence.
+pub fn shipped_adapter(suite: &str) -> Option<hx_common::config::AdapterOptions> {
+    (suite == "alfworld").then(|| hx_common::config::AdapterOptions {
+        command: vec!["python3".into(), "-c".into(), ALFWORLD_ADAPTER.into()],
+        timeout: std::time::Duration::from_secs(120),
+        step_limit: 50,
+    })
+}
+
+/// An environment for `suite`: the adapter when one is given, else the built-in suite, else
+/// the adapter hx ships for it.
 pub fn open(
     suite: &str,
     adapter: Option<&hx_common::config::AdapterOptions>,
 ) -> Result<Box<dyn Environment>, Error> {
-    match adapter {
-        Some(a) => Ok(Box::new(external::External::new(external::Options {
+    let external = |a: &hx_common::config::AdapterOptions| -> Box<dyn Environment> {
+        Box::new(external::External::new(external::Options {
             command: a.command.clone(),
             timeout: a.timeout,
             step_limit: a.step_limit,
-        }))),
-        None => Ok(Builtin::from_name(suite)?.environment()),
+        }))
+    };
+    match adapter {
+        Some(a) => Ok(external(a)),
+        None => match Builtin::from_name(suite) {
+            Ok(b) => Ok(b.environment()),
+            Err(e) => shipped_adapter(suite).map(|a| external(&a)).ok_or(e),
+        },
     }
 }

@@ -25,7 +25,8 @@ pub struct Survey {
     pub start: u64,
     /// Tasks surveyed.
     pub count: u64,
-    /// The expert's record; `None` for external suites, which have no expert in hx.
+    /// The expert's record: a built-in suite's planner, or an external game's own walkthrough
+    /// (sent with its reset); `None` for an external suite that sends none.
     pub expert: Option<Expert>,
     /// The random admissible agent's record.
     pub random: Random,
@@ -44,7 +45,8 @@ pub struct Expert {
     pub min_plan: usize,
     /// Longest plan.
     pub max_plan: usize,
-    /// Tasks generated (world, goal and expert plan) per second, one thread.
+    /// Tasks made ready per second, one thread: generated (world, goal and expert plan) for
+    /// a built-in suite, reset for an external one.
     pub generated_per_s: f64,
 }
 
@@ -57,10 +59,13 @@ pub struct Random {
     pub mean_score: Option<f64>,
     /// Mean steps taken.
     pub mean_steps: f64,
+    /// The environment's steps per second over the random agent's episodes (its resets and
+    /// admissible lists included), one thread.
+    pub steps_per_s: f64,
 }
 
-/// Surveys `count` tasks of `suite/split` from seed `start`. With an adapter, only the random
-/// agent runs (hx has no expert for a foreign suite). An environment failure is an error.
+/// Surveys `count` tasks of `suite/split` from seed `start`. An external suite's expert is its
+/// games' own walkthroughs, where its adapter sends them. An environment failure is an error.
 pub fn survey(
     suite: &str,
     split: Split,
@@ -75,11 +80,11 @@ pub fn survey(
             seed,
         })
         .collect();
-    let expert = match adapter {
-        Some(_) => None,
-        None => Some(expert(Builtin::from_name(suite)?, &tasks)?),
-    };
     let mut env = super::open(suite, adapter)?;
+    let expert = match (adapter, Builtin::from_name(suite)) {
+        (None, Ok(builtin)) => Some(expert(builtin, &tasks)?),
+        _ => walkthroughs(env.as_mut(), &tasks)?,
+    };
     let random = random(env.as_mut(), &tasks)?;
     Ok(Survey {
         suite: suite.to_owned(),
@@ -128,7 +133,53 @@ fn expert(suite: Builtin, tasks: &[TaskRef]) -> Result<Expert, Error> {
     })
 }
 
+/// Replays each game's own walkthrough; `None` when the first reset sends none.
+fn walkthroughs(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Option<Expert>, Error> {
+    let mut lengths = Vec::new();
+    let mut failures = Vec::new();
+    let mut resetting = std::time::Duration::ZERO;
+    for (i, task) in tasks.iter().enumerate() {
+        let clock = Instant::now();
+        let reset = env.reset(task)?;
+        resetting += clock.elapsed();
+        let Some(plan) = reset.walkthrough else {
+            if i == 0 {
+                return Ok(None);
+            }
+            failures.push(format!("{task}: the adapter sent no walkthrough"));
+            continue;
+        };
+        let mut last = None;
+        for cmd in &plan {
+            let s = env.step(cmd)?;
+            let done = s.done;
+            last = Some(s);
+            if done {
+                break;
+            }
+        }
+        match last {
+            Some(s) if s.won => lengths.push(plan.len()),
+            Some(s) => failures.push(format!(
+                "{task}: the walkthrough ({} commands) does not win; last answer: {}",
+                plan.len(),
+                s.observation.lines().next().unwrap_or("")
+            )),
+            None => failures.push(format!("{task}: the walkthrough is empty")),
+        }
+    }
+    Ok(Some(Expert {
+        solved: lengths.len() as u64,
+        failures,
+        mean_plan: mean(lengths.iter().map(|&l| l as f64)),
+        min_plan: lengths.iter().copied().min().unwrap_or(0),
+        max_plan: lengths.iter().copied().max().unwrap_or(0),
+        generated_per_s: tasks.len() as f64 / resetting.as_secs_f64().max(1e-9),
+    }))
+}
+
 fn random(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Random, Error> {
+    let clock = Instant::now();
     let mut won = 0;
     let mut scores = Vec::new();
     let mut steps = Vec::new();
@@ -156,6 +207,7 @@ fn random(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Random, Error>
     Ok(Random {
         won: Rate::wilson95(won, tasks.len() as u64),
         mean_score: (!scores.is_empty()).then(|| mean(scores.iter().copied())),
+        steps_per_s: steps.iter().sum::<f64>() / clock.elapsed().as_secs_f64().max(1e-9),
         mean_steps: mean(steps.into_iter()),
     })
 }

@@ -306,6 +306,7 @@ impl Environment for Household {
             goal: t.goal,
             commands: Some(COMMANDS.into()),
             example: Some("go to cabinet 1".into()),
+            walkthrough: None,
         })
     }
 
