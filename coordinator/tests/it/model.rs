@@ -294,6 +294,54 @@ fn the_http_backend_passes_acceptance_against_hx_model_serve() {
     acceptance(&client(&server.base));
 }
 
+/// A list of prompts is answered with one choice per prompt, in order, and its prompt
+/// log-probabilities (computed as one batch) equal those of each prompt sent alone.
+#[test]
+fn hx_model_serve_answers_a_list_of_prompts_as_one_batch() {
+    let server = hx_serve(&[]);
+    let url = format!("{}/completions", server.base);
+    let prompts = [
+        "<|im_start|>user\nWhat do you do?<|im_end|>\n<|im_start|>assistant\ngo to fridge 1",
+        "<|im_start|>user\nWhat do you do?<|im_end|>\n<|im_start|>assistant\ntake apple 1 from countertop 1",
+        "<|im_start|>user\nWhat do you do?<|im_end|>\n<|im_start|>assistant\nlook",
+    ];
+    let ask = |prompt: serde_json::Value| -> serde_json::Value {
+        ureq::post(&url)
+            .send_json(serde_json::json!({
+                "model": "smollm2", "prompt": prompt, "max_tokens": 1,
+                "echo": true, "logprobs": 1,
+            }))
+            .expect("answers")
+            .into_json()
+            .expect("JSON")
+    };
+    let batch = ask(serde_json::json!(prompts));
+    let choices = batch["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), prompts.len());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let c = &choices[i];
+        assert_eq!(c["index"], i);
+        assert!(c["text"].as_str().is_some_and(|t| t.starts_with(prompt)));
+        let alone = ask(serde_json::json!(prompt));
+        let (a, b) = (
+            c["logprobs"]["token_logprobs"]
+                .as_array()
+                .expect("logprobs"),
+            alone["choices"][0]["logprobs"]["token_logprobs"]
+                .as_array()
+                .expect("logprobs"),
+        );
+        assert_eq!(a.len(), b.len());
+        assert!(a[0].is_null() && b[0].is_null());
+        for (x, y) in a.iter().zip(b).skip(1) {
+            let (x, y) = (x.as_f64().expect("a number"), y.as_f64().expect("a number"));
+            assert!((x - y).abs() < 1e-4, "prompt {i}: {x} batched vs {y} alone");
+        }
+    }
+    // The usage covers every prompt.
+    assert!(batch["usage"]["prompt_tokens"].as_u64().expect("usage") > 3 * 10);
+}
+
 #[test]
 fn a_server_without_logprobs_is_a_clear_error() {
     let server = hx_serve(&["--no-logprobs"]);

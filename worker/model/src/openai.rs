@@ -88,6 +88,9 @@ pub struct OpenAi {
     agent: ureq::Agent,
     slots: Slots,
     chatml: ChatTemplate,
+    /// Whether the server answered a list of prompts with one choice per prompt; cleared the
+    /// first time it does not, and then each candidate goes in a request of its own.
+    batches: std::sync::atomic::AtomicBool,
 }
 
 impl OpenAi {
@@ -104,6 +107,7 @@ impl OpenAi {
             },
             agent,
             chatml: ChatTemplate::new(CHATML, "", "<|im_end|>")?,
+            batches: std::sync::atomic::AtomicBool::new(true),
             options,
         })
     }
@@ -162,20 +166,18 @@ impl OpenAi {
         })
     }
 
-    /// Log-probabilities of the tokens of `prompt + candidate` that start at or after
-    /// `prompt`'s end, summed, with their count.
-    fn score_one(&self, prompt: &str, candidate: &str) -> Result<(Vec<f64>, Usage), Error> {
-        let url = self.url("/completions");
-        let text = format!("{prompt}{candidate}");
+    /// `/v1/completions` with `echo` and `logprobs` for `prompt` (one text or a list), with
+    /// a server's refusal of prompt log-probabilities turned into [`Error::NoLogprobs`].
+    fn echo(&self, prompt: Value) -> Result<Value, Error> {
         let body = json!({
             "model": self.options.model,
-            "prompt": text,
+            "prompt": prompt,
             "max_tokens": 1,
             "temperature": 0.0,
             "echo": true,
             "logprobs": 1,
         });
-        let v = self.post("/completions", &body).map_err(|e| match e {
+        self.post("/completions", &body).map_err(|e| match e {
             Error::Server { url, reason }
                 if reason.contains("HTTP 4")
                     && (reason.contains("logprob") || reason.contains("echo")) =>
@@ -186,7 +188,82 @@ impl OpenAi {
                 }
             }
             other => other,
-        })?;
+        })
+    }
+
+    /// Log-probabilities of the tokens of `prompt + candidate` that start at or after
+    /// `prompt`'s end, one request per candidate.
+    fn score_one(&self, prompt: &str, candidate: &str) -> Result<Scored, Error> {
+        let text = format!("{prompt}{candidate}");
+        let v = self.echo(json!(text))?;
+        let per_token = self.candidate_logprobs(&v["choices"][0], &text, candidate)?;
+        Ok((per_token, usage(&v["usage"])))
+    }
+
+    /// Every candidate in one request (a list of prompts), as vLLM batches them with their
+    /// shared prefix and `hx model serve` scores them as one batch. `None` when the server
+    /// does not answer a list with one choice per prompt (it is then not asked again).
+    fn score_batch(
+        &self,
+        prompt: &str,
+        candidates: &[String],
+    ) -> Result<Option<Vec<Scored>>, Error> {
+        use std::sync::atomic::Ordering;
+        if candidates.len() < 2 || !self.batches.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let texts: Vec<String> = candidates.iter().map(|c| format!("{prompt}{c}")).collect();
+        let v = match self.echo(json!(texts)) {
+            Ok(v) => v,
+            // A server that takes one prompt per request may refuse the list outright
+            // (llama-cpp-python's answers HTTP 500); each candidate then goes alone.
+            Err(Error::Server { url, reason }) => {
+                tracing::warn!(%url, %reason, "the server refused a list of prompts; one request per candidate from now");
+                self.batches.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let choices = v["choices"].as_array().map_or(&[][..], Vec::as_slice);
+        let by_index: Vec<Option<&Value>> = (0..texts.len())
+            .map(|i| {
+                choices
+                    .iter()
+                    .find(|c| c["index"].as_u64() == Some(i as u64))
+            })
+            .collect();
+        if choices.len() != texts.len() || by_index.iter().any(Option::is_none) {
+            tracing::debug!(
+                asked = texts.len(),
+                got = choices.len(),
+                "the server does not answer a list of prompts; one request per candidate from now"
+            );
+            self.batches.store(false, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, c) in by_index.into_iter().flatten().enumerate() {
+            let per_token = self.candidate_logprobs(c, &texts[i], &candidates[i])?;
+            // The request's usage, counted once.
+            let u = if i == 0 {
+                usage(&v["usage"])
+            } else {
+                Usage::default()
+            };
+            out.push((per_token, u));
+        }
+        Ok(Some(out))
+    }
+
+    /// The log-probabilities of the echoed tokens that cover `candidate` at the end of
+    /// `text`, from one choice of a `/v1/completions` answer.
+    fn candidate_logprobs(
+        &self,
+        choice: &Value,
+        text: &str,
+        candidate: &str,
+    ) -> Result<Vec<f64>, Error> {
+        let url = self.url("/completions");
         let no = |what: &str| Error::NoLogprobs {
             url: url.clone(),
             reason: format!(
@@ -194,7 +271,6 @@ impl OpenAi {
                  /v1/completions with echo and logprobs, as vLLM and llama.cpp's server provide"
             ),
         };
-        let choice = &v["choices"][0];
         let lp = &choice["logprobs"];
         let logprobs = lp["token_logprobs"]
             .as_array()
@@ -207,10 +283,8 @@ impl OpenAi {
         }
         // Servers disagree on offsets (llama.cpp's skip control tokens), so align from the
         // end: skip the generated text, then take the tokens that cover the candidate.
-        let echoed = choice["text"].as_str().unwrap_or(&text);
-        let generated = echoed
-            .strip_prefix(text.as_str())
-            .map_or(0, |g| g.chars().count());
+        let echoed = choice["text"].as_str().unwrap_or(text);
+        let generated = echoed.strip_prefix(text).map_or(0, |g| g.chars().count());
         let want = candidate.chars().count();
         let mut skip = generated;
         let mut covered = 0;
@@ -234,9 +308,12 @@ impl OpenAi {
         if per_token.is_empty() && !candidate.is_empty() {
             return Err(no("no echoed token covers the candidate"));
         }
-        Ok((per_token, usage(&v["usage"])))
+        Ok(per_token)
     }
 }
+
+/// One candidate's per-token log-probabilities and the tokens its request used.
+type Scored = (Vec<f64>, Usage);
 
 fn usage(u: &Value) -> Usage {
     Usage {
@@ -292,21 +369,25 @@ impl ModelBackend for OpenAi {
             return Err(Error::Request("nothing to score".into()));
         }
         let prompt = self.chatml.render(&request.messages)?;
-        // Candidates go out in parallel, within the concurrency limit.
-        let results: Vec<Result<(Vec<f64>, Usage), Error>> = std::thread::scope(|s| {
-            let handles: Vec<_> = request
-                .candidates
-                .iter()
-                .map(|c| {
-                    let prompt = &prompt;
-                    s.spawn(move || self.score_one(prompt, c))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Err(Error::Stopped)))
-                .collect()
-        });
+        let results: Vec<Result<(Vec<f64>, Usage), Error>> =
+            match self.score_batch(&prompt, &request.candidates)? {
+                Some(all) => all.into_iter().map(Ok).collect(),
+                // One request per candidate, in parallel within the concurrency limit.
+                None => std::thread::scope(|s| {
+                    let handles: Vec<_> = request
+                        .candidates
+                        .iter()
+                        .map(|c| {
+                            let prompt = &prompt;
+                            s.spawn(move || self.score_one(prompt, c))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or(Err(Error::Stopped)))
+                        .collect()
+                }),
+            };
         let mut scores = Scores {
             logprobs: Vec::new(),
             tokens: Vec::new(),

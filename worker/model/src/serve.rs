@@ -4,10 +4,13 @@
 //!
 //! - `GET /v1/models`
 //! - `POST /v1/chat/completions`: `messages`, `max_tokens`, `temperature`, `seed`, `stop`
-//! - `POST /v1/completions`: `prompt` (a string; control-token text such as `<|im_start|>` is
-//!   read as the control token), `max_tokens`, `temperature`, `seed`, `stop`, and `echo` with
-//!   `logprobs` for the prompt's log-probabilities in OpenAI's legacy format
-//!   (`token_logprobs`, `tokens`, `text_offset` in characters), as vLLM returns them.
+//! - `POST /v1/completions`: `prompt` (a string, or a list of them answered with one choice
+//!   each; control-token text such as `<|im_start|>` is read as the control token),
+//!   `max_tokens`, `temperature`, `seed`, `stop`, and `echo` with `logprobs` for the prompt's
+//!   log-probabilities in OpenAI's legacy format (`token_logprobs`, `tokens`, `text_offset` in
+//!   characters), as vLLM returns them. The prompt log-probabilities of a list are computed
+//!   as one batch: the prompts' shared prefix once, each rest as a fork of it (how the HTTP
+//!   backend sends a step's candidates).
 //!
 //! Each request runs on its own thread; the model's engine batches whatever is in flight.
 //! Bodies over 4 MiB and malformed JSON get a 400 with a reason.
@@ -48,8 +51,15 @@ struct ChatBody {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
 struct CompletionBody {
-    prompt: String,
+    prompt: Prompt,
     #[serde(default = "default_max")]
     max_tokens: u32,
     #[serde(default)]
@@ -211,9 +221,17 @@ fn chat(model: &Embedded, options: &ServeOptions, b: ChatBody) -> (u16, Value) {
 }
 
 fn completion(model: &Embedded, options: &ServeOptions, b: CompletionBody) -> (u16, Value) {
-    let tokens = model.tokenizer().encode(&b.prompt);
-    if tokens.is_empty() {
-        return error(400, "the prompt is empty");
+    let prompts = match &b.prompt {
+        Prompt::One(p) => vec![p.clone()],
+        Prompt::Many(v) if v.is_empty() => return error(400, "the prompt list is empty"),
+        Prompt::Many(v) => v.clone(),
+    };
+    let tokens: Vec<Vec<super::tokenizer::Token>> = prompts
+        .iter()
+        .map(|p| model.tokenizer().encode(p))
+        .collect();
+    if tokens.iter().any(Vec::is_empty) {
+        return error(400, "a prompt is empty");
     }
     let request = GenerateRequest {
         messages: Vec::new(),
@@ -222,66 +240,116 @@ fn completion(model: &Embedded, options: &ServeOptions, b: CompletionBody) -> (u
         temperature: b.temperature,
         seed: b.seed.unwrap_or(0),
     };
-    let g = if b.max_tokens == 0 {
-        Generation {
-            text: String::new(),
-            finish: Finish::Length,
-            usage: super::Usage {
-                prompt_tokens: tokens.len() as u64,
-                ..Default::default()
-            },
-        }
-    } else {
-        match model.generate_tokens(tokens.clone(), &request) {
-            Ok(g) => g,
-            Err(e) => return model_error(e),
-        }
-    };
-    let mut text = g.text.clone();
-    let mut logprobs = Value::Null;
-    if b.echo {
-        text = format!("{}{}", b.prompt, g.text);
-        if options.logprobs && b.logprobs.is_some() {
-            // Every prompt token after the first, scored as one candidate after the first.
-            let per = if tokens.len() > 1 {
-                match model.score_tokens(tokens[..1].to_vec(), vec![tokens[1..].to_vec()]) {
-                    Ok(s) => s.per_token.into_iter().next().unwrap_or_default(),
-                    Err(e) => return model_error(e),
-                }
-            } else {
-                Vec::new()
-            };
-            let mut offsets = Vec::new();
-            let mut texts = Vec::new();
-            let mut at = 0usize;
-            for &t in &tokens {
-                let piece = model.tokenizer().decode(&[t]);
-                offsets.push(at);
-                at += piece.chars().count();
-                texts.push(piece);
+    // Prompt log-probabilities first, all prompts in one scoring request: every token after
+    // the first, as candidates after the first token (the engine computes the candidates'
+    // shared prefixes once). Prompts that start with different tokens are scored apart.
+    let want_logprobs = b.echo && options.logprobs && b.logprobs.is_some();
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); tokens.len()];
+    if want_logprobs {
+        let mut groups: Vec<(super::tokenizer::Token, Vec<usize>)> = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            match groups.iter_mut().find(|(first, _)| *first == t[0]) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((t[0], vec![i])),
             }
-            let token_logprobs: Vec<Value> = std::iter::once(Value::Null)
-                .chain(per.into_iter().map(|l| json!(l)))
+        }
+        for (first, members) in groups {
+            let scored: Vec<usize> = members
+                .into_iter()
+                .filter(|&i| tokens[i].len() > 1)
                 .collect();
-            logprobs = json!({
-                "tokens": texts,
-                "token_logprobs": token_logprobs,
-                "text_offset": offsets,
-            });
+            if scored.is_empty() {
+                continue;
+            }
+            let candidates = scored.iter().map(|&i| tokens[i][1..].to_vec()).collect();
+            match model.score_tokens(vec![first], candidates) {
+                Ok(s) => {
+                    for (i, p) in scored.into_iter().zip(s.per_token) {
+                        per[i] = p;
+                    }
+                }
+                Err(e) => return model_error(e),
+            }
         }
     }
+    // Then the completions, all in flight at once (the engine batches them).
+    let generations: Vec<Result<Generation, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                let request = &request;
+                s.spawn(move || {
+                    if request.max_tokens == 0 {
+                        Ok(Generation {
+                            text: String::new(),
+                            finish: Finish::Length,
+                            usage: super::Usage {
+                                prompt_tokens: t.len() as u64,
+                                ..Default::default()
+                            },
+                        })
+                    } else {
+                        model.generate_tokens(t.clone(), request)
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(Error::Stopped)))
+            .collect()
+    });
+    let mut choices = Vec::new();
+    let mut total = super::Usage::default();
+    for (i, g) in generations.into_iter().enumerate() {
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => return model_error(e),
+        };
+        total += g.usage;
+        let mut text = g.text.clone();
+        let mut logprobs = Value::Null;
+        if b.echo {
+            text = format!("{}{}", prompts[i], g.text);
+            if want_logprobs {
+                let mut offsets = Vec::new();
+                let mut texts = Vec::new();
+                let mut at = 0usize;
+                for &t in &tokens[i] {
+                    let piece = model.tokenizer().decode(&[t]);
+                    offsets.push(at);
+                    at += piece.chars().count();
+                    texts.push(piece);
+                }
+                let token_logprobs: Vec<Value> = std::iter::once(Value::Null)
+                    .chain(per[i].iter().map(|l| json!(l)))
+                    .collect();
+                logprobs = json!({
+                    "tokens": texts,
+                    "token_logprobs": token_logprobs,
+                    "text_offset": offsets,
+                });
+            }
+        }
+        choices.push(json!({
+            "index": i,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish(g.finish),
+        }));
+    }
+    let usage = Generation {
+        text: String::new(),
+        finish: Finish::Stop,
+        usage: total,
+    };
     (
         200,
         json!({
             "object": "text_completion",
             "model": options.name,
-            "choices": [{
-                "index": 0,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": finish(g.finish),
-            }],
-            "usage": usage_json(&g),
+            "choices": choices,
+            "usage": usage_json(&usage),
         }),
     )
 }
