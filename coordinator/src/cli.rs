@@ -1099,7 +1099,14 @@ fn tasks(cmd: TasksCommand) -> Result<ExitCode> {
                 timeout: std::time::Duration::from_secs(60),
                 step_limit: 50,
             });
-            let s = survey::survey(&suite, split, start, count, adapter.as_ref())
+            // Built-in suites survey in moments; an adapter's games take seconds each.
+            let external = adapter.is_some() || Builtin::from_name(&suite).is_err();
+            let mut progress = |m: &str| {
+                if external {
+                    say(m);
+                }
+            };
+            let s = survey::survey(&suite, split, start, count, adapter.as_ref(), &mut progress)
                 .with_context(|| format!("surveying {suite}/{split}"))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;

@@ -66,12 +66,14 @@ pub struct Random {
 
 /// Surveys `count` tasks of `suite/split` from seed `start`. An external suite's expert is its
 /// games' own walkthroughs, where its adapter sends them. An environment failure is an error.
+/// `say` hears progress on external suites, whose tasks take seconds each.
 pub fn survey(
     suite: &str,
     split: Split,
     start: u64,
     count: u64,
     adapter: Option<&AdapterOptions>,
+    say: &mut dyn FnMut(&str),
 ) -> Result<Survey, Error> {
     let tasks: Vec<TaskRef> = (start..start + count)
         .map(|seed| TaskRef {
@@ -83,9 +85,9 @@ pub fn survey(
     let mut env = super::open(suite, adapter)?;
     let expert = match (adapter, Builtin::from_name(suite)) {
         (None, Ok(builtin)) => Some(expert(builtin, &tasks)?),
-        _ => walkthroughs(env.as_mut(), &tasks)?,
+        _ => walkthroughs(env.as_mut(), &tasks, say)?,
     };
-    let random = random(env.as_mut(), &tasks)?;
+    let random = random(env.as_mut(), &tasks, say)?;
     Ok(Survey {
         suite: suite.to_owned(),
         split,
@@ -134,7 +136,11 @@ fn expert(suite: Builtin, tasks: &[TaskRef]) -> Result<Expert, Error> {
 }
 
 /// Replays each game's own walkthrough; `None` when the first reset sends none.
-fn walkthroughs(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Option<Expert>, Error> {
+fn walkthroughs(
+    env: &mut dyn Environment,
+    tasks: &[TaskRef],
+    say: &mut dyn FnMut(&str),
+) -> Result<Option<Expert>, Error> {
     let mut lengths = Vec::new();
     let mut failures = Vec::new();
     let mut resetting = std::time::Duration::ZERO;
@@ -167,6 +173,14 @@ fn walkthroughs(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Option<E
             )),
             None => failures.push(format!("{task}: the walkthrough is empty")),
         }
+        if (i + 1) % 10 == 0 {
+            say(&format!(
+                "walkthroughs: {} of {} played, {} won",
+                i + 1,
+                tasks.len(),
+                lengths.len()
+            ));
+        }
     }
     Ok(Some(Expert {
         solved: lengths.len() as u64,
@@ -178,12 +192,22 @@ fn walkthroughs(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Option<E
     }))
 }
 
-fn random(env: &mut dyn Environment, tasks: &[TaskRef]) -> Result<Random, Error> {
+fn random(
+    env: &mut dyn Environment,
+    tasks: &[TaskRef],
+    say: &mut dyn FnMut(&str),
+) -> Result<Random, Error> {
     let clock = Instant::now();
     let mut won = 0;
     let mut scores = Vec::new();
     let mut steps = Vec::new();
-    for task in tasks {
+    for (i, task) in tasks.iter().enumerate() {
+        if i > 0 && i % 10 == 0 {
+            say(&format!(
+                "random agent: {i} of {} played, {won} won",
+                tasks.len()
+            ));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(task.seed ^ 0x5eed_0f7a_5c00);
         env.reset(task)?;
         let mut n = 0u32;
