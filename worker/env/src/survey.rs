@@ -125,14 +125,21 @@ fn expert(suite: Builtin, tasks: &[TaskRef]) -> Result<Expert, Error> {
             failures.push(format!("{task}: the expert's plan does not win"));
         }
     }
-    Ok(Expert {
-        solved: lengths.len() as u64,
-        failures,
-        mean_plan: mean(lengths.iter().map(|&l| l as f64)),
-        min_plan: lengths.iter().copied().min().unwrap_or(0),
-        max_plan: lengths.iter().copied().max().unwrap_or(0),
-        generated_per_s,
-    })
+    Ok(Expert::of(&lengths, failures, generated_per_s))
+}
+
+impl Expert {
+    /// The record of plans of `lengths` that won, and of the tasks in `failures` that did not.
+    fn of(lengths: &[usize], failures: Vec<String>, generated_per_s: f64) -> Expert {
+        Expert {
+            solved: lengths.len() as u64,
+            failures,
+            mean_plan: mean(lengths.iter().map(|&l| l as f64)),
+            min_plan: lengths.iter().copied().min().unwrap_or(0),
+            max_plan: lengths.iter().copied().max().unwrap_or(0),
+            generated_per_s,
+        }
+    }
 }
 
 /// Replays each game's own walkthrough; `None` when the first reset sends none.
@@ -182,14 +189,11 @@ fn walkthroughs(
             ));
         }
     }
-    Ok(Some(Expert {
-        solved: lengths.len() as u64,
+    Ok(Some(Expert::of(
+        &lengths,
         failures,
-        mean_plan: mean(lengths.iter().map(|&l| l as f64)),
-        min_plan: lengths.iter().copied().min().unwrap_or(0),
-        max_plan: lengths.iter().copied().max().unwrap_or(0),
-        generated_per_s: tasks.len() as f64 / resetting.as_secs_f64().max(1e-9),
-    }))
+        tasks.len() as f64 / resetting.as_secs_f64().max(1e-9),
+    )))
 }
 
 fn random(

@@ -171,12 +171,12 @@ fn handle(model: &Embedded, options: &ServeOptions, mut request: tiny_http::Requ
     respond(request, code, &value);
 }
 
-fn usage_json(g: &Generation) -> Value {
+fn usage_json(u: &super::Usage) -> Value {
     json!({
-        "prompt_tokens": g.usage.prompt_tokens,
-        "completion_tokens": g.usage.completion_tokens,
-        "total_tokens": g.usage.prompt_tokens + g.usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": g.usage.cached_tokens},
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
 }
 
@@ -213,7 +213,7 @@ fn chat(model: &Embedded, options: &ServeOptions, b: ChatBody) -> (u16, Value) {
                     "message": {"role": "assistant", "content": g.text},
                     "finish_reason": finish(g.finish),
                 }],
-                "usage": usage_json(&g),
+                "usage": usage_json(&g.usage),
             }),
         ),
         Err(e) => model_error(e),
@@ -338,18 +338,13 @@ fn completion(model: &Embedded, options: &ServeOptions, b: CompletionBody) -> (u
             "finish_reason": finish(g.finish),
         }));
     }
-    let usage = Generation {
-        text: String::new(),
-        finish: Finish::Stop,
-        usage: total,
-    };
     (
         200,
         json!({
             "object": "text_completion",
             "model": options.name,
             "choices": choices,
-            "usage": usage_json(&usage),
+            "usage": usage_json(&total),
         }),
     )
 }
