@@ -140,7 +140,7 @@ struct RunArgs {
     /// The harness file (.toml or .json).
     #[arg(long)]
     harness: PathBuf,
-    /// The suite: household, blocks, or one served by --adapter.
+    /// The suite: household, blocks, alfworld, scienceworld, or one served by --adapter.
     #[arg(long, default_value = "household")]
     suite: String,
     /// The split.
@@ -278,10 +278,13 @@ enum TasksCommand {
     /// tasks are generated, and the success rate of an agent picking admissible commands at
     /// random (with a 95% Wilson interval), the floor any harness must beat.
     ///
-    /// With --adapter, surveys an external suite through its adapter process instead (random
-    /// agent only): a quick way to check an adapter speaks the protocol.
+    /// External suites (alfworld and scienceworld, whose adapters hx ships, or any with
+    /// --adapter) are surveyed through their adapter process: the expert is the game's own
+    /// walkthrough (ALFWorld's, ScienceWorld's gold path) where the adapter sends one. A quick
+    /// way to check an adapter speaks the protocol. Example: `hx tasks check --suite
+    /// scienceworld --split test --count 30`
     Check {
-        /// The suite: household, blocks, or any name with --adapter.
+        /// The suite: household, blocks, alfworld, scienceworld, or any name with --adapter.
         #[arg(long, default_value = "household")]
         suite: String,
         /// The split: train, validation or test.

@@ -117,8 +117,8 @@ pub enum Error {
     NotStarted,
     /// A suite no built-in generator, shipped adapter or configured adapter provides.
     #[error(
-        "unknown suite {suite:?}: built-in suites are {known}; alfworld is served by the adapter \
-         hx ships; others need an adapter command"
+        "unknown suite {suite:?}: built-in suites are {known}; alfworld and scienceworld are \
+         served by the adapters hx ships; others need an adapter command"
     )]
     UnknownSuite {
         /// The suite asked for.
@@ -289,14 +289,27 @@ impl Builtin {
 /// Python and ALFWorld's package, not a copy of the script.
 pub const ALFWORLD_ADAPTER: &str = include_str!("../../adapters/alfworld_adapter.py");
 
-/// The adapter hx ships for `suite`, if any: `alfworld`, run as `python3 -c SCRIPT` with a
-/// 120 s reply timeout (loading a game grounds its PDDL, which takes seconds) and ALFWorld's
-/// 50-step limit. A configured adapter for the same suite takes precedence.
+/// ScienceWorld's adapter (`adapters/scienceworld_adapter.py`), compiled in the same way; a
+/// worker needs Python, the `scienceworld` package and a Java runtime.
+pub const SCIENCEWORLD_ADAPTER: &str = include_str!("../../adapters/scienceworld_adapter.py");
+
+/// The adapter hx ships for `suite`, if any, run as `python3 -c SCRIPT`:
+/// - `alfworld`: a 120 s reply timeout (loading a game grounds its PDDL, which takes seconds)
+///   and ALFWorld's 50-step limit;
+/// - `scienceworld`: a 180 s reply timeout (the first reset starts a JVM and, once per machine,
+///   lists every task's variations) and 100 steps, ScienceWorld's own default limit.
+///
+/// A configured adapter for the same suite takes precedence.
 pub fn shipped_adapter(suite: &str) -> Option<hx_common::config::AdapterOptions> {
-    (suite == "alfworld").then(|| hx_common::config::AdapterOptions {
-        command: vec!["python3".into(), "-c".into(), ALFWORLD_ADAPTER.into()],
-        timeout: std::time::Duration::from_secs(120),
-        step_limit: 50,
+    let (script, timeout, step_limit) = match suite {
+        "alfworld" => (ALFWORLD_ADAPTER, 120, 50),
+        "scienceworld" => (SCIENCEWORLD_ADAPTER, 180, 100),
+        _ => return None,
+    };
+    Some(hx_common::config::AdapterOptions {
+        command: vec!["python3".into(), "-c".into(), script.into()],
+        timeout: std::time::Duration::from_secs(timeout),
+        step_limit,
     })
 }
 

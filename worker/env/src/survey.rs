@@ -162,9 +162,13 @@ fn walkthroughs(
             failures.push(format!("{task}: the adapter sent no walkthrough"));
             continue;
         };
+        // A walkthrough may go on past the win (ScienceWorld's gold paths measure after the
+        // goal holds); the episode ends there and its length is the steps played.
         let mut last = None;
+        let mut played = 0;
         for cmd in &plan {
             let s = env.step(cmd)?;
+            played += 1;
             let done = s.done;
             last = Some(s);
             if done {
@@ -172,10 +176,12 @@ fn walkthroughs(
             }
         }
         match last {
-            Some(s) if s.won => lengths.push(plan.len()),
+            Some(s) if s.won => lengths.push(played),
             Some(s) => failures.push(format!(
-                "{task}: the walkthrough ({} commands) does not win; last answer: {}",
+                "{task}: the walkthrough ({} commands) does not win; {played} played (step limit {}), \
+                 last answer: {}",
                 plan.len(),
+                env.step_limit(),
                 s.observation.lines().next().unwrap_or("")
             )),
             None => failures.push(format!("{task}: the walkthrough is empty")),

@@ -4,3 +4,4 @@ mod alfworld;
 mod blocks;
 mod external;
 mod household;
+mod scienceworld;
