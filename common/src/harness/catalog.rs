@@ -511,6 +511,14 @@ static SPECS: &[KindSpec] = &[
                 "penalty (in nats) per earlier use of the same command in the episode",
             ),
             p(
+                "top-k",
+                T::Int { min: 0, max: 64 },
+                D::Int(0),
+                "score only the k candidates that name most of the goal's words (then most of \
+                 the latest observation's), keeping the world's order among equals; 0 scores \
+                 them all. Cuts a step's cost where the world admits many commands",
+            ),
+            p(
                 "focus",
                 T::Choice(&["all", "goal-or-explore"]),
                 D::Text("all"),

@@ -583,6 +583,32 @@ fn goal_share(goal: &[String], command: &str) -> f64 {
     named as f64 / goal.len() as f64
 }
 
+/// The `k` candidates that name the largest share of the goal's words, then of the latest
+/// observation's content words, in the world's order among equals (a stable sort).
+fn most_relevant(
+    mut candidates: Vec<String>,
+    goal: &[String],
+    latest: &str,
+    k: usize,
+) -> Vec<String> {
+    let seen = goal_words(latest);
+    let key = |c: &String| (goal_share(goal, c), goal_share(&seen, c));
+    let keys: Vec<(f64, f64)> = candidates.iter().map(key).collect();
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        keys[b]
+            .0
+            .total_cmp(&keys[a].0)
+            .then(keys[b].1.total_cmp(&keys[a].1))
+    });
+    order.truncate(k);
+    order.sort_unstable();
+    order
+        .into_iter()
+        .map(|i| std::mem::take(&mut candidates[i]))
+        .collect()
+}
+
 /// The thing a command acts on: its first content word after the verb (`apple` in "take
 /// apple 2 from table 1", `cabinet` in "go to cabinet 1", `red` in "pick up the red block").
 fn object(command: &str) -> Option<String> {
@@ -644,6 +670,14 @@ fn act(
                 if !focused.is_empty() {
                     candidates = focused;
                 }
+            }
+            let k = sel.int("top-k") as usize;
+            if k > 0 && candidates.len() > k {
+                let latest = st
+                    .turns
+                    .last()
+                    .map_or(st.intro.as_str(), |t| &t.observation);
+                candidates = most_relevant(candidates, &st.goal_words, latest, k);
             }
             let mut m = messages.clone();
             if let Some(last) = m.last_mut() {
@@ -1056,6 +1090,43 @@ mod tests {
         assert_eq!(goal_share(&g, "go to Fridge 1"), 1.0 / 3.0);
         assert_eq!(goal_share(&g, "go to cabinet 1"), 0.0);
         assert_eq!(goal_share(&[], "go to cabinet 1"), 0.0);
+    }
+
+    #[test]
+    fn top_k_keeps_the_goals_commands_then_the_observations_in_the_worlds_order() {
+        let g = goal_words("Your task is to: put a clean apple in fridge 1.");
+        let c: Vec<String> = [
+            "go to cabinet 1",
+            "go to fridge 1",
+            "take mug 1 from table 1",
+            "clean apple 1 with sinkbasin 1",
+            "take knife 1 from table 1",
+            "look",
+        ]
+        .map(String::from)
+        .into();
+        let seen = "On the table 1, you see a knife 1 and a mug 1.";
+        // The goal's share first (2/3, then 1/3), then the observation's, and the kept ones in
+        // the world's order.
+        assert_eq!(
+            most_relevant(c.clone(), &g, seen, 2),
+            ["go to fridge 1", "clean apple 1 with sinkbasin 1"]
+        );
+        assert_eq!(
+            most_relevant(c.clone(), &g, seen, 4),
+            [
+                "go to fridge 1",
+                "take mug 1 from table 1",
+                "clean apple 1 with sinkbasin 1",
+                "take knife 1 from table 1"
+            ]
+        );
+        // Ties keep the world's order; k at or above the count keeps everything.
+        assert_eq!(
+            most_relevant(c.clone(), &[], "", 2),
+            ["go to cabinet 1", "go to fridge 1"]
+        );
+        assert_eq!(most_relevant(c.clone(), &g, seen, 6), c);
     }
 
     #[test]

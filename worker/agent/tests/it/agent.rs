@@ -343,3 +343,81 @@ fn exemplars_come_only_from_train_tasks() {
         }
     }
 }
+
+/// Scores by preferring candidates that name the goal's object, and records every candidate
+/// list it was asked to score.
+struct Recording {
+    asked: Mutex<Vec<Vec<String>>>,
+}
+
+impl ModelBackend for Recording {
+    fn describe(&self) -> String {
+        "recording".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        unreachable!("a log-likelihood selector only scores")
+    }
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        self.asked.lock().expect("lock").push(r.candidates.clone());
+        let logprobs = vec![-1.0; r.candidates.len()];
+        Ok(Scores {
+            tokens: vec![1; logprobs.len()],
+            per_token: logprobs.iter().map(|l| vec![*l]).collect(),
+            logprobs,
+            usage: Usage::default(),
+        })
+    }
+}
+
+#[test]
+fn top_k_scores_only_the_goals_most_relevant_commands() {
+    let h = parse_as(
+        r#"
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+params.tool = "admissible-commands"
+params.top-k = 3
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 6
+"#,
+        Format::Toml,
+        "test",
+    )
+    .expect("a valid harness");
+    let model = Recording {
+        asked: Mutex::new(Vec::new()),
+    };
+    let mut env = Household::new();
+    let goal = env.reset(&task()).expect("resets").goal.to_lowercase();
+    let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    let asked = model.asked.lock().expect("lock");
+    assert_eq!(asked.len() as u32, ep.outcome.steps);
+    for candidates in asked.iter() {
+        assert_eq!(candidates.len(), 3, "{candidates:?}");
+    }
+    // The first step's three name the goal's words: each shares a word of four letters or more
+    // with it (household's first list is `go to` every place, and the goal names one).
+    let first = &asked[0];
+    let named = first
+        .iter()
+        .filter(|c| {
+            c.split(' ')
+                .any(|w| w.len() >= 4 && goal.split(|c: char| !c.is_alphanumeric()).any(|g| g == w))
+        })
+        .count();
+    assert!(named >= 1, "goal {goal:?}, scored {first:?}");
+}
