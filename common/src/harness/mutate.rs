@@ -9,7 +9,10 @@
 //!
 //! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
 //!   action selector;
-//! - **parametric**: move one numeric, choice or flag parameter within its range;
+//! - **parametric**: move one numeric, choice or flag parameter within its range, or two or
+//!   three at once (half the children), so a search can cross a valley that one move at a time
+//!   cannot (a greedy selector needs a goal bonus and a repeat penalty together to beat a
+//!   sampled one);
 //! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
 //! - **crossover**: each role's components come from one parent or the other.
 
@@ -51,7 +54,7 @@ pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, No
     Some(match &spec.op {
         MutationOp::Text { .. } => return None,
         MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
-        MutationOp::Parametric => first_valid(parent, "parametric", parametric(parent, &mut rng)),
+        MutationOp::Parametric => parametric_child(parent, &mut rng),
         MutationOp::Apply { edits } => parent
             .apply_all(edits)
             .map_err(|e| NoValidChild(e.to_string()))
@@ -84,6 +87,40 @@ fn first_valid(
         }
     }
     Err(NoValidChild(format!("{operator}: {last}")))
+}
+
+/// One to three parameter moves on distinct parameters, each accepted by the algebra and
+/// changing the harness: one in half the children, two or three in a quarter each.
+fn parametric_child(parent: &Harness, rng: &mut ChaCha8Rng) -> Result<Child, NoValidChild> {
+    let want = match rng.random_range(0..4) {
+        0 | 1 => 1,
+        2 => 2,
+        _ => 3,
+    };
+    let mut harness = parent.clone();
+    let mut edits = Vec::new();
+    let mut last = String::from("no candidate edit");
+    for edit in parametric(parent, rng).into_iter().take(TRIES) {
+        if edits.len() == want {
+            break;
+        }
+        match harness.apply(&edit) {
+            Ok(h) if h.id() != harness.id() => {
+                harness = h;
+                edits.push(edit);
+            }
+            Ok(_) => last = "the edit changed nothing".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    if edits.is_empty() {
+        return Err(NoValidChild(format!("parametric: {last}")));
+    }
+    Ok(Child {
+        harness,
+        edits,
+        operator: "parametric",
+    })
 }
 
 /// A fresh component name for `kind` in `h`.

@@ -69,6 +69,8 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
     let none = Writer(Mutex::new(Vec::new()));
     for parent in [seed_harness("react.toml"), seed_harness("strong.toml")] {
         let mut ids = std::collections::BTreeSet::new();
+        // Parametric children by how many parameters they move.
+        let mut moves = [0; 4];
         for seed in 0..40 {
             for op in [MutationOp::Structural, MutationOp::Parametric] {
                 let child = mutate(&parent, &spec(op.clone(), seed), &none)
@@ -76,7 +78,13 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
                     .0;
                 valid(&child.harness);
                 assert_ne!(child.harness.id(), parent.id());
-                assert_eq!(child.edits.len(), 1);
+                match op {
+                    MutationOp::Parametric => {
+                        assert!((1..=3).contains(&child.edits.len()), "{:?}", child.edits);
+                        moves[child.edits.len()] += 1;
+                    }
+                    _ => assert_eq!(child.edits.len(), 1),
+                }
                 // The same seed makes the same child; the edits replay to it.
                 let again = mutate(&parent, &spec(op, seed), &none).expect("a child").0;
                 assert_eq!(again.harness.id(), child.harness.id());
@@ -88,6 +96,11 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
             }
         }
         assert!(ids.len() >= 20, "80 draws made only {} children", ids.len());
+        // About half move one parameter, the rest two or three.
+        assert!(
+            moves[1] >= 10 && moves[2] + moves[3] >= 10,
+            "parametric children by moves: {moves:?}"
+        );
     }
 }
 
