@@ -161,6 +161,13 @@ struct RunArgs {
     /// End every episode after this many steps, whatever the harness's own step budget says.
     #[arg(long, value_name = "N")]
     max_steps: Option<u32>,
+    /// Test-time scaling at N times the cost, the equal-budget baseline: play each task N
+    /// times on different sampling streams and keep the episode the model was most certain
+    /// of (its mean log-probability of the commands it chose); the world's reward never
+    /// chooses. Tokens and wall time count all N. Pick N so the tokens per task match the
+    /// harness you compare with.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    best_of: u32,
     /// Write one JSON-lines trace per episode into this directory.
     #[arg(long, value_name = "DIR")]
     trace_dir: Option<PathBuf>,
@@ -709,6 +716,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         no_rewriting: a.no_rewriting,
         trace_dir: a.trace_dir.clone(),
         max_steps: a.max_steps,
+        stream: 0,
     };
     let clock = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -720,6 +728,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         model.as_ref(),
         adapter.as_ref(),
         &options,
+        a.best_of,
         a.concurrency,
         &|i, r| {
             use std::sync::atomic::Ordering::Relaxed;
@@ -780,6 +789,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             "start": a.start,
             "tasks": a.tasks,
             "rewriting": !a.no_rewriting,
+            "best_of": a.best_of,
             "max_steps": a.max_steps,
             "model": model.describe(),
             "success": rate,

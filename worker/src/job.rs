@@ -66,6 +66,7 @@ pub fn run(
         model,
         adapter,
         &options,
+        1,
         concurrency,
         &|_, _| {},
     );

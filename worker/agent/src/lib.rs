@@ -57,6 +57,10 @@ pub struct Options {
     /// A cap on every episode's steps on top of the harness's step budget and the world's
     /// limit (a search's `episode-steps` budget).
     pub max_steps: Option<u32>,
+    /// The sampling stream: mixed into every seed the episode samples with, so streams 1, 2,
+    /// ... replay different draws of the same policy on the same task. Stream 0 is the
+    /// episode every other run of the task plays.
+    pub stream: u64,
 }
 
 /// What an episode did.
@@ -76,6 +80,9 @@ pub struct Episode {
     pub harness: Harness,
     /// The trace.
     pub events: Vec<Event>,
+    /// The model's self-certainty: the mean per-token log-probability it gave the commands a
+    /// log-likelihood selector chose (`None` where no step was chosen that way).
+    pub confidence: Option<f64>,
 }
 
 /// One past step, as memories see it.
@@ -89,6 +96,10 @@ struct Turn {
 /// The episode's mutable state: memories and counters the components read and write.
 struct State {
     task: TaskRef,
+    /// The seed sampling draws from: the task's seed, mixed with the sampling stream.
+    sampling: u64,
+    /// Per-token log-probabilities of the commands a log-likelihood selector chose.
+    chosen_logprobs: Vec<f64>,
     goal: String,
     /// The world's description of its commands and an example command (see [`env::Reset`]).
     commands: String,
@@ -159,7 +170,14 @@ pub fn run_episode(
     let clock = Instant::now();
     let mut trace = match &options.trace_dir {
         Some(dir) => {
-            let path = dir.join(format!("{}.jsonl", task.to_string().replace('/', "-")));
+            let stream = match options.stream {
+                0 => String::new(),
+                k => format!(".s{k}"),
+            };
+            let path = dir.join(format!(
+                "{}{stream}.jsonl",
+                task.to_string().replace('/', "-")
+            ));
             Trace::to_file(&path).map_err(|cause| Error::Trace { path, cause })?
         }
         None => Trace::default(),
@@ -173,6 +191,8 @@ pub fn run_episode(
     });
     let mut st = State {
         task: task.clone(),
+        sampling: task.seed ^ options.stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        chosen_logprobs: Vec::new(),
         goal_words: goal_words(&reset.goal),
         goal: reset.goal,
         commands: reset
@@ -363,7 +383,45 @@ pub fn run_episode(
         reason,
         harness: h,
         events: trace.events,
+        confidence: (!st.chosen_logprobs.is_empty())
+            .then(|| st.chosen_logprobs.iter().sum::<f64>() / st.chosen_logprobs.len() as f64),
     })
+}
+
+/// Test-time scaling without a verifier, the equal-budget baseline: plays `n` episodes of the
+/// task on sampling streams `0..n` and keeps the one the model was most certain of (highest
+/// [`Episode::confidence`]; the earliest stream among equals or where none has one). The
+/// world's reward never chooses. The kept outcome carries the tokens and wall time of all `n`
+/// episodes, so its cost is what the baseline spent.
+pub fn run_best_of(
+    harness: &Harness,
+    env: &mut dyn Environment,
+    task: &TaskRef,
+    model: &dyn ModelBackend,
+    options: &Options,
+    n: u32,
+) -> Result<Episode, Error> {
+    let mut best: Option<Episode> = None;
+    let (mut tokens, mut wall_ms, mut usage) = (0, 0, Usage::default());
+    for k in 0..u64::from(n.max(1)) {
+        let o = Options {
+            stream: options.stream.wrapping_add(k),
+            ..options.clone()
+        };
+        let e = run_episode(harness, env, task, model, &o)?;
+        tokens += e.outcome.tokens;
+        wall_ms += e.outcome.wall_ms;
+        usage += e.usage;
+        let certainty = |e: &Episode| e.confidence.unwrap_or(f64::NEG_INFINITY);
+        if best.as_ref().is_none_or(|b| certainty(&e) > certainty(b)) {
+            best = Some(e);
+        }
+    }
+    let mut e = best.expect("at least one episode ran");
+    e.outcome.tokens = tokens;
+    e.outcome.wall_ms = wall_ms;
+    e.usage = usage;
+    Ok(e)
 }
 
 /// The context the `before-model` components assemble, as chat messages.
@@ -711,13 +769,15 @@ fn act(
                 sample_softmax(
                     &values,
                     temperature,
-                    st.task.seed ^ (u64::from(st.step) << 32),
+                    st.sampling ^ (u64::from(st.step) << 32),
                 )
             } else {
                 (0..candidates.len())
                     .max_by(|&a, &b| value(a).total_cmp(&value(b)))
                     .unwrap_or(0)
             };
+            st.chosen_logprobs
+                .push(s.logprobs[best] / f64::from(s.tokens[best].max(1)));
             record(trace, st, "act", &flat(&m), s.usage, &candidates[best]);
             Ok(candidates[best].clone())
         }
@@ -730,7 +790,7 @@ fn act(
                     stop: Vec::new(),
                     max_tokens: sel.int("max-tokens") as u32,
                     temperature: sel.float("temperature") as f32,
-                    seed: st.task.seed ^ (u64::from(st.step) << 8) ^ i,
+                    seed: st.sampling ^ (u64::from(st.step) << 8) ^ i,
                 };
                 let g = model.generate(&r)?;
                 st.usage += g.usage;
@@ -756,7 +816,7 @@ fn act(
                 stop: vec!["\n>".into(), "\nObservation".into()],
                 max_tokens: sel.int("max-tokens") as u32,
                 temperature: sel.float("temperature") as f32,
-                seed: st.task.seed ^ u64::from(st.step),
+                seed: st.sampling ^ u64::from(st.step),
             })?;
             st.usage += g.usage;
             record(trace, st, "act", &flat(&messages), g.usage, &g.text);
@@ -883,7 +943,7 @@ fn check(
             stop: vec!["\n>".into()],
             max_tokens: 48,
             temperature: 0.0,
-            seed: st.task.seed,
+            seed: st.sampling,
         })?;
         st.usage += g.usage;
         record(trace, st, "retry", &flat(&messages), g.usage, &g.text);
@@ -986,7 +1046,8 @@ fn digest(st: &State, won: bool, reason: &str) -> String {
 }
 
 /// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
-/// environment; the model batches their calls). `progress` hears each finished episode. An
+/// environment; the model batches their calls); with `best_of` above 1, each task is
+/// [`run_best_of`] that many episodes. `progress` hears each finished episode. An
 /// episode that fails (an adapter crash, a model error) is returned as its error, in order.
 pub fn run_many(
     harness: &Harness,
@@ -994,6 +1055,7 @@ pub fn run_many(
     model: &dyn ModelBackend,
     adapter: Option<&hx_common::config::AdapterOptions>,
     options: &Options,
+    best_of: u32,
     concurrency: usize,
     progress: &(dyn Fn(usize, &Result<Episode, Error>) + Sync),
 ) -> Vec<Result<Episode, Error>> {
@@ -1017,7 +1079,13 @@ pub fn run_many(
                         }
                     }
                     .map_err(Error::from)
-                    .and_then(|env| run_episode(harness, env.as_mut(), task, model, options));
+                    .and_then(|env| {
+                        if best_of > 1 {
+                            run_best_of(harness, env.as_mut(), task, model, options, best_of)
+                        } else {
+                            run_episode(harness, env.as_mut(), task, model, options)
+                        }
+                    });
                     progress(i, &r);
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 }

@@ -421,3 +421,103 @@ params.max-steps = 6
         .count();
     assert!(named >= 1, "goal {goal:?}, scored {first:?}");
 }
+
+/// Scores each candidate by a fixed function of its text, so a sampled policy has preferences
+/// and different streams play different episodes; counts its tokens.
+struct Hashing;
+
+impl ModelBackend for Hashing {
+    fn describe(&self) -> String {
+        "hashing".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        unreachable!("a log-likelihood selector only scores")
+    }
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        let logprobs: Vec<f64> = r
+            .candidates
+            .iter()
+            .map(|c| -((c.bytes().map(u64::from).sum::<u64>() % 7) as f64) / 2.0)
+            .collect();
+        Ok(Scores {
+            tokens: vec![1; logprobs.len()],
+            per_token: logprobs.iter().map(|l| vec![*l]).collect(),
+            logprobs,
+            usage: Usage {
+                prompt_tokens: 100,
+                cached_tokens: 0,
+                completion_tokens: 0,
+            },
+        })
+    }
+}
+
+#[test]
+fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
+    let h = parse_as(
+        r#"
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+params.tool = "admissible-commands"
+params.temperature = 1.0
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 5
+"#,
+        Format::Toml,
+        "test",
+    )
+    .expect("a valid harness");
+    let mut env = Household::new();
+    let one = |stream| {
+        let o = Options {
+            stream,
+            ..Options::default()
+        };
+        run_episode(&h, &mut Household::new(), &task(), &Hashing, &o).expect("runs")
+    };
+    let streams: Vec<_> = (0..4).map(one).collect();
+    let commands = |e: &hx_agent::Episode| -> Vec<String> {
+        e.events
+            .iter()
+            .filter_map(|ev| match ev {
+                Event::Step { command, .. } => Some(command.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Streams replay different draws; stream 0 is the plain episode, and replays the same.
+    assert!(streams.iter().any(|e| commands(e) != commands(&streams[0])));
+    assert_eq!(
+        commands(&streams[0]),
+        commands(&run_episode(&h, &mut env, &task(), &Hashing, &Options::default()).expect("runs"))
+    );
+    let best = hx_agent::run_best_of(&h, &mut env, &task(), &Hashing, &Options::default(), 4)
+        .expect("runs");
+    let certainty = |e: &hx_agent::Episode| e.confidence.expect("scored steps");
+    let top = streams
+        .iter()
+        .map(certainty)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(certainty(&best), top);
+    let first_top = streams.iter().find(|e| certainty(e) == top).expect("one");
+    assert_eq!(commands(&best), commands(first_top));
+    // It pays for every episode it played.
+    assert_eq!(
+        best.outcome.tokens,
+        streams.iter().map(|e| e.outcome.tokens).sum::<u64>()
+    );
+}
