@@ -717,6 +717,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         trace_dir: a.trace_dir.clone(),
         max_steps: a.max_steps,
         stream: 0,
+        best_of: a.best_of,
     };
     let clock = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -728,7 +729,6 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         model.as_ref(),
         adapter.as_ref(),
         &options,
-        a.best_of,
         a.concurrency,
         &|i, r| {
             use std::sync::atomic::Ordering::Relaxed;

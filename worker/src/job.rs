@@ -66,7 +66,6 @@ pub fn run(
         model,
         adapter,
         &options,
-        1,
         concurrency,
         &|_, _| {},
     );

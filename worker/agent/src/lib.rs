@@ -61,6 +61,9 @@ pub struct Options {
     /// ... replay different draws of the same policy on the same task. Stream 0 is the
     /// episode every other run of the task plays.
     pub stream: u64,
+    /// Play each task this many times and keep one ([`run_best_of`]) where [`run_many`]
+    /// runs it; 0 and 1 play it once.
+    pub best_of: u32,
 }
 
 /// What an episode did.
@@ -1046,8 +1049,8 @@ fn digest(st: &State, won: bool, reason: &str) -> String {
 }
 
 /// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
-/// environment; the model batches their calls); with `best_of` above 1, each task is
-/// [`run_best_of`] that many episodes. `progress` hears each finished episode. An
+/// environment; the model batches their calls); with [`Options::best_of`] above 1, each task
+/// is [`run_best_of`] that many episodes. `progress` hears each finished episode. An
 /// episode that fails (an adapter crash, a model error) is returned as its error, in order.
 pub fn run_many(
     harness: &Harness,
@@ -1055,7 +1058,6 @@ pub fn run_many(
     model: &dyn ModelBackend,
     adapter: Option<&hx_common::config::AdapterOptions>,
     options: &Options,
-    best_of: u32,
     concurrency: usize,
     progress: &(dyn Fn(usize, &Result<Episode, Error>) + Sync),
 ) -> Vec<Result<Episode, Error>> {
@@ -1080,8 +1082,9 @@ pub fn run_many(
                     }
                     .map_err(Error::from)
                     .and_then(|env| {
-                        if best_of > 1 {
-                            run_best_of(harness, env.as_mut(), task, model, options, best_of)
+                        if options.best_of > 1 {
+                            let n = options.best_of;
+                            run_best_of(harness, env.as_mut(), task, model, options, n)
                         } else {
                             run_episode(harness, env.as_mut(), task, model, options)
                         }
