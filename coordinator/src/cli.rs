@@ -256,6 +256,44 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
         rounds: u32,
     },
+    /// Benchmark the agent runtime: play a harness on fixed seeds and print episodes per
+    /// CPU-minute, prompt tokens computed and reused per step, and success. With --against,
+    /// the same seeds with another build of hx, alternating round by round, and the ratio of
+    /// episodes per CPU-minute as its median over the rounds with its range. Each round runs
+    /// a build as a child process (`hx run --json --trace-dir`), so both are measured alike.
+    /// Example: `hx bench agent --against /tmp/hx-old --rounds 3`
+    Agent {
+        /// The harness file.
+        #[arg(long, default_value = "configs/harnesses/strong.toml")]
+        harness: PathBuf,
+        /// The suite.
+        #[arg(long, default_value = "household")]
+        suite: String,
+        /// The split.
+        #[arg(long, default_value = "test")]
+        split: Split,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// How many tasks per round.
+        #[arg(long, default_value_t = 16)]
+        tasks: u64,
+        /// Steps per episode at most.
+        #[arg(long, default_value_t = 20)]
+        max_steps: u32,
+        /// Episodes at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Rounds per build.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
+        /// Another build of hx (a binary) to play the same seeds, alternating with this one.
+        #[arg(long, value_name = "HX")]
+        against: Option<PathBuf>,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-agent.json")]
+        out: PathBuf,
+    },
     /// Benchmark the distributed transport: a private nats-server (from PATH), a bare
     /// JetStream client's publish-and-consume rate as the reference, then the real scheduler
     /// over NATS with 1, 4 and 16 worker loops whose jobs are evaluated instantly: jobs/s end
@@ -905,6 +943,35 @@ fn bench(cmd: BenchCommand) -> Result<ExitCode> {
             no_reference,
             rounds,
         } => (gguf, threads, out, no_reference, rounds),
+        BenchCommand::Agent {
+            harness,
+            suite,
+            split,
+            start,
+            tasks,
+            max_steps,
+            concurrency,
+            rounds,
+            against,
+            out,
+        } => {
+            let plan = crate::agent_bench::Plan {
+                harness,
+                suite,
+                split,
+                start,
+                tasks,
+                max_steps,
+                concurrency,
+                rounds,
+                against,
+            };
+            let report = crate::agent_bench::run(&plan, &mut |m| say(m))?;
+            std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("writing {}", out.display()))?;
+            say(&format!("report written to {}", out.display()));
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::Bus {
             workers,
             jobs,
@@ -999,7 +1066,8 @@ fn llama_cpp_reference(path: &Path, threads: usize) -> Result<Option<serde_json:
 }
 
 /// Median, smallest and largest of some values (at least one).
-fn spread(mut v: Vec<f64>) -> serde_json::Value {
+/// A list of per-round figures as its median, range and values.
+pub(crate) fn spread(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let median = if n % 2 == 1 {

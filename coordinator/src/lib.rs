@@ -2,6 +2,7 @@
 //! selection), the job buses (in-process and NATS JetStream), export, the transport
 //! benchmark, and the `hx` command line. Reports grow here.
 
+pub mod agent_bench;
 pub mod bus;
 pub mod bus_bench;
 pub mod cli;
