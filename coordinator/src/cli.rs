@@ -638,6 +638,18 @@ fn print_status(st: &crate::search::Status) {
         "search episodes {} (racing and the cache) vs {} evaluating every candidate on the full batch; {} episodes in all",
         st.evaluations, st.episodes_without_racing, st.episodes_run
     );
+    for o in &st.operators {
+        println!(
+            "operator {}: {} children, {} refused, beat their parent {} of {} compared, {} tokens; drawn with weight {:.2}",
+            o.operator,
+            o.children,
+            o.refused,
+            o.improved,
+            o.compared,
+            o.tokens,
+            o.weight()
+        );
+    }
     for w in &st.worker_beats {
         let up_s = w.sent_ms.saturating_sub(w.started_ms) as f64 / 1000.0;
         println!(

@@ -70,6 +70,8 @@ struct Cand {
     busy: bool,
     feedback: Feedback,
     operator: String,
+    /// The harnesses it was made from (none for seeds).
+    parents: Vec<HarnessId>,
     /// The racing confidence.
     confidence: f64,
 }
@@ -204,6 +206,9 @@ pub struct Status {
     pub median_progress: f64,
     /// Best and median over time: (seconds, best, median).
     pub history: Vec<(f64, f64, f64)>,
+    /// What each variation operator has made, and how often it beat its parent.
+    #[serde(default)]
+    pub operators: Vec<OperatorStat>,
     /// Why the search stopped, once it has.
     pub stopped: Option<String>,
     /// The end of the run, once there.
@@ -212,6 +217,65 @@ pub struct Status {
 
 /// The lineage operator of a comparison arm.
 const ARM: &str = "arm";
+
+/// What one variation operator made over the run (`hx status`, status.json).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorStat {
+    /// `structural`, `parametric`, `text`, `adopt` or `crossover`.
+    pub operator: String,
+    /// Children made and evaluated.
+    pub children: u64,
+    /// Children refused as invalid (they cost a turn, not an evaluation).
+    pub refused: u64,
+    /// Children compared with their first parent on the same search tasks.
+    pub compared: u64,
+    /// Of those, children that beat it: more wins, or as many and more mean progress.
+    pub improved: u64,
+    /// Model tokens its children's search episodes spent.
+    pub tokens: u64,
+}
+
+impl OperatorStat {
+    /// The improvement rate with one success and one failure added (Laplace), counting
+    /// refusals as failures: the weight [`choose_operator`] gives the operator.
+    pub fn weight(&self) -> f64 {
+        (1 + self.improved) as f64 / (2 + self.compared + self.refused) as f64
+    }
+}
+
+/// The name an operator's children carry in their lineage.
+fn operator_name(op: &MutationOp) -> &'static str {
+    match op {
+        MutationOp::Structural => "structural",
+        MutationOp::Parametric => "parametric",
+        MutationOp::Text { .. } => "text",
+        MutationOp::Apply { .. } => "adopt",
+    }
+}
+
+/// Adaptive operator choice, a bandit by probability matching: each available operator is
+/// drawn with probability proportional to its [`OperatorStat::weight`], so operators whose
+/// children beat their parents more often are used more, and an operator without a record
+/// starts at the same weight as the others (1/2) and is never starved.
+pub fn choose_operator(
+    available: &[&str],
+    stats: &BTreeMap<String, OperatorStat>,
+    rng: &mut ChaCha8Rng,
+) -> usize {
+    let weights: Vec<f64> = available
+        .iter()
+        .map(|o| stats.get(*o).map_or(0.5, OperatorStat::weight))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut x = rng.random_range(0.0..total);
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    available.len() - 1
+}
 
 /// Results stored together before one flush makes them durable.
 const RESULT_BATCH: usize = 512;
@@ -244,6 +308,8 @@ pub struct Search<'a> {
     history: Vec<(f64, f64, f64)>,
     /// In-task rewrites over the run, by operation.
     rewrite_stats: BTreeMap<String, RewriteStat>,
+    /// Children refused as invalid, by the operator that made them.
+    refused: BTreeMap<String, u64>,
     say: &'a mut dyn FnMut(&str),
     last_checkpoint: Instant,
     /// The selection pool: cell winners and elites with their fitness; `None` after
@@ -334,6 +400,7 @@ impl<'a> Search<'a> {
             episodes_run: store.meta("episodes_run")?.unwrap_or(0),
             history: store.meta("history")?.unwrap_or_default(),
             rewrite_stats: store.meta("rewrite_stats")?.unwrap_or_default(),
+            refused: store.meta("refused_by_operator")?.unwrap_or_default(),
             exp,
             store,
             bus,
@@ -405,6 +472,9 @@ impl<'a> Search<'a> {
                     search,
                     busy: false,
                     feedback,
+                    parents: lineage
+                        .as_ref()
+                        .map_or_else(Vec::new, |l| l.parents.clone()),
                     operator: lineage.map_or_else(|| "seed".into(), |l| l.operator),
                     confidence: self.exp.racing.confidence,
                 },
@@ -431,6 +501,7 @@ impl<'a> Search<'a> {
                         busy: false,
                         feedback: Feedback::default(),
                         operator: "seed".into(),
+                        parents: Vec::new(),
                         confidence: self.exp.racing.confidence,
                     },
                 );
@@ -721,6 +792,7 @@ impl<'a> Search<'a> {
                 return Ok(None);
             };
             let child_seed = rng.random::<u64>();
+            let mut op_label = String::from("crossover");
             let (made, parents, op_name) = if rng.random_bool(self.exp.population.crossover_rate)
                 && let Some(other) = self.select(&mut rng)
                 && other.id() != parent.id()
@@ -748,7 +820,14 @@ impl<'a> Search<'a> {
                         edits: vec![r.edit.clone()],
                     });
                 }
-                let op = ops.choose(&mut rng).expect("ops").clone();
+                let stats = self.operator_stats();
+                let op = ops[choose_operator(
+                    &ops.iter().map(operator_name).collect::<Vec<_>>(),
+                    &stats,
+                    &mut rng,
+                )]
+                .clone();
+                op_label = operator_name(&op).to_owned();
                 let spec = MutationSpec {
                     op,
                     seed: child_seed,
@@ -772,6 +851,8 @@ impl<'a> Search<'a> {
                     self.invalid += 1;
                     (self.say)(&format!("child refused: {e}"));
                     self.store.set_meta("invalid_children", &self.invalid)?;
+                    *self.refused.entry(op_label).or_default() += 1;
+                    self.store.set_meta("refused_by_operator", &self.refused)?;
                 }
                 Ok(child) => {
                     let id = child.harness.id();
@@ -804,7 +885,7 @@ impl<'a> Search<'a> {
                     self.store.put_lineage(
                         &id,
                         &Lineage {
-                            parents,
+                            parents: parents.clone(),
                             operator: operator.clone(),
                             adopted,
                             job: Some(jid),
@@ -819,6 +900,7 @@ impl<'a> Search<'a> {
                             busy: true,
                             feedback: Feedback::default(),
                             operator,
+                            parents,
                             confidence: self.exp.racing.confidence,
                         },
                     );
@@ -897,6 +979,8 @@ impl<'a> Search<'a> {
         };
         if let JobStatus::InvalidChild { reason } = &r.status {
             self.invalid += 1;
+            *self.refused.entry("text".into()).or_default() += 1;
+            self.store.set_meta("refused_by_operator", &self.refused)?;
             (self.say)(&format!(
                 "{}: child refused by the worker: {reason}",
                 record.job.id
@@ -958,12 +1042,16 @@ impl<'a> Search<'a> {
             let split = record.job.tasks.split;
             let confidence = self.exp.racing.confidence;
             let on_search = split == self.search_split();
+            let parents = lineage
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.parents.clone());
             let c = self.cands.entry(id).or_insert_with(|| Cand {
                 harness: child.clone(),
                 search: BTreeMap::new(),
                 busy: false,
                 feedback: Feedback::default(),
                 operator: "text".into(),
+                parents,
                 confidence,
             });
             if on_search {
@@ -1000,6 +1088,48 @@ impl<'a> Search<'a> {
             (self.say)(&line);
         }
         Ok(grew)
+    }
+
+    /// Each operator's record, from the candidates (so it survives a restart with the store)
+    /// and the refusals kept in the store's meta.
+    fn operator_stats(&self) -> BTreeMap<String, OperatorStat> {
+        let mut stats: BTreeMap<String, OperatorStat> = BTreeMap::new();
+        for c in self.cands.values() {
+            if c.operator == "seed" || c.operator == ARM || c.search.is_empty() {
+                continue;
+            }
+            let st = stats.entry(c.operator.clone()).or_default();
+            st.children += 1;
+            st.tokens += c.feedback.tokens;
+            let Some(parent) = c.parents.first().and_then(|p| self.cands.get(p)) else {
+                continue;
+            };
+            // On the child's tasks only, and only where the parent played them all.
+            let theirs: Vec<&TaskOutcome> = c
+                .search
+                .keys()
+                .filter_map(|seed| parent.search.get(seed))
+                .collect();
+            if theirs.len() < c.search.len() {
+                continue;
+            }
+            let wins = |os: &mut dyn Iterator<Item = &TaskOutcome>| {
+                os.fold((0u64, 0.0f64), |(w, p), o| {
+                    (w + u64::from(o.won), p + f64::from(o.score))
+                })
+            };
+            let (cw, cp) = wins(&mut c.search.values());
+            let (pw, pp) = wins(&mut theirs.into_iter());
+            st.compared += 1;
+            st.improved += u64::from(cw > pw || (cw == pw && cp > pp));
+        }
+        for (op, n) in &self.refused {
+            stats.entry(op.clone()).or_default().refused = *n;
+        }
+        for (op, st) in stats.iter_mut() {
+            st.operator = op.clone();
+        }
+        stats
     }
 
     fn release(&mut self, record: &JobRecord) {
@@ -1047,6 +1177,7 @@ impl<'a> Search<'a> {
             median,
             median_progress,
             history: self.history.clone(),
+            operators: self.operator_stats().into_values().collect(),
             stopped,
             final_,
         }
@@ -1360,5 +1491,39 @@ mod tests {
         let a = Fitness::of(&outcomes(&[0.0, 0.9, 0.1]), 0.95);
         let b = Fitness::of(&outcomes(&[0.2, 0.3, 0.1]), 0.95);
         assert!(!a.clearly_below(&b) && !b.clearly_below(&a));
+    }
+
+    #[test]
+    fn the_operator_bandit_draws_by_smoothed_improvement_rate() {
+        let stat = |improved, compared, refused| OperatorStat {
+            improved,
+            compared,
+            refused,
+            ..OperatorStat::default()
+        };
+        let mut stats = BTreeMap::new();
+        // parametric beat its parent 6 times of 8: weight 7/10; text was refused 8 times and
+        // never compared: weight 1/10; structural has no record: 1/2.
+        stats.insert("parametric".to_owned(), stat(6, 8, 0));
+        stats.insert("text".to_owned(), stat(0, 0, 8));
+        assert!((stats["parametric"].weight() - 0.7).abs() < 1e-12);
+        assert!((stats["text"].weight() - 0.1).abs() < 1e-12);
+        let ops = ["structural", "parametric", "text"];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut drawn = [0u32; 3];
+        for _ in 0..13_000 {
+            drawn[choose_operator(&ops, &stats, &mut rng)] += 1;
+        }
+        // Expected 5000, 7000 and 1000 of 13,000.
+        assert!((4_600..5_400).contains(&drawn[0]), "{drawn:?}");
+        assert!((6_600..7_400).contains(&drawn[1]), "{drawn:?}");
+        assert!((800..1_200).contains(&drawn[2]), "{drawn:?}");
+        // With no record at all, every operator is as likely.
+        let none = BTreeMap::new();
+        let mut drawn = [0u32; 3];
+        for _ in 0..3_000 {
+            drawn[choose_operator(&ops, &none, &mut rng)] += 1;
+        }
+        assert!(drawn.iter().all(|n| (850..1_150).contains(n)), "{drawn:?}");
     }
 }

@@ -326,6 +326,28 @@ fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
         "{status:?}"
     );
     assert!(status.evaluations >= 80 && status.evaluations < 80 + 3 * 8);
+    // The operator table accounts for every evaluated child, and some were compared with
+    // their parent on the same tasks.
+    let children: u64 = status.operators.iter().map(|o| o.children).sum();
+    assert_eq!(
+        children as usize + seeds.len(),
+        status.candidates,
+        "{:?}",
+        status.operators
+    );
+    assert!(
+        status.operators.iter().any(|o| o.compared > 0),
+        "{:?}",
+        status.operators
+    );
+    assert!(
+        status
+            .operators
+            .iter()
+            .all(|o| o.improved <= o.compared && o.compared <= o.children),
+        "{:?}",
+        status.operators
+    );
     // Racing ran fewer search episodes than every candidate on the full batch would have.
     assert!(
         status.evaluations < status.episodes_without_racing,
@@ -432,8 +454,29 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     let mut bus = Scripted::new(&log, None);
     let mut say = |_: &str| {};
     let mut search = Search::new(exp, seeds, &store, &mut bus, true, &mut say).expect("resumes");
-    search.run().expect("finishes");
+    let after = search.run().expect("finishes").operators;
     drop(search);
+    // The operators' record counts every child in the store, those made before the kill
+    // too: it is rebuilt from the store, not kept in memory.
+    let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+    for h in store.harnesses().expect("reads") {
+        let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
+        let searched = store
+            .evaluations(&h.id())
+            .expect("reads")
+            .iter()
+            .any(|o| o.task.split == Split::Train);
+        if searched && l.operator != "seed" {
+            *stored.entry(l.operator).or_default() += 1;
+        }
+    }
+    let counted: BTreeMap<String, u64> = after
+        .iter()
+        .filter(|o| o.children > 0)
+        .map(|o| (o.operator.clone(), o.children))
+        .collect();
+    assert!(!counted.is_empty());
+    assert_eq!(counted, stored);
     // Nothing recorded before the kill is lost or changed.
     for (key, o) in &before {
         let (id, task) = key.split_once('/').expect("key");
