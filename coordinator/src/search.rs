@@ -979,6 +979,7 @@ impl<'a> Search<'a> {
         };
         if let JobStatus::InvalidChild { reason } = &r.status {
             self.invalid += 1;
+            self.store.set_meta("invalid_children", &self.invalid)?;
             *self.refused.entry("text".into()).or_default() += 1;
             self.store.set_meta("refused_by_operator", &self.refused)?;
             (self.say)(&format!(
