@@ -130,6 +130,64 @@ impl std::fmt::Display for Mean {
     }
 }
 
+/// A mean difference of paired scores (each difference in `[-1, 1]`: one harness's score on
+/// a task minus another's on the same task) with its t interval, unclamped below 0.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Diff {
+    /// Pairs.
+    pub n: u64,
+    /// The mean difference, 0 with none.
+    pub mean: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+}
+
+impl Diff {
+    /// The mean of `diffs` with its 95% t interval (the whole `[-1, 1]` with fewer than two).
+    pub fn t95(diffs: &[f64]) -> Diff {
+        let n = diffs.len();
+        let mean = if n == 0 {
+            0.0
+        } else {
+            diffs.iter().sum::<f64>() / n as f64
+        };
+        if n < 2 {
+            return Diff {
+                n: n as u64,
+                mean,
+                low: -1.0,
+                high: 1.0,
+            };
+        }
+        let var = diffs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half = student_t_quantile(0.975, (n - 1) as f64) * (var / n as f64).sqrt();
+        Diff {
+            n: n as u64,
+            mean,
+            low: (mean - half).max(-1.0),
+            high: (mean + half).min(1.0),
+        }
+    }
+
+    /// Whether the interval leaves out zero.
+    pub fn apart_from_zero(&self) -> bool {
+        self.low > 0.0 || self.high < 0.0
+    }
+}
+
+impl std::fmt::Display for Diff {
+    /// `+0.21 [+0.03, +0.39] (n=24)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:+.2} [{:+.2}, {:+.2}] (n={})",
+            self.mean, self.low, self.high, self.n
+        )
+    }
+}
+
 /// Student's t quantile with `df` degrees of freedom, for `p` in `(0, 1)`: exact for one and
 /// two degrees of freedom, else the Cornish-Fisher expansion around the normal quantile
 /// (Abramowitz and Stegun 26.7.5, four terms; within 0.1% of tables from three degrees up).
@@ -251,6 +309,27 @@ mod tests {
             let q = student_t_quantile(0.975, df);
             assert!((q - t).abs() / t < 1.5e-3, "df {df}: {q} vs {t}");
         }
+    }
+
+    #[test]
+    fn paired_differences_have_signed_t_intervals() {
+        // Differences +1, 0, +1, +1, 0, 0, +1, +1: mean 0.625, sd 0.518, t(7) 2.365.
+        let d = Diff::t95(&[1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(d.n, 8);
+        assert!((d.mean - 0.625).abs() < 1e-12);
+        assert!(
+            (d.low - 0.192).abs() < 0.01 && (d.high - 1.0).abs() < 0.06,
+            "{d}"
+        );
+        assert!(d.apart_from_zero());
+        // A negative mean keeps its sign, and an interval across zero is not apart from it.
+        let d = Diff::t95(&[-1.0, 0.0, 1.0, -1.0]);
+        assert!(d.mean < 0.0 && d.low < 0.0 && d.high > 0.0 && !d.apart_from_zero());
+        assert_eq!(Diff::t95(&[0.5]).low, -1.0);
+        assert_eq!(
+            format!("{}", Diff::t95(&[0.25, 0.25])),
+            "+0.25 [+0.25, +0.25] (n=2)"
+        );
     }
 
     #[test]

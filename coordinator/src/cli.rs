@@ -698,10 +698,33 @@ fn print_status(st: &crate::search::Status) {
 fn status(run: &str, json: bool) -> Result<ExitCode> {
     let dir = store_dir(run);
     let st = crate::search::read_status(&dir)?;
+    // Once the run has ended its store is free to read: the chosen harness against every
+    // other on the same test and heldout tasks.
+    let paired = match &st.final_ {
+        Some(fin) if st.phase == "done" => crate::store::Store::open(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|store| crate::search::paired(&store, fin))
+            .unwrap_or_else(|e| {
+                say(&format!("no paired differences: {e}"));
+                Vec::new()
+            }),
+        _ => Vec::new(),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        let mut v = serde_json::to_value(&st)?;
+        v["paired"] = serde_json::to_value(&paired)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(&st);
+        for p in &paired {
+            println!(
+                "chosen minus {} on {} (same tasks, 95% t): success {}, progress {}",
+                p.other.short(),
+                p.split,
+                p.success,
+                p.progress
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

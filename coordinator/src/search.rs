@@ -162,6 +162,58 @@ pub struct Final {
     pub heldout_progress: Vec<(HarnessId, Mean)>,
 }
 
+/// The chosen harness minus another on the same tasks of one split (common random numbers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paired {
+    /// The split.
+    pub split: Split,
+    /// The harness compared with.
+    pub other: HarnessId,
+    /// Success (1 or 0 per task), chosen minus other, with its 95% t interval.
+    pub success: hx_common::stats::Diff,
+    /// Final progress, chosen minus other, with its 95% t interval.
+    pub progress: hx_common::stats::Diff,
+}
+
+/// Paired differences of the chosen harness against every other harness the final stage
+/// scored on the test and heldout splits, over the tasks both played, read from the store.
+pub fn paired(store: &Store, fin: &Final) -> Result<Vec<Paired>> {
+    let Some(best) = fin.best else {
+        return Ok(Vec::new());
+    };
+    let on = |id: &HarnessId, split: Split| -> Result<BTreeMap<TaskRef, TaskOutcome>> {
+        Ok(store
+            .evaluations(id)?
+            .into_iter()
+            .filter(|o| o.task.split == split)
+            .map(|o| (o.task.clone(), o))
+            .collect())
+    };
+    let mut out = Vec::new();
+    for (split, scored) in [(Split::Test, &fin.test), (Split::Heldout, &fin.heldout)] {
+        let mine = on(&best, split)?;
+        for (other, _) in scored.iter().filter(|(id, _)| *id != best) {
+            let theirs = on(other, split)?;
+            let pairs: Vec<(&TaskOutcome, &TaskOutcome)> = mine
+                .iter()
+                .filter_map(|(t, a)| theirs.get(t).map(|b| (a, b)))
+                .collect();
+            let diff = |f: &dyn Fn(&TaskOutcome) -> f64| {
+                hx_common::stats::Diff::t95(
+                    &pairs.iter().map(|(a, b)| f(a) - f(b)).collect::<Vec<_>>(),
+                )
+            };
+            out.push(Paired {
+                split,
+                other: *other,
+                success: diff(&|o| f64::from(u8::from(o.won))),
+                progress: diff(&|o| f64::from(o.score)),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A live view of the run, written to `status.json` beside the store after every answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hx_common::config::{Experiment, parse_toml};
-use hx_common::harness::{Harness, format};
+use hx_common::harness::{Harness, HarnessId, format};
 use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
 use hx_common::task::{Split, TaskRef};
 use hx_coordinator::bus::{Delivery, JobBus};
@@ -367,6 +367,28 @@ fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
         }
     );
     assert!(f.test.iter().all(|(_, r)| r.trials == 10));
+    // Paired differences: the chosen harness against each other one on the same 10 tasks.
+    let paired = hx_coordinator::search::paired(&store, &f).expect("reads the store");
+    let others =
+        |v: &[(HarnessId, hx_common::stats::Rate)]| v.iter().filter(|(id, _)| *id != best).count();
+    assert_eq!(paired.len(), others(&f.test) + others(&f.heldout));
+    for p in &paired {
+        assert_eq!(p.success.n, 10, "{p:?}");
+        let mine = f.test.iter().find(|(id, _)| *id == best).expect("scored").1;
+        let theirs = f
+            .test
+            .iter()
+            .find(|(id, _)| *id == p.other)
+            .expect("scored")
+            .1;
+        if p.split == Split::Test {
+            // The mean paired difference is the difference of the two success rates.
+            assert!(
+                (p.success.mean - (mine.rate - theirs.rate)).abs() < 1e-9,
+                "{p:?}"
+            );
+        }
+    }
     // No pair was evaluated twice.
     let pairs: BTreeSet<_> = log.evaluated.iter().collect();
     assert_eq!(pairs.len(), log.evaluated.len());
