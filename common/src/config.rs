@@ -315,6 +315,13 @@ pub struct RacingOptions {
     /// In-distribution held-out tasks (the `heldout` split: unseen seeds drawn like train's)
     /// the same harnesses are scored on at the very end, beside the test split.
     pub heldout_tasks: u32,
+    /// Score an equal-budget baseline beside the chosen harness on those tasks: the first
+    /// seed with a `best-of` component whose episodes per task match the chosen harness's
+    /// tokens per task on the search split (test-time scaling at the same cost).
+    pub equal_budget: bool,
+    /// Score the chosen harness with its in-task rewriting switched off (its rewrite policy
+    /// removed) on those tasks too, where it has one.
+    pub rewriting_off: bool,
 }
 
 impl Default for RacingOptions {
@@ -326,6 +333,8 @@ impl Default for RacingOptions {
             select_tasks: 24,
             test_tasks: 100,
             heldout_tasks: 0,
+            equal_budget: true,
+            rewriting_off: true,
         }
     }
 }

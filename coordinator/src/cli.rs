@@ -164,10 +164,11 @@ struct RunArgs {
     /// Test-time scaling at N times the cost, the equal-budget baseline: play each task N
     /// times on different sampling streams and keep the episode the model was most certain
     /// of (its mean log-probability of the commands it chose); the world's reward never
-    /// chooses. Tokens and wall time count all N. Pick N so the tokens per task match the
-    /// harness you compare with.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    best_of: u32,
+    /// chooses. Tokens and wall time count all N. A fraction such as 1.4 plays a second
+    /// episode on 40% of the tasks, so N can match the tokens per task of the harness you
+    /// compare with. Adds a `best-of` component to the harness (its id changes).
+    #[arg(long, value_name = "N", default_value_t = 1.0)]
+    best_of: f64,
     /// Write one JSON-lines trace per episode into this directory.
     #[arg(long, value_name = "DIR")]
     trace_dir: Option<PathBuf>,
@@ -677,18 +678,23 @@ fn print_status(st: &crate::search::Status) {
             let p = progress(&f.select_progress, id);
             println!("select split: {} {r}{p}", id.short());
         }
-        for (name, rates, of) in [
-            ("test split", &f.test, &f.test_progress),
+        for (name, rates, of, tokens) in [
+            ("test split", &f.test, &f.test_progress, &f.test_tokens),
             (
                 "heldout split (in distribution)",
                 &f.heldout,
                 &f.heldout_progress,
+                &f.heldout_tokens,
             ),
         ] {
             for (id, r) in rates {
-                let mark = if f.best == Some(*id) { " (chosen)" } else { "" };
                 let p = progress(of, id);
-                println!("{name}: {}{mark} {r}{p}", id.short());
+                let t = tokens
+                    .iter()
+                    .find(|(h, _)| h == id)
+                    .map(|(_, t)| format!(", {t:.0} tokens per task"))
+                    .unwrap_or_default();
+                println!("{name}: {} ({}) {r}{p}{t}", id.short(), f.role(id));
             }
         }
         println!("(95% intervals: Wilson for success, t for progress)");
@@ -717,8 +723,9 @@ fn status(run: &str, json: bool) -> Result<ExitCode> {
     } else {
         print_status(&st);
         for p in &paired {
+            let role = st.final_.as_ref().map_or("", |f| f.role(&p.other));
             println!(
-                "chosen minus {} on {} (same tasks, 95% t): success {}, progress {}",
+                "chosen minus {} ({role}) on {} (same tasks, 95% t): success {}, progress {}",
                 p.other.short(),
                 p.split,
                 p.success,
@@ -760,7 +767,19 @@ fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
 }
 
 fn run_harness(a: RunArgs) -> Result<ExitCode> {
-    let harness = format::load(&a.harness)?;
+    let mut harness = format::load(&a.harness)?;
+    if a.best_of != 1.0 {
+        let max = hx_common::harness::catalog::MAX_SAMPLES;
+        if !(1.0..=max).contains(&a.best_of) {
+            bail!(
+                "--best-of {}: give a number of episodes from 1 to {max}",
+                a.best_of
+            );
+        }
+        harness = harness.with_best_of(a.best_of).map_err(|e| {
+            anyhow::anyhow!("--best-of {} on {}: {e}", a.best_of, a.harness.display())
+        })?;
+    }
     let model_options = match (&a.config, &a.gguf) {
         (_, Some(g)) => hx_common::config::ModelOptions::Embedded {
             gguf: Some(g.clone()),
@@ -790,7 +809,6 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
         trace_dir: a.trace_dir.clone(),
         max_steps: a.max_steps,
         stream: 0,
-        best_of: a.best_of,
     };
     let clock = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);

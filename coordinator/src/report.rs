@@ -397,8 +397,12 @@ fn scores_svg(view: &RunView) -> Result<String> {
             "best"
         } else if seeds.contains(id) {
             "seed"
-        } else if view.lineage.get(id).is_some_and(|l| l.operator == "arm") {
-            "arm"
+        } else if let Some(l) = view
+            .lineage
+            .get(id)
+            .filter(|l| crate::search::final_only(&l.operator))
+        {
+            l.operator.as_str()
         } else {
             "finalist"
         };

@@ -160,6 +160,27 @@ pub struct Final {
     /// Mean progress on the held-out split, in `heldout`'s order.
     #[serde(default)]
     pub heldout_progress: Vec<(HarnessId, Mean)>,
+    /// What each harness of the final stage is: `chosen`, `seed`, `arm`, the equal-budget
+    /// baseline, the chosen harness with rewriting off.
+    #[serde(default)]
+    pub roles: Vec<(HarnessId, String)>,
+    /// Model tokens per task on the test split, in `test`'s order (the equal-budget
+    /// baseline's match with the chosen harness is read here).
+    #[serde(default)]
+    pub test_tokens: Vec<(HarnessId, f64)>,
+    /// Model tokens per task on the held-out split, in `heldout`'s order.
+    #[serde(default)]
+    pub heldout_tokens: Vec<(HarnessId, f64)>,
+}
+
+impl Final {
+    /// What the harness is in the final stage (`finalist` where nothing else is said).
+    pub fn role(&self, id: &HarnessId) -> &str {
+        self.roles
+            .iter()
+            .find(|(h, _)| h == id)
+            .map_or("finalist", |(_, r)| r.as_str())
+    }
 }
 
 /// The chosen harness minus another on the same tasks of one split (common random numbers).
@@ -269,6 +290,16 @@ pub struct Status {
 
 /// The lineage operator of a comparison arm.
 const ARM: &str = "arm";
+/// The lineage operator of the equal-budget baseline the final stage makes.
+const EQUAL_BUDGET: &str = "equal-budget";
+/// The lineage operator of the chosen harness with its rewriting switched off.
+const REWRITING_OFF: &str = "rewriting-off";
+
+/// Whether a lineage operator marks a harness scored only in the final stage, never a
+/// candidate.
+pub fn final_only(operator: &str) -> bool {
+    matches!(operator, ARM | EQUAL_BUDGET | REWRITING_OFF)
+}
 
 /// What one variation operator made over the run (`hx status`, status.json).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -503,7 +534,7 @@ impl<'a> Search<'a> {
         for h in self.store.harnesses()? {
             let id = h.id();
             let lineage = self.store.lineage(&id)?;
-            if lineage.as_ref().is_some_and(|l| l.operator == ARM) {
+            if lineage.as_ref().is_some_and(|l| final_only(&l.operator)) {
                 continue;
             }
             let search = self
@@ -1148,7 +1179,7 @@ impl<'a> Search<'a> {
     fn operator_stats(&self) -> BTreeMap<String, OperatorStat> {
         let mut stats: BTreeMap<String, OperatorStat> = BTreeMap::new();
         for c in self.cands.values() {
-            if c.operator == "seed" || c.operator == ARM || c.search.is_empty() {
+            if c.operator == "seed" || final_only(&c.operator) || c.search.is_empty() {
                 continue;
             }
             let st = stats.entry(c.operator.clone()).or_default();
@@ -1397,26 +1428,58 @@ impl<'a> Search<'a> {
             .max_by(|a, b| a.1.rank(&b.1).then(b.0.cmp(&a.0)))
             .map(|(id, _)| *id)
             .expect("finalists");
-        let mut test_set = vec![self.cands[&best].harness.clone()];
-        for s in self.seeds.iter().chain(&self.arms) {
+        let chosen = self.cands[&best].harness.clone();
+        let mut test_set = vec![chosen.clone()];
+        let mut roles = vec![(best, "chosen".to_owned())];
+        for (s, role) in self
+            .seeds
+            .iter()
+            .map(|s| (s, "seed"))
+            .chain(self.arms.iter().map(|a| (a, "arm")))
+        {
             if !test_set.iter().any(|t| t.id() == s.id()) {
                 test_set.push(s.clone());
+                roles.push((s.id(), role.to_owned()));
             }
         }
-        for a in &self.arms {
-            // Named as an arm in the store, so a resumed run and the report know it.
-            if self.store.lineage(&a.id())?.is_none() {
-                self.store.put_harness(a)?;
+        let mut extra: Vec<(Harness, &str, String)> = self
+            .arms
+            .iter()
+            .map(|a| (a.clone(), ARM, String::new()))
+            .collect();
+        if self.exp.racing.equal_budget
+            && let Some((h, role)) = self.equal_budget(&best)?
+        {
+            extra.push((h, EQUAL_BUDGET, role));
+        }
+        if self.exp.racing.rewriting_off
+            && let Some(c) = chosen.in_group("rewrite-policy")
+        {
+            let off = chosen
+                .apply(&hx_common::harness::Edit::Remove {
+                    name: c.name.clone(),
+                })
+                .map_err(|e| anyhow::anyhow!("the chosen harness without its rewriting: {e}"))?;
+            extra.push((off, REWRITING_OFF, "chosen, rewriting off".into()));
+        }
+        for (h, operator, role) in extra {
+            // Named in the store, so a resumed run and the report know it.
+            if self.store.lineage(&h.id())?.is_none() {
+                self.store.put_harness(&h)?;
                 self.store.put_lineage(
-                    &a.id(),
+                    &h.id(),
                     &Lineage {
-                        parents: vec![],
-                        operator: ARM.into(),
+                        parents: if operator == ARM { vec![] } else { vec![best] },
+                        operator: operator.into(),
                         adopted: vec![],
                         job: None,
                         at_ms: 0,
                     },
                 )?;
+            }
+            if !test_set.iter().any(|t| t.id() == h.id()) {
+                test_set.push(h.clone());
+                roles.push((h.id(), role));
             }
         }
         // The held-out splits, each on the same seeds for every harness (common random
@@ -1442,6 +1505,9 @@ impl<'a> Search<'a> {
                 .map(|(id, f)| ((*id, f.success), (*id, f.progress)))
                 .unzip()
         };
+        let tokens = |v: &[(HarnessId, Fitness)]| {
+            v.iter().map(|(id, f)| (*id, f.tokens)).collect::<Vec<_>>()
+        };
         let (select, select_progress) = parts(&select);
         let (test, test_progress) = parts(&held[0]);
         let (heldout, heldout_progress) = parts(&held[1]);
@@ -1453,7 +1519,68 @@ impl<'a> Search<'a> {
             test_progress,
             heldout,
             heldout_progress,
+            roles: roles.into_iter().filter(|(_, r)| !r.is_empty()).collect(),
+            test_tokens: tokens(&held[0]),
+            heldout_tokens: tokens(&held[1]),
         })
+    }
+
+    /// The equal-budget baseline for the chosen harness `best`: the first seed with a
+    /// `best-of` component playing as many episodes per task as the chosen harness's tokens
+    /// per episode are a multiple of the seed's, both measured on the search tasks both
+    /// played (the test and heldout splits are not read to set it). `None`, said why, where
+    /// the chosen harness is the seed or spends no more than 5% above it per task: the seed
+    /// is then its own equal-budget baseline.
+    fn equal_budget(&mut self, best: &HarnessId) -> Result<Option<(Harness, String)>> {
+        let Some(seed) = self.seeds.first() else {
+            return Ok(None);
+        };
+        if seed.id() == *best {
+            (self.say)("final: the chosen harness is the seed; no equal-budget baseline needed");
+            return Ok(None);
+        }
+        let (Some(c), Some(s)) = (self.cands.get(best), self.cands.get(&seed.id())) else {
+            return Ok(None);
+        };
+        let common: Vec<u64> = c
+            .search
+            .keys()
+            .filter(|k| s.search.contains_key(k))
+            .copied()
+            .collect();
+        let mean = |cand: &Cand| {
+            let os: Vec<&TaskOutcome> = if common.is_empty() {
+                cand.search.values().collect()
+            } else {
+                common.iter().map(|k| &cand.search[k]).collect()
+            };
+            os.iter().map(|o| o.tokens as f64).sum::<f64>() / os.len().max(1) as f64
+        };
+        let (theirs, ours) = (mean(c), mean(s));
+        let ratio = theirs / ours.max(1.0);
+        let name = seed.id().short();
+        if ratio <= 1.05 {
+            (self.say)(&format!(
+                "final: the chosen harness spends {theirs:.0} tokens per search episode, the \
+                 seed {name} {ours:.0}: the seed is its own equal-budget baseline"
+            ));
+            return Ok(None);
+        }
+        let samples = ratio.min(hx_common::harness::catalog::MAX_SAMPLES);
+        let h = seed
+            .with_best_of(samples)
+            .map_err(|e| anyhow::anyhow!("the equal-budget baseline of {name}: {e}"))?;
+        (self.say)(&format!(
+            "final: equal-budget baseline {}: seed {name} best of {:.2} episodes per task \
+             ({theirs:.0} against {ours:.0} tokens per search episode on {} common tasks)",
+            h.id().short(),
+            h.best_of_samples(),
+            common.len()
+        ));
+        Ok(Some((
+            h.clone(),
+            format!("equal-budget: seed best of {:.2}", h.best_of_samples()),
+        )))
     }
 }
 

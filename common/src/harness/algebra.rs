@@ -177,6 +177,23 @@ pub enum Error {
 }
 
 impl Harness {
+    /// This harness playing `samples` episodes per task and keeping the most certain one (a
+    /// `best-of` component, inserted or set): the equal-budget baseline of test-time scaling.
+    pub fn with_best_of(&self, samples: f64) -> Result<Harness, Error> {
+        let value = ParamValue::Float((samples * 100.0).round() / 100.0);
+        match self.in_group("best-of") {
+            Some(c) => self.apply(&Edit::SetParameter {
+                component: c.name.clone(),
+                param: "samples".into(),
+                value,
+            }),
+            None => self.apply(&Edit::Insert {
+                component: Component::new("best-of", Kind::BestOf).with("samples", value),
+                edges: Vec::new(),
+            }),
+        }
+    }
+
     /// Applies one edit, giving a new valid harness or the reason it cannot.
     pub fn apply(&self, edit: &Edit) -> Result<Harness, Error> {
         let mut doc = self.to_doc();

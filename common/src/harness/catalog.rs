@@ -171,6 +171,7 @@ pub enum Kind {
     StepBudget,
     TokenBudget,
     LoopGuard,
+    BestOf,
 }
 
 /// What the catalog says about one kind.
@@ -671,12 +672,55 @@ static SPECS: &[KindSpec] = &[
         ],
         doc: "detects a command repeated without effect and steers away",
     },
+    KindSpec {
+        kind: Kind::BestOf,
+        role: Role::Budget,
+        singleton: Some("best-of"),
+        stages: &[TaskStart],
+        default_stages: &[TaskStart],
+        params: &[p(
+            "samples",
+            T::Float {
+                min: 1.0,
+                max: MAX_SAMPLES,
+            },
+            D::Float(1.0),
+            "episodes played per task, on different sampling streams; the one whose commands \
+             the model was most certain of (mean log-likelihood per token) is kept, and its \
+             cost is all of them. A fractional part is the share of tasks that get one more \
+             episode (chosen by the task's seed), so a token budget can be matched closely",
+        )],
+        doc: "test-time scaling without a verifier: plays a task several times and keeps the \
+              most certain episode. The search never inserts or tunes it (it buys success \
+              with cost, not with a better agent); the final stage uses it for the \
+              equal-budget baseline",
+    },
 ];
+
+/// The most episodes [`Kind::BestOf`] plays per task.
+pub const MAX_SAMPLES: f64 = 16.0;
+
+/// The episodes a `best-of` of `samples` plays on the task with seed `seed`: the whole part,
+/// plus one on a share of seeds equal to the fractional part (a golden-ratio sequence over the
+/// seed, so consecutive seeds spread the extra episodes evenly).
+pub fn best_of_episodes(samples: f64, seed: u64) -> u32 {
+    let samples = samples.clamp(1.0, MAX_SAMPLES);
+    let whole = samples.floor();
+    let u = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    whole as u32 + u32::from(u < samples - whole)
+}
 
 impl Kind {
     /// Every kind, in catalog order.
     pub fn all() -> impl Iterator<Item = Kind> {
         SPECS.iter().map(|s| s.kind)
+    }
+
+    /// Whether variation operators (mutation, crossover's repairs, mid-task rewrites) may
+    /// insert or tune it: all but [`Kind::BestOf`], which changes what a task costs rather
+    /// than how the agent acts.
+    pub fn searched(self) -> bool {
+        self != Kind::BestOf
     }
 
     /// What the catalog says about this kind.
@@ -708,6 +752,7 @@ impl Kind {
             Kind::StepBudget => "step-budget",
             Kind::TokenBudget => "token-budget",
             Kind::LoopGuard => "loop-guard",
+            Kind::BestOf => "best-of",
         }
     }
 }
@@ -743,6 +788,25 @@ mod tests {
             // The serde name and `as_str` must agree: files and messages use the same words.
             let json = serde_json::to_string(&spec.kind).expect("serializes");
             assert_eq!(json, format!("\"{}\"", spec.kind.as_str()));
+        }
+    }
+
+    #[test]
+    fn best_of_plays_the_whole_part_and_one_more_on_the_fractional_share() {
+        assert!((0..100).all(|s| best_of_episodes(1.0, s) == 1));
+        assert!((0..100).all(|s| best_of_episodes(3.0, s) == 3));
+        // Out of range is clamped, never zero episodes.
+        assert_eq!(best_of_episodes(0.2, 7), 1);
+        assert_eq!(best_of_episodes(99.0, 7), MAX_SAMPLES as u32);
+        for samples in [1.1, 1.5, 2.25, 2.9] {
+            let n: u32 = (0..100).map(|s| best_of_episodes(samples, s)).sum();
+            let mean = f64::from(n) / 100.0;
+            // Consecutive seeds spread the extra episodes evenly: within 3 of 100 tasks.
+            assert!((mean - samples).abs() <= 0.03, "{samples}: {mean}");
+            assert!((0..100).all(|s| {
+                let k = best_of_episodes(samples, s);
+                k == samples.floor() as u32 || k == samples.ceil() as u32
+            }));
         }
     }
 }

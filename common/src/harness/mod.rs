@@ -353,6 +353,11 @@ impl Harness {
             .expect("a valid harness has exactly one action selector")
     }
 
+    /// Episodes per task its `best-of` component asks for on average (1 without one).
+    pub fn best_of_samples(&self) -> f64 {
+        self.in_group("best-of").map_or(1.0, |c| c.float("samples"))
+    }
+
     /// The tool component offering `tool`, if present.
     pub fn tool(&self, tool: &str) -> Option<&Component> {
         self.components().find(|c| c.tool() == Some(tool))

@@ -138,7 +138,7 @@ fn fresh_name(h: &Harness, kind: Kind) -> String {
 /// Candidate structural edits in random order.
 fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
     let mut out = Vec::new();
-    for kind in Kind::all() {
+    for kind in Kind::all().filter(|k| k.searched()) {
         let spec = kind.spec();
         if let Some(member) = spec.singleton.and_then(|g| h.in_group(g)) {
             // Its group is taken: a member of another kind may be replaced.
@@ -201,7 +201,7 @@ fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Compon
 /// Candidate parameter moves in random order.
 fn parametric(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
     let mut out = Vec::new();
-    for c in h.components() {
+    for c in h.components().filter(|c| c.kind.searched()) {
         for p in c.spec().params {
             let current = c.param(p.name);
             let value = match p.ty {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hx_common::config::{Experiment, parse_toml};
+use hx_common::harness::catalog::best_of_episodes;
 use hx_common::harness::{Harness, HarnessId, format};
 use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
 use hx_common::task::{Split, TaskRef};
@@ -115,12 +116,15 @@ impl JobBus for Scripted {
             .tasks()
             .map(|task| {
                 log.evaluated.push((child.id().to_string(), task.clone()));
+                // A best-of harness pays for every episode it plays, as the runtime's does.
+                let tokens = (1000 + child.len() as u64 * 100)
+                    * u64::from(best_of_episodes(child.best_of_samples(), task.seed));
                 TaskOutcome {
                     won: wins(&child, &task),
                     task,
                     score: 0.0,
                     steps: 5,
-                    tokens: 1000 + child.len() as u64 * 100,
+                    tokens,
                     wall_ms: 1,
                 }
             })
@@ -280,6 +284,109 @@ arms = ["strong.toml"]"#,
     }
 }
 
+/// The final stage's equal-budget baseline: the seed with a `best-of` whose episodes per task
+/// are the chosen harness's tokens per search episode over the seed's, set from the search
+/// split alone, scored on the same held-out tasks, and spending within 10% of the chosen
+/// harness there.
+#[test]
+fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut exp, seeds) = experiment_with(dir.path(), 60, r#"seeds = ["react.toml"]"#);
+    exp.racing.test_tasks = 40;
+    exp.racing.heldout_tasks = 40;
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let status = Search::new(exp, seeds.clone(), &store, &mut bus, false, &mut say)
+        .expect("starts")
+        .run()
+        .expect("runs");
+    let f = status.final_.expect("a final");
+    let best = f.best.expect("a best");
+    let react = seeds[0].id();
+    assert_ne!(
+        best, react,
+        "the scripted search finds a bigger (costlier) harness"
+    );
+    let eb: Vec<HarnessId> = f
+        .roles
+        .iter()
+        .filter(|(_, r)| r.starts_with("equal-budget"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(eb.len(), 1, "{:?}", f.roles);
+    let eb = eb[0];
+    let h = store.harness(&eb).expect("reads").expect("stored");
+    // The seed and a best-of component, nothing else.
+    assert_eq!(h.len(), seeds[0].len() + 1);
+    let chosen = store.harness(&best).expect("reads").expect("stored");
+    let ratio = (1000.0 + chosen.len() as f64 * 100.0) / (1000.0 + seeds[0].len() as f64 * 100.0);
+    assert!(
+        (h.best_of_samples() - ratio).abs() < 0.01,
+        "{} vs {ratio}",
+        h.best_of_samples()
+    );
+    let l = store.lineage(&eb).expect("reads").expect("lineage");
+    assert_eq!(
+        (l.operator.as_str(), l.parents.as_slice()),
+        ("equal-budget", &[best][..])
+    );
+    for tokens in [&f.test_tokens, &f.heldout_tokens] {
+        let of = |id: HarnessId| tokens.iter().find(|(h, _)| *h == id).expect("scored").1;
+        let (mine, theirs) = (of(best), of(eb));
+        assert!(
+            (theirs / mine - 1.0).abs() <= 0.10,
+            "equal budget spends {theirs:.0} per task, the chosen {mine:.0}"
+        );
+    }
+    // Only on the held-out splits.
+    let id = eb.to_string();
+    let log = log.lock().unwrap();
+    assert!(log.evaluated.iter().any(|(h, _)| *h == id));
+    for (h, task) in &log.evaluated {
+        if *h == id {
+            assert!(matches!(task.split, Split::Test | Split::Heldout), "{task}");
+        }
+    }
+}
+
+/// A chosen harness with a rewrite policy is also scored without it, on the same tasks.
+#[test]
+fn the_chosen_harness_is_scored_with_its_rewriting_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A budget that evaluates the seed alone: it is the chosen harness.
+    let (mut exp, seeds) = experiment_with(dir.path(), 2, r#"seeds = ["strong.toml"]"#);
+    exp.population.jobs_in_flight = 1;
+    let strong = &seeds[0];
+    assert!(strong.in_group("rewrite-policy").is_some());
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let f = Search::new(exp, seeds.clone(), &store, &mut bus, false, &mut say)
+        .expect("starts")
+        .run()
+        .expect("runs")
+        .final_
+        .expect("a final");
+    assert_eq!(f.best, Some(strong.id()));
+    let off: Vec<HarnessId> = f
+        .roles
+        .iter()
+        .filter(|(_, r)| r.contains("rewriting off"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(off.len(), 1, "{:?}", f.roles);
+    let h = store.harness(&off[0]).expect("reads").expect("stored");
+    assert!(h.in_group("rewrite-policy").is_none());
+    assert_eq!(h.len() + 1, strong.len());
+    let trials = |id| f.test.iter().find(|(h, _)| *h == id).map(|(_, r)| r.trials);
+    assert_eq!(trials(off[0]), trials(strong.id()));
+    // The chosen harness is the seed: no equal-budget baseline beside it.
+    assert!(!f.roles.iter().any(|(_, r)| r.starts_with("equal-budget")));
+}
+
 #[test]
 fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -357,14 +464,16 @@ fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
     );
     let f = status.final_.expect("a final");
     let best = f.best.expect("a best");
-    // The chosen harness and both seeds were scored on test.
+    // The chosen harness, both seeds and the final stage's own baselines (equal budget,
+    // rewriting off) were scored on test, each once and each with its role.
+    let ids: BTreeSet<HarnessId> = f.test.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), f.test.len());
+    assert!(ids.contains(&best) && seeds.iter().all(|s| ids.contains(&s.id())));
     assert_eq!(
-        f.test.len(),
-        if seeds.iter().any(|s| s.id() == best) {
-            2
-        } else {
-            3
-        }
+        f.roles.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+        ids,
+        "{:?}",
+        f.roles
     );
     assert!(f.test.iter().all(|(_, r)| r.trials == 10));
     // Paired differences: the chosen harness against each other one on the same 10 tasks.

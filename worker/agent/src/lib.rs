@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use hx_common::harness::catalog::{Kind, Stage};
+use hx_common::harness::catalog::{Kind, Stage, best_of_episodes};
 use hx_common::harness::param::ParamValue;
 use hx_common::harness::{Component, Harness};
 use hx_common::protocol::{RewriteRecord, TaskOutcome};
@@ -61,9 +61,6 @@ pub struct Options {
     /// ... replay different draws of the same policy on the same task. Stream 0 is the
     /// episode every other run of the task plays.
     pub stream: u64,
-    /// Play each task this many times and keep one ([`run_best_of`]) where [`run_many`]
-    /// runs it; 0 and 1 play it once.
-    pub best_of: u32,
 }
 
 /// What an episode did.
@@ -1049,8 +1046,10 @@ fn digest(st: &State, won: bool, reason: &str) -> String {
 }
 
 /// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
-/// environment; the model batches their calls); with [`Options::best_of`] above 1, each task
-/// is [`run_best_of`] that many episodes. `progress` hears each finished episode. An
+/// environment; the model batches their calls); where the harness has a `best-of` component,
+/// each task is [`run_best_of`] as many episodes as it asks for on that task
+/// ([`hx_common::harness::catalog::best_of_episodes`]). `progress` hears each finished
+/// episode. An
 /// episode that fails (an adapter crash, a model error) is returned as its error, in order.
 pub fn run_many(
     harness: &Harness,
@@ -1082,8 +1081,8 @@ pub fn run_many(
                     }
                     .map_err(Error::from)
                     .and_then(|env| {
-                        if options.best_of > 1 {
-                            let n = options.best_of;
+                        let n = best_of_episodes(harness.best_of_samples(), task.seed);
+                        if n > 1 {
                             run_best_of(harness, env.as_mut(), task, model, options, n)
                         } else {
                             run_episode(harness, env.as_mut(), task, model, options)

@@ -520,4 +520,56 @@ params.max-steps = 5
         best.outcome.tokens,
         streams.iter().map(|e| e.outcome.tokens).sum::<u64>()
     );
+    // The same through the harness: a `best-of` component of 4 makes `run_many` play it.
+    let with = h.with_best_of(4.0).expect("valid");
+    let many = hx_agent::run_many(
+        &with,
+        &[task()],
+        &Hashing,
+        None,
+        &Options::default(),
+        1,
+        &|_, _| {},
+    );
+    let e = many.into_iter().next().expect("one").expect("runs");
+    assert_eq!(commands(&e), commands(&best));
+    assert_eq!(e.outcome.tokens, best.outcome.tokens);
+    // And a fraction plays one more episode on that share of the tasks: 1.5 on 20 tasks
+    // plays 30 episodes, each task once or twice.
+    let tasks: Vec<_> = (0..20)
+        .map(|seed| hx_common::task::TaskRef { seed, ..task() })
+        .collect();
+    let once = hx_agent::run_many(
+        &h,
+        &tasks,
+        &Hashing,
+        None,
+        &Options::default(),
+        2,
+        &|_, _| {},
+    );
+    let half = h.with_best_of(1.5).expect("valid");
+    let more = hx_agent::run_many(
+        &half,
+        &tasks,
+        &Hashing,
+        None,
+        &Options::default(),
+        2,
+        &|_, _| {},
+    );
+    let mut played = 0;
+    for ((a, b), t) in once.iter().zip(&more).zip(&tasks) {
+        let (a, b) = (a.as_ref().expect("runs"), b.as_ref().expect("runs"));
+        // One episode is stream 0's, exactly; two cost more than it alone.
+        match hx_common::harness::catalog::best_of_episodes(1.5, t.seed) {
+            1 => assert_eq!(b.outcome.tokens, a.outcome.tokens, "{t}"),
+            n => {
+                assert_eq!(n, 2);
+                assert!(b.outcome.tokens > a.outcome.tokens, "{t}");
+            }
+        }
+        played += hx_common::harness::catalog::best_of_episodes(1.5, t.seed);
+    }
+    assert!((29..=31).contains(&played), "{played} episodes");
 }
