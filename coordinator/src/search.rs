@@ -1359,8 +1359,18 @@ impl<'a> Search<'a> {
                 pending.push((h.clone(), seeds));
             }
         }
+        // Jobs of at most the first rung's size, in rounds over the harnesses: a killed run
+        // loses at most the jobs out, and what is recorded stays comparable across harnesses.
+        let chunk = self.rungs().first().copied().unwrap_or(8).max(1) as usize;
+        let mut rounds: Vec<(usize, usize, Harness, Vec<u64>)> = Vec::new();
+        for (i, (h, seeds)) in pending.into_iter().enumerate() {
+            for (r, part) in seeds.chunks(chunk).enumerate() {
+                rounds.push((r, i, h.clone(), part.to_vec()));
+            }
+        }
+        rounds.sort_by_key(|(r, i, _, _)| (*r, *i));
         let bound = self.exp.population.jobs_in_flight;
-        let mut queue = pending.into_iter();
+        let mut queue = rounds.into_iter().map(|(_, _, h, seeds)| (h, seeds));
         let mut heard = Heard::default();
         loop {
             let mut fresh = Vec::new();
@@ -1485,9 +1495,11 @@ impl<'a> Search<'a> {
         // The held-out splits, each on the same seeds for every harness (common random
         // numbers), so differences between them are paired.
         let mut held = Vec::new();
+        // The in-distribution held-out split first: a run cut short has the comparison on
+        // the tasks most like the ones it searched on.
         for (split, n) in [
-            (Split::Test, self.exp.racing.test_tasks),
             (Split::Heldout, self.exp.racing.heldout_tasks),
+            (Split::Test, self.exp.racing.test_tasks),
         ] {
             if n == 0 {
                 held.push(Vec::new());
@@ -1509,8 +1521,8 @@ impl<'a> Search<'a> {
             v.iter().map(|(id, f)| (*id, f.tokens)).collect::<Vec<_>>()
         };
         let (select, select_progress) = parts(&select);
-        let (test, test_progress) = parts(&held[0]);
-        let (heldout, heldout_progress) = parts(&held[1]);
+        let (heldout, heldout_progress) = parts(&held[0]);
+        let (test, test_progress) = parts(&held[1]);
         Ok(Final {
             best: Some(best),
             select,
@@ -1520,8 +1532,8 @@ impl<'a> Search<'a> {
             heldout,
             heldout_progress,
             roles: roles.into_iter().filter(|(_, r)| !r.is_empty()).collect(),
-            test_tokens: tokens(&held[0]),
-            heldout_tokens: tokens(&held[1]),
+            heldout_tokens: tokens(&held[0]),
+            test_tokens: tokens(&held[1]),
         })
     }
 

@@ -22,6 +22,8 @@ use hx_coordinator::store::Store;
 struct Log {
     evaluated: Vec<(String, TaskRef)>,
     splits: Vec<Split>,
+    /// Tasks per job, in the order jobs were sent.
+    sizes: Vec<usize>,
     max_out: usize,
     /// Jobs out when the first answer was asked for.
     out_at_first_answer: Option<usize>,
@@ -57,6 +59,7 @@ impl JobBus for Scripted {
         let job: Job = protocol::decode(&protocol::encode(job)?)?;
         let mut log = self.log.lock().unwrap();
         log.splits.push(job.tasks.split);
+        log.sizes.push(job.tasks.tasks().count());
         self.queue.push_back(job);
         log.max_out = log.max_out.max(self.queue.len());
         Ok(())
@@ -259,6 +262,14 @@ arms = ["strong.toml"]"#,
             .iter()
             .all(|s| matches!(s, Split::Test | Split::Heldout))
     );
+    // Held-out jobs are no bigger than the first rung (2 tasks), so a kill loses little,
+    // and they go round the harnesses, so the heldout split comes first.
+    assert!(
+        log.sizes[first_held..].iter().all(|&n| n <= 2),
+        "{:?}",
+        log.sizes
+    );
+    assert_eq!(log.splits[first_held], Split::Heldout);
     let strong_id = strong.id().to_string();
     for (h, task) in &log.evaluated {
         if *h == strong_id {
