@@ -43,6 +43,57 @@ pub struct Experiment {
     /// How jobs reach workers.
     #[serde(default)]
     pub transport: TransportOptions,
+    /// The reflective mutation operator and the model that proposes its edits; without this
+    /// section the search has no reflective operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposer: Option<ProposerOptions>,
+}
+
+/// The proposer: a model (often larger than the agents') that reads digests of a parent's
+/// failures and proposes harness edits, which the algebra checks and a gate replays before a
+/// full evaluation.
+///
+/// It runs on the workers, beside the agents' model and worlds the gate needs: a cluster
+/// points `model` at a served model on a GPU box (each worker file's own `[proposer]`
+/// section says where its workers reach it), and the coordinator stays free of model calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ProposerOptions {
+    /// The proposer's backend, a table like `[model]`; default: the agents' own model.
+    #[serde(
+        deserialize_with = "optional_model_section",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub model: Option<ModelOptions>,
+    /// Proposals asked for in one answer.
+    pub proposals: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Tokens the proposer may write per call (a digest, then the proposals).
+    pub max_tokens: u32,
+    /// Children gated per reflective mutation at most (each gate plays up to 3 episodes).
+    pub max_gates: u32,
+    /// The proposer's tokens over the run at most; the reflective operator stops there.
+    pub token_budget: u64,
+}
+
+impl Default for ProposerOptions {
+    fn default() -> Self {
+        ProposerOptions {
+            model: None,
+            proposals: 3,
+            temperature: 0.7,
+            max_tokens: 400,
+            max_gates: 2,
+            token_budget: 2_000_000,
+        }
+    }
+}
+
+fn optional_model_section<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ModelOptions>, D::Error> {
+    model_section(d).map(Some)
 }
 
 /// Run identity and storage.
@@ -493,6 +544,15 @@ pub struct WorkerOptions {
     /// Adapters for suites hx does not generate itself, by suite name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adapters: BTreeMap<String, AdapterOptions>,
+    /// The model this worker asks for reflective mutations (`[proposer]`, a table like
+    /// `[model]`); default: its agents' model. The experiment's `[proposer]` section says
+    /// how often and how it is asked.
+    #[serde(
+        default,
+        deserialize_with = "optional_model_section",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub proposer: Option<ModelOptions>,
 }
 
 fn default_worker_concurrency() -> usize {
@@ -832,6 +892,16 @@ impl Experiment {
         }
 
         check_model(&mut p, "model", &self.model);
+        if let Some(pr) = &self.proposer {
+            if let Some(m) = &pr.model {
+                check_model(&mut p, "proposer.model", m);
+            }
+            p.range("proposer.proposals", pr.proposals, 1, 16);
+            p.range("proposer.temperature", pr.temperature, 0.0, 2.0);
+            p.range("proposer.max-tokens", pr.max_tokens, 32, 32_768);
+            p.range("proposer.max-gates", pr.max_gates, 1, 16);
+            p.range("proposer.token-budget", pr.token_budget, 1, u64::MAX);
+        }
 
         let pop = &self.population;
         p.check(
@@ -952,6 +1022,9 @@ impl WorkerOptions {
             self.tls.as_ref(),
         );
         check_model(&mut p, "model", &self.model);
+        if let Some(m) = &self.proposer {
+            check_model(&mut p, "proposer", m);
+        }
         for (suite, a) in &self.adapters {
             if let Err(e) = check_suite_name(suite) {
                 p.check(false, format!("adapters.{suite}"), e.to_string());

@@ -14,7 +14,7 @@ use crate::harness::{Edit, Harness, HarnessId};
 use crate::task::{TaskBatch, TaskRef};
 
 /// The protocol version this build speaks. Bump on any change to a message's shape.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Largest message, header included, that is encoded or decoded: `nats-server`'s default
 /// `max_payload`, so anything encoded can be published.
@@ -226,6 +226,43 @@ pub enum MutationOp {
         /// The edits, in order.
         edits: Vec<Edit>,
     },
+    /// Reflective mutation: a proposer model digests the parent's failures, proposes edits
+    /// in the algebra's vocabulary as JSON, each is checked by the algebra, and a child must
+    /// pass a gate (replays of failures it claims to fix and of a task the parent won)
+    /// before its evaluation.
+    Reflect {
+        /// How to ask the proposer.
+        proposer: ProposerSpec,
+        /// The parent's episodes on the search split, for the digest and the gate.
+        episodes: Vec<ParentEpisode>,
+    },
+}
+
+/// How a reflective mutation asks its proposer (the model itself is the worker's: its
+/// `[proposer]` section, or the agents' model).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProposerSpec {
+    /// Proposals asked for in one answer.
+    pub proposals: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Tokens the proposer may write per call.
+    pub max_tokens: u32,
+    /// Gated children at most (each gate costs up to three episodes).
+    pub max_gates: u32,
+}
+
+/// One of the parent's episodes as the reflective operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ParentEpisode {
+    /// The task's seed on the job's suite and search split.
+    pub seed: u64,
+    /// Whether the parent won it.
+    pub won: bool,
+    /// The parent's final progress there.
+    pub score: f32,
+    /// Steps it took.
+    pub steps: u32,
 }
 
 /// The mutation a mutate-and-evaluate job asks for.
@@ -378,14 +415,23 @@ pub struct JobResult {
     pub child: Option<Harness>,
     /// Per-task results.
     pub outcomes: Vec<TaskOutcome>,
-    /// Tokens spent on the whole job, mutation included.
+    /// Tokens the agents' model spent on the whole job, gate episodes and text mutation
+    /// included.
     pub usage: Usage,
+    /// Tokens a reflective mutation's proposer spent (counted apart: it may be another,
+    /// larger model).
+    #[serde(default)]
+    pub proposer_usage: Usage,
     /// Wall time of the whole job, in milliseconds.
     pub wall_ms: u64,
     /// Mid-task rewrites, in order.
     pub rewrites: Vec<RewriteRecord>,
     /// A short account of what went wrong, to guide the next mutation.
     pub failure_digest: String,
+    /// What the worker refused on the way to its child, each with its reason (a reflective
+    /// mutation's malformed proposals and failed gates), whether or not a child came of it.
+    #[serde(default)]
+    pub refusals: Vec<String>,
 }
 
 impl Message for JobResult {
@@ -405,9 +451,11 @@ impl JobResult {
             child: None,
             outcomes: Vec::new(),
             usage: Usage::default(),
+            proposer_usage: Usage::default(),
             wall_ms: 0,
             rewrites: Vec::new(),
             failure_digest: String::new(),
+            refusals: Vec::new(),
         }
     }
 }
@@ -559,7 +607,7 @@ mod tests {
         // A change here breaks every deployed worker: bump VERSION along with it.
         let bytes = encode(&job()).expect("encodes");
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        expect_test::expect!["4858010001070a717569636b73746172740001036163740d0202030306666f726d6174030572656163740a6d61782d746f6b656e7301800b74656d70657261747572650200000000000000000009686f757365686f6c64000201021efca0860100fb60ea01"]
+        expect_test::expect!["4858020001070a717569636b73746172740001036163740d0202030306666f726d6174030572656163740a6d61782d746f6b656e7301800b74656d70657261747572650200000000000000000009686f757365686f6c64000201021efca0860100fb60ea01"]
             .assert_eq(&hex);
         assert_eq!(decode::<Job>(&bytes), Ok(job()));
     }

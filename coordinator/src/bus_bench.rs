@@ -22,7 +22,7 @@ use futures_util::StreamExt as _;
 use hx_common::config::{Experiment, NatsAuth, parse_toml};
 use hx_common::harness::algebra::{Edit, TextEdit};
 use hx_common::harness::format::{Format, parse_as};
-use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
+use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome};
 use serde::Serialize;
 
 use crate::bus::NatsBus;
@@ -294,17 +294,9 @@ fn instant(job: &Job) -> JobResult {
         }
     };
     JobResult {
-        job: job.id,
-        run: job.run.clone(),
-        attempt: job.attempt,
-        worker: "bench".into(),
-        status,
         child,
         outcomes,
-        usage: Usage::default(),
-        wall_ms: 0,
-        rewrites: Vec::new(),
-        failure_digest: String::new(),
+        ..JobResult::new(job, "bench", status)
     }
 }
 

@@ -517,9 +517,19 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
                 path.display(),
                 exp.population.jobs_in_flight
             ));
+            let proposer = match exp.proposer.as_ref().and_then(|p| p.model.as_ref()) {
+                Some(m) => {
+                    let p = hx_model::open(m, &mut say)?;
+                    say(&format!("proposer: {}", p.describe()));
+                    Some(p)
+                }
+                None => None,
+            };
             // Each local worker runs one job at a time with a few episodes at once; the
             // embedded model batches all of their calls.
-            Box::new(crate::bus::LocalBus::start(model, adapters, workers, 4))
+            Box::new(crate::bus::LocalBus::start(
+                model, proposer, adapters, workers, 4,
+            ))
         }
         (
             TransportOptions::Nats {
@@ -640,8 +650,18 @@ fn print_status(st: &crate::search::Status) {
         st.evaluations, st.episodes_without_racing, st.episodes_run
     );
     for o in &st.operators {
+        let gates = if o.gate_passed + o.gate_failed > 0 {
+            format!(
+                ", gates passed {} of {}, proposer {} tokens",
+                o.gate_passed,
+                o.gate_passed + o.gate_failed,
+                o.proposer_tokens
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "operator {}: {} children, {} refused, beat their parent {} of {} compared, {} tokens; drawn with weight {:.2}",
+            "operator {}: {} children, {} refused, beat their parent {} of {} compared, {} tokens{gates}; drawn with weight {:.2}",
             o.operator,
             o.children,
             o.refused,

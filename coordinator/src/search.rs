@@ -304,7 +304,7 @@ pub fn final_only(operator: &str) -> bool {
 /// What one variation operator made over the run (`hx status`, status.json).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OperatorStat {
-    /// `structural`, `parametric`, `text`, `adopt` or `crossover`.
+    /// `structural`, `parametric`, `text`, `reflective`, `adopt` or `crossover`.
     pub operator: String,
     /// Children made and evaluated.
     pub children: u64,
@@ -316,7 +316,41 @@ pub struct OperatorStat {
     pub improved: u64,
     /// Model tokens its children's search episodes spent.
     pub tokens: u64,
+    /// Children that passed a gate before their evaluation (reflective).
+    #[serde(default)]
+    pub gate_passed: u64,
+    /// Children that failed their gate (reflective; each is also a refusal's reason).
+    #[serde(default)]
+    pub gate_failed: u64,
+    /// Tokens its proposer model spent (reflective), apart from the agents' tokens.
+    #[serde(default)]
+    pub proposer_tokens: u64,
 }
+
+/// Per operator: gates passed and failed, proposer tokens (kept in the store's meta).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateStat {
+    /// Children that passed their gate.
+    pub passed: u64,
+    /// Children that failed it.
+    pub failed: u64,
+    /// The proposer's tokens.
+    pub proposer_tokens: u64,
+}
+
+/// One refusal a worker or the coordinator recorded, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The job it happened in.
+    pub job: u64,
+    /// The operator.
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The most recent refusals the store keeps.
+const REFUSALS_KEPT: usize = 200;
 
 impl OperatorStat {
     /// The improvement rate with one success and one failure added (Laplace), counting
@@ -333,6 +367,7 @@ fn operator_name(op: &MutationOp) -> &'static str {
         MutationOp::Parametric => "parametric",
         MutationOp::Text { .. } => "text",
         MutationOp::Apply { .. } => "adopt",
+        MutationOp::Reflect { .. } => "reflective",
     }
 }
 
@@ -393,6 +428,8 @@ pub struct Search<'a> {
     rewrite_stats: BTreeMap<String, RewriteStat>,
     /// Children refused as invalid, by the operator that made them.
     refused: BTreeMap<String, u64>,
+    /// Gates and proposer tokens, by operator.
+    gates: BTreeMap<String, GateStat>,
     say: &'a mut dyn FnMut(&str),
     last_checkpoint: Instant,
     /// The selection pool: cell winners and elites with their fitness; `None` after
@@ -484,6 +521,7 @@ impl<'a> Search<'a> {
             history: store.meta("history")?.unwrap_or_default(),
             rewrite_stats: store.meta("rewrite_stats")?.unwrap_or_default(),
             refused: store.meta("refused_by_operator")?.unwrap_or_default(),
+            gates: store.meta("gates_by_operator")?.unwrap_or_default(),
             exp,
             store,
             bus,
@@ -903,6 +941,9 @@ impl<'a> Search<'a> {
                         edits: vec![r.edit.clone()],
                     });
                 }
+                if let Some(op) = self.reflective(&parent.id()) {
+                    ops.push(op);
+                }
                 let stats = self.operator_stats();
                 let op = ops[choose_operator(
                     &ops.iter().map(operator_name).collect::<Vec<_>>(),
@@ -1060,15 +1101,23 @@ impl<'a> Search<'a> {
                 reason: reason.clone(),
             },
         };
+        // The operator of a child the worker made.
+        let made_by = match &record.job.kind {
+            JobKind::MutateAndEvaluate { mutation, .. } => operator_name(&mutation.op),
+            _ => "crossover",
+        };
         if let JobStatus::InvalidChild { reason } = &r.status {
             self.invalid += 1;
             self.store.set_meta("invalid_children", &self.invalid)?;
-            *self.refused.entry("text".into()).or_default() += 1;
+            *self.refused.entry(made_by.into()).or_default() += 1;
             self.store.set_meta("refused_by_operator", &self.refused)?;
             (self.say)(&format!(
                 "{}: child refused by the worker: {reason}",
                 record.job.id
             ));
+        }
+        if matches!(record.job.kind, JobKind::MutateAndEvaluate { .. }) {
+            self.record_refusals(&record, &r, made_by)?;
         }
         if let JobStatus::Failed { reason } = &r.status {
             (self.say)(&format!(
@@ -1079,7 +1128,7 @@ impl<'a> Search<'a> {
         let lineage = match (&record.job.kind, &r.child) {
             (JobKind::MutateAndEvaluate { parent, .. }, Some(_)) => Some(Lineage {
                 parents: vec![parent.id()],
-                operator: "text".into(),
+                operator: made_by.into(),
                 adopted: vec![],
                 job: Some(record.job.id),
                 at_ms: self.elapsed().as_millis() as u64,
@@ -1134,7 +1183,7 @@ impl<'a> Search<'a> {
                 search: BTreeMap::new(),
                 busy: false,
                 feedback: Feedback::default(),
-                operator: "text".into(),
+                operator: made_by.into(),
                 parents,
                 confidence,
             });
@@ -1210,10 +1259,80 @@ impl<'a> Search<'a> {
         for (op, n) in &self.refused {
             stats.entry(op.clone()).or_default().refused = *n;
         }
+        for (op, g) in &self.gates {
+            let st = stats.entry(op.clone()).or_default();
+            st.gate_passed = g.passed;
+            st.gate_failed = g.failed;
+            st.proposer_tokens = g.proposer_tokens;
+        }
         for (op, st) in stats.iter_mut() {
             st.operator = op.clone();
         }
         stats
+    }
+
+    /// A reflective mutation of `parent`, where the experiment has a proposer whose token
+    /// budget is not spent and the parent failed some of its search tasks (there is
+    /// something to reflect on).
+    fn reflective(&self, parent: &HarnessId) -> Option<MutationOp> {
+        let p = self.exp.proposer.as_ref()?;
+        let spent: u64 = self.gates.values().map(|g| g.proposer_tokens).sum();
+        if spent >= p.token_budget {
+            return None;
+        }
+        let c = self.cands.get(parent)?;
+        if c.search.values().all(|o| o.won) {
+            return None;
+        }
+        Some(MutationOp::Reflect {
+            proposer: hx_common::protocol::ProposerSpec {
+                proposals: p.proposals,
+                temperature: p.temperature,
+                max_tokens: p.max_tokens,
+                max_gates: p.max_gates,
+            },
+            episodes: c
+                .search
+                .values()
+                .map(|o| hx_common::protocol::ParentEpisode {
+                    seed: o.task.seed,
+                    won: o.won,
+                    score: o.score,
+                    steps: o.steps,
+                })
+                .collect(),
+        })
+    }
+
+    /// Keeps what a worker refused on the way to a child (the most recent
+    /// [`REFUSALS_KEPT`]), and a reflective job's gates and proposer tokens.
+    fn record_refusals(&mut self, record: &JobRecord, r: &JobResult, op: &str) -> Result<()> {
+        let mut reasons: Vec<String> = r.refusals.clone();
+        if let (JobStatus::InvalidChild { reason }, true) = (&r.status, reasons.is_empty()) {
+            reasons.push(reason.clone());
+        }
+        if !reasons.is_empty() {
+            let mut kept: Vec<Refusal> = self.store.meta("refusals")?.unwrap_or_default();
+            kept.extend(reasons.iter().map(|reason| Refusal {
+                job: record.job.id.0,
+                operator: op.to_owned(),
+                reason: reason.chars().take(400).collect(),
+            }));
+            let cut = kept.len().saturating_sub(REFUSALS_KEPT);
+            kept.drain(..cut);
+            self.store.set_meta("refusals", &kept)?;
+        }
+        if let JobKind::MutateAndEvaluate { mutation, .. } = &record.job.kind
+            && matches!(mutation.op, MutationOp::Reflect { .. })
+        {
+            let g = self.gates.entry(op.to_owned()).or_default();
+            g.failed += reasons.iter().filter(|w| w.starts_with("gate:")).count() as u64;
+            g.passed += u64::from(r.child.is_some());
+            g.proposer_tokens +=
+                r.proposer_usage.prompt_tokens + r.proposer_usage.completion_tokens;
+            self.store.set_meta("gates_by_operator", &self.gates)?;
+        }
+        Ok(())
     }
 
     fn release(&mut self, record: &JobRecord) {

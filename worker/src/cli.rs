@@ -136,8 +136,21 @@ pub fn run_worker(args: WorkerArgs) -> Result<ExitCode> {
     let model = hx_model::open(&opts.model, &mut say).map_err(|e| anyhow::anyhow!("model: {e}"))?;
     let described = model.describe();
     tracing::info!(worker = %name, model = %described, "worker starting");
-    let handler =
-        crate::nats::run_jobs_with(model, opts.adapters.clone(), name.clone(), opts.concurrency);
+    let proposer = match &opts.proposer {
+        Some(m) => {
+            let p = hx_model::open(m, &mut say).map_err(|e| anyhow::anyhow!("proposer: {e}"))?;
+            tracing::info!(proposer = %p.describe(), "reflective mutations ask this proposer");
+            Some(p)
+        }
+        None => None,
+    };
+    let handler = crate::nats::run_jobs_with(
+        model,
+        proposer,
+        opts.adapters.clone(),
+        name.clone(),
+        opts.concurrency,
+    );
     let cfg = crate::nats::WorkerLoop {
         endpoint: hx_bus::Endpoint {
             url: opts.nats.clone(),

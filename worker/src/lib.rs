@@ -7,3 +7,4 @@ pub mod cli;
 pub mod job;
 pub mod mutate;
 pub mod nats;
+pub mod reflect;

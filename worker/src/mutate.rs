@@ -20,9 +20,12 @@ pub enum Error {
     /// The operator found no edit the algebra accepts, or the edits given do not apply.
     #[error(transparent)]
     NoValidChild(#[from] NoValidChild),
-    /// The model failed during a text mutation.
+    /// The model failed during a text mutation or a proposal.
     #[error("model: {0}")]
     Model(#[from] model::Error),
+    /// A reflective child's gate episode failed (a world or model error, not a loss).
+    #[error("gate: {0}")]
+    Gate(String),
 }
 
 /// Makes a child of `parent` as `spec` says, with the tokens the model spent on it (text
@@ -33,6 +36,9 @@ pub fn mutate(
     model: &dyn ModelBackend,
 ) -> Result<(Child, Usage), Error> {
     match &spec.op {
+        MutationOp::Reflect { .. } => Err(refused(
+            "reflective mutation runs inside a job (its gate plays episodes)".into(),
+        )),
         MutationOp::Text { component } => text(
             parent,
             component.as_deref(),
@@ -41,7 +47,7 @@ pub fn mutate(
             model,
         ),
         _ => Ok((
-            offline(parent, spec).expect("only text mutation needs the model")?,
+            offline(parent, spec).expect("only text and reflective mutation need a model")?,
             Usage::default(),
         )),
     }

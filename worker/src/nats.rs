@@ -34,9 +34,11 @@ use tracing::Instrument as _;
 /// What a worker does with a job: run it (the real thing), or in benchmarks, answer at once.
 pub type Handler = Arc<dyn Fn(&Job) -> JobResult + Send + Sync>;
 
-/// The real handler: [`crate::job::run`] with `model`, `concurrency` episodes at once.
+/// The real handler: [`crate::job::run`] with `model` (and `proposer` for reflective
+/// mutations, the agents' model where `None`), `concurrency` episodes at once.
 pub fn run_jobs_with(
     model: Arc<dyn ModelBackend>,
+    proposer: Option<Arc<dyn ModelBackend>>,
     adapters: BTreeMap<String, AdapterOptions>,
     name: String,
     concurrency: usize,
@@ -45,6 +47,7 @@ pub fn run_jobs_with(
         crate::job::run(
             job,
             model.as_ref(),
+            proposer.as_deref(),
             adapters.get(&job.tasks.suite),
             &name,
             concurrency,

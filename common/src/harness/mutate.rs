@@ -46,13 +46,13 @@ pub struct Child {
 /// How many candidate edits an operator tries before it gives up.
 pub const TRIES: usize = 24;
 
-/// Makes the child of a mutation that needs no model (every operator but text), so a
-/// coordinator can know the child, and skip it if it was seen, before any work is sent;
-/// `None` for text mutation.
+/// Makes the child of a mutation that needs no model (every operator but text and
+/// reflective), so a coordinator can know the child, and skip it if it was seen, before any
+/// work is sent; `None` for the model-guided ones.
 pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, NoValidChild>> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     Some(match &spec.op {
-        MutationOp::Text { .. } => return None,
+        MutationOp::Text { .. } | MutationOp::Reflect { .. } => return None,
         MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
         MutationOp::Parametric => parametric_child(parent, &mut rng),
         MutationOp::Apply { edits } => parent

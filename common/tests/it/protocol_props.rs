@@ -75,8 +75,13 @@ fn result(j: &Job, h: Harness, edits: Vec<Edit>) -> JobResult {
             prompt_tokens: 10,
             completion_tokens: 2,
         },
+        proposer_usage: Usage {
+            prompt_tokens: 300,
+            completion_tokens: 40,
+        },
         wall_ms: 99,
         failure_digest: "looped on open fridge 1".into(),
+        refusals: vec!["gate: fixed none of tasks 1, 2 (try harder)".into()],
     }
 }
 

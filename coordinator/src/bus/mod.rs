@@ -76,9 +76,11 @@ pub struct LocalBus {
 
 impl LocalBus {
     /// Starts `workers` worker threads, each running one job at a time with `concurrency`
-    /// episodes at once, all on `model` (which batches their calls).
+    /// episodes at once, all on `model` (which batches their calls); reflective mutations
+    /// ask `proposer`, or `model` where `None`.
     pub fn start(
         model: Arc<dyn ModelBackend>,
+        proposer: Option<Arc<dyn ModelBackend>>,
         adapters: BTreeMap<String, AdapterOptions>,
         workers: usize,
         concurrency: usize,
@@ -88,10 +90,11 @@ impl LocalBus {
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let threads = (0..workers.max(1))
             .map(|i| {
-                let (jobs, results, model, adapters) = (
+                let (jobs, results, model, proposer, adapters) = (
                     Arc::clone(&jobs_rx),
                     results_tx.clone(),
                     Arc::clone(&model),
+                    proposer.clone(),
                     adapters.clone(),
                 );
                 std::thread::Builder::new()
@@ -114,6 +117,7 @@ impl LocalBus {
                             let result = hx_worker::job::run(
                                 &job,
                                 model.as_ref(),
+                                proposer.as_deref(),
                                 adapter,
                                 &name,
                                 concurrency,

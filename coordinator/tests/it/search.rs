@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use hx_common::config::{Experiment, parse_toml};
 use hx_common::harness::catalog::best_of_episodes;
+use hx_common::harness::{Component, Edit, Kind};
 use hx_common::harness::{Harness, HarnessId, format};
-use hx_common::protocol::{self, Job, JobKind, JobResult, JobStatus, TaskOutcome, Usage};
+use hx_common::protocol::{
+    self, Job, JobKind, JobResult, JobStatus, MutationOp, MutationSpec, TaskOutcome, Usage,
+};
 use hx_common::task::{Split, TaskRef};
 use hx_coordinator::bus::{Delivery, JobBus};
 use hx_coordinator::search::Search;
@@ -89,25 +92,58 @@ impl JobBus for Scripted {
             self.queue.pop_front()
         }
         .expect("a job");
+        // What a reflective worker reports beside its child.
+        let mut reflective = None;
         let child = match &job.kind {
             JobKind::Evaluate { harness } => harness.clone(),
+            JobKind::MutateAndEvaluate {
+                parent,
+                mutation:
+                    MutationSpec {
+                        op: MutationOp::Reflect { episodes, .. },
+                        ..
+                    },
+            } => {
+                // A scripted proposer: a new step budget per job, after one failed gate.
+                assert!(episodes.iter().any(|e| !e.won), "nothing to reflect on");
+                let steps = 10 + (job.id.0 % 40) as i64;
+                let child = parent
+                    .apply(&Edit::Insert {
+                        component: Component::new("steps-r", Kind::StepBudget)
+                            .with("max-steps", steps),
+                        edges: vec![],
+                    })
+                    .or_else(|_| {
+                        let name = parent
+                            .in_group("step-budget")
+                            .expect("a budget")
+                            .name
+                            .clone();
+                        parent.apply(&Edit::SetParameter {
+                            component: name,
+                            param: "max-steps".into(),
+                            value: steps.into(),
+                        })
+                    })
+                    .expect("valid");
+                reflective = Some(vec![format!(
+                    "gate: fixed none of tasks 1 (job {})",
+                    job.id
+                )]);
+                child
+            }
             JobKind::MutateAndEvaluate { parent, mutation } => {
                 // The scripted worker's "model" cannot write; say so like a worker would.
                 let _ = mutation;
                 let r = JobResult {
-                    job: job.id,
-                    run: job.run.clone(),
-                    attempt: job.attempt,
-                    worker: "scripted".into(),
-                    status: JobStatus::InvalidChild {
-                        reason: format!("no text model for {}", parent.id()),
-                    },
-                    child: None,
-                    outcomes: vec![],
-                    usage: Usage::default(),
                     wall_ms: 1,
-                    rewrites: vec![],
-                    failure_digest: String::new(),
+                    ..JobResult::new(
+                        &job,
+                        "scripted",
+                        JobStatus::InvalidChild {
+                            reason: format!("no text model for {}", parent.id()),
+                        },
+                    )
                 };
                 return Ok(Some(Delivery::new(protocol::encode(&r)?)));
             }
@@ -133,11 +169,6 @@ impl JobBus for Scripted {
             })
             .collect();
         let r = JobResult {
-            job: job.id,
-            run: job.run.clone(),
-            attempt: job.attempt,
-            worker: "scripted".into(),
-            status: JobStatus::Completed,
             // As a real worker does: an evaluate job's harness is not sent back.
             child: (!matches!(job.kind, JobKind::Evaluate { .. })).then_some(child),
             usage: Usage {
@@ -146,8 +177,13 @@ impl JobBus for Scripted {
             },
             outcomes,
             wall_ms: 1,
-            rewrites: vec![],
             failure_digest: "went in circles".into(),
+            proposer_usage: Usage {
+                prompt_tokens: if reflective.is_some() { 300 } else { 0 },
+                completion_tokens: if reflective.is_some() { 40 } else { 0 },
+            },
+            refusals: reflective.unwrap_or_default(),
+            ..JobResult::new(&job, "scripted", JobStatus::Completed)
         };
         Ok(Some(Delivery::new(protocol::encode(&r)?)))
     }
@@ -396,6 +432,80 @@ fn the_chosen_harness_is_scored_with_its_rewriting_off() {
     assert_eq!(trials(off[0]), trials(strong.id()));
     // The chosen harness is the seed: no equal-budget baseline beside it.
     assert!(!f.roles.iter().any(|(_, r)| r.starts_with("equal-budget")));
+}
+
+/// With a `[proposer]` section the bandit may draw the reflective operator: its jobs carry
+/// the parent's search episodes, its children are named `reflective`, its gates and the
+/// proposer's tokens are counted apart and kept across a restart, its refusals are kept with
+/// their reasons, and it stops when the proposer's token budget is spent.
+#[test]
+fn the_reflective_operator_is_drawn_counted_and_stopped_by_its_budget() {
+    let run = |budget: u64| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut exp, seeds) = experiment(dir.path(), 200);
+        exp.proposer = Some(hx_common::config::ProposerOptions {
+            token_budget: budget,
+            ..Default::default()
+        });
+        let store = Store::open(dir.path()).expect("opens");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let mut bus = Scripted::new(&log, None);
+        let mut say = |_: &str| {};
+        let status = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
+            .expect("starts")
+            .run()
+            .expect("runs");
+        let op = status
+            .operators
+            .iter()
+            .find(|o| o.operator == "reflective")
+            .cloned()
+            .expect("the reflective operator was drawn");
+        assert!(op.children > 0 && op.gate_passed >= op.children, "{op:?}");
+        assert_eq!(
+            op.gate_failed, op.gate_passed,
+            "one failed gate per job: {op:?}"
+        );
+        assert_eq!(op.proposer_tokens, 340 * op.gate_passed);
+        let refusals: Vec<hx_coordinator::search::Refusal> =
+            store.meta("refusals").expect("reads").expect("kept");
+        let mine: Vec<_> = refusals
+            .iter()
+            .filter(|r| r.operator == "reflective")
+            .collect();
+        assert_eq!(mine.len() as u64, op.gate_failed);
+        assert!(mine.iter().all(|r| r.reason.starts_with("gate:")));
+        // The text operator's refusals are kept too, under its name.
+        assert!(
+            refusals
+                .iter()
+                .filter(|r| r.operator != "reflective")
+                .all(|r| r.operator == "text" && r.reason.contains("no text model"))
+        );
+        let named = store
+            .harnesses()
+            .expect("reads")
+            .into_iter()
+            .filter(|h| {
+                store
+                    .lineage(&h.id())
+                    .expect("reads")
+                    .is_some_and(|l| l.operator == "reflective")
+            })
+            .count();
+        assert!(named as u64 >= op.children);
+        op
+    };
+    let free = run(2_000_000);
+    let capped = run(700);
+    // 700 tokens at 340 a job: drawn until the budget is spent, then only the jobs already
+    // out (3 in flight) finish.
+    assert!(capped.proposer_tokens >= 700, "{capped:?}");
+    assert!(capped.gate_passed <= 3 + 2, "{capped:?}");
+    assert!(
+        free.gate_passed > capped.gate_passed,
+        "{free:?} vs {capped:?}"
+    );
 }
 
 #[test]

@@ -210,7 +210,7 @@ fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
         parent: parent.clone(),
         mutation: spec(MutationOp::Parametric, 5),
     });
-    let r = hx_worker::job::run(&j, &m, None, "w1", 2);
+    let r = hx_worker::job::run(&j, &m, None, None, "w1", 2);
     assert_eq!(r.status, JobStatus::Completed);
     let child = r.child.expect("a child");
     assert_eq!(
@@ -239,7 +239,7 @@ fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
             0,
         ),
     });
-    let r = hx_worker::job::run(&bad, &m, None, "w1", 2);
+    let r = hx_worker::job::run(&bad, &m, None, None, "w1", 2);
     assert!(
         matches!(r.status, JobStatus::InvalidChild { .. }),
         "{:?}",
