@@ -331,7 +331,16 @@ pub struct PopulationOptions {
     pub crossover_rate: f64,
     /// Jobs in flight at most.
     pub jobs_in_flight: usize,
+    /// The mutation operators the bandit may draw from ([`MUTATION_OPERATORS`]); empty means
+    /// all of them (`reflective` only with a `[proposer]` section). Crossover is
+    /// `crossover-rate`'s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<String>,
 }
+
+/// The mutation operators, by the name their children carry.
+pub const MUTATION_OPERATORS: [&str; 5] =
+    ["structural", "parametric", "text", "adopt", "reflective"];
 
 impl Default for PopulationOptions {
     fn default() -> Self {
@@ -344,6 +353,7 @@ impl Default for PopulationOptions {
             immigrant_rate: 0.05,
             crossover_rate: 0.2,
             jobs_in_flight: 4,
+            operators: Vec::new(),
         }
     }
 }
@@ -924,6 +934,21 @@ impl Experiment {
         p.range("population.immigrant-rate", pop.immigrant_rate, 0.0, 1.0);
         p.range("population.crossover-rate", pop.crossover_rate, 0.0, 1.0);
         p.range("population.jobs-in-flight", pop.jobs_in_flight, 1, 100_000);
+        for (i, op) in pop.operators.iter().enumerate() {
+            p.check(
+                MUTATION_OPERATORS.contains(&op.as_str()),
+                format!("population.operators[{i}]"),
+                format!(
+                    "{op:?} is not a mutation operator (one of {})",
+                    MUTATION_OPERATORS.join(", ")
+                ),
+            );
+        }
+        p.check(
+            !pop.operators.iter().any(|o| o == "reflective") || self.proposer.is_some(),
+            "population.operators",
+            "lists \"reflective\", which needs a [proposer] section",
+        );
 
         let r = &self.racing;
         p.check(

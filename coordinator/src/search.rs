@@ -944,6 +944,15 @@ impl<'a> Search<'a> {
                 if let Some(op) = self.reflective(&parent.id()) {
                     ops.push(op);
                 }
+                let allowed = &self.exp.population.operators;
+                ops.retain(|op| {
+                    allowed.is_empty() || allowed.iter().any(|a| a == operator_name(op))
+                });
+                if ops.is_empty() {
+                    // None of the allowed operators applies to this parent (nothing to adopt
+                    // or reflect on, a spent proposer budget): another parent may do.
+                    continue;
+                }
                 let stats = self.operator_stats();
                 let op = ops[choose_operator(
                     &ops.iter().map(operator_name).collect::<Vec<_>>(),

@@ -90,3 +90,48 @@ fn a_worker_file_with_a_bad_url_names_the_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_proposer_section_is_read_and_checked() {
+    let with = format!(
+        "{}\n[proposer]\nproposals = 4\nmax-gates = 1\n\n[proposer.model]\nbackend = \"openai\"\nbase-url = \"http://127.0.0.1:8000/v1\"\nmodel = \"big\"\n",
+        quickstart().replace(
+            "jobs-in-flight = 2",
+            "jobs-in-flight = 2\noperators = [\"parametric\", \"reflective\"]"
+        )
+    );
+    let exp: Experiment = parse_toml(&with, "q.toml", &[]).expect("parses");
+    exp.validate("q.toml").expect("valid");
+    let p = exp.proposer.as_ref().expect("a proposer");
+    assert_eq!((p.proposals, p.max_gates), (4, 1));
+    assert!(matches!(
+        p.model,
+        Some(hx_common::config::ModelOptions::Openai { .. })
+    ));
+    // Without a backend line the proposer's model is the embedded one, like [model].
+    let embedded = with.replace(
+        "backend = \"openai\"\nbase-url = \"http://127.0.0.1:8000/v1\"\nmodel = \"big\"\n",
+        "threads = 1\n",
+    );
+    let exp: Experiment = parse_toml(&embedded, "q.toml", &[]).expect("parses");
+    assert!(matches!(
+        exp.proposer.and_then(|p| p.model),
+        Some(hx_common::config::ModelOptions::Embedded { threads: 1, .. })
+    ));
+    // Reflective needs a proposer; an unknown operator is named.
+    let text = quickstart().replace(
+        "jobs-in-flight = 2",
+        "jobs-in-flight = 2\noperators = [\"reflective\", \"telepathy\"]",
+    );
+    let exp: Experiment = parse_toml(&text, "q.toml", &[]).expect("parses");
+    let msg = exp.validate("q.toml").expect_err("invalid").to_string();
+    assert!(
+        msg.contains("population.operators[1]") && msg.contains("telepathy"),
+        "{msg}"
+    );
+    assert!(msg.contains("needs a [proposer] section"), "{msg}");
+    let bad = with.replace("proposals = 4", "proposals = 0");
+    let exp: Experiment = parse_toml(&bad, "q.toml", &[]).expect("parses");
+    let msg = exp.validate("q.toml").expect_err("invalid").to_string();
+    assert!(msg.contains("proposer.proposals"), "{msg}");
+}

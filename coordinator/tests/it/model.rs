@@ -711,3 +711,59 @@ params.no-progress-steps = 3
     }
     assert!(matches!(ep.events.last(), Some(Event::End { .. })));
 }
+
+/// The reflective operator end to end with a real OpenAI-compatible proposer: `hx evolve`
+/// (its agents on the embedded model) asks `hx model serve` for harness edits. Every
+/// reflective job ends in a gated child or a refusal with its reason (a 135M proposer mostly
+/// writes JSON the algebra refuses, which is the point of checking it), the proposer's
+/// tokens are counted apart from the agents', and its token budget ends the operator.
+#[test]
+fn hx_evolve_asks_hx_model_serve_for_reflective_edits() {
+    model_path();
+    let server = hx_serve(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::tiny_config(dir.path(), "reflect", 5, 1, "kind = \"local\"\nworkers = 1")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&config).expect("reads").replace(
+        "jobs-in-flight = 1",
+        "jobs-in-flight = 1\noperators = [\"reflective\"]",
+    ) + &format!(
+        "\n[proposer]\nproposals = 2\nmax-tokens = 160\nmax-gates = 1\ntoken-budget = 1500\n\n\
+         [proposer.model]\nbackend = \"openai\"\nbase-url = \"{}\"\nmodel = \"smollm2\"\n",
+        server.base
+    );
+    std::fs::write(&config, text).expect("writes");
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["evolve", "--config", &config])
+        .current_dir(dir.path())
+        .output()
+        .expect("hx runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("proposer: openai"), "{stderr}");
+    let st = hx_coordinator::search::read_status(&dir.path().join("store")).expect("a status");
+    let op = st
+        .operators
+        .iter()
+        .find(|o| o.operator == "reflective")
+        .unwrap_or_else(|| panic!("no reflective jobs: {:?}\n{stderr}", st.operators));
+    assert!(op.proposer_tokens > 0, "{op:?}");
+    assert!(op.children + op.refused > 0, "{op:?}");
+    // Each refusal is kept with its reason; the budget ended the operator.
+    let store = hx_coordinator::store::Store::open(&dir.path().join("store")).expect("opens");
+    let refusals: Vec<hx_coordinator::search::Refusal> =
+        store.meta("refusals").expect("reads").unwrap_or_default();
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.operator == "reflective" && !r.reason.is_empty()),
+        "{refusals:?}"
+    );
+    assert!(op.refused == 0 || !refusals.is_empty());
+    let stopped = st.stopped.clone().unwrap_or_default();
+    assert!(
+        op.proposer_tokens >= 1500 || stopped.contains("evaluation budget"),
+        "neither budget ended it ({stopped}): {op:?}\n{stderr}"
+    );
+}

@@ -508,6 +508,32 @@ fn the_reflective_operator_is_drawn_counted_and_stopped_by_its_budget() {
     );
 }
 
+/// `population.operators` limits what the bandit draws from.
+#[test]
+fn the_bandit_draws_only_the_operators_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut exp, seeds) = experiment(dir.path(), 60);
+    exp.population.operators = vec!["parametric".into()];
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let status = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
+        .expect("starts")
+        .run()
+        .expect("runs");
+    let ops: Vec<&str> = status
+        .operators
+        .iter()
+        .map(|o| o.operator.as_str())
+        .collect();
+    assert!(ops.contains(&"parametric"), "{ops:?}");
+    assert!(
+        ops.iter().all(|o| ["parametric", "crossover"].contains(o)),
+        "{ops:?}"
+    );
+}
+
 #[test]
 fn the_scheduler_keeps_its_bound_and_the_test_split_waits_for_the_end() {
     let dir = tempfile::tempdir().expect("tempdir");
