@@ -438,6 +438,14 @@ enum HarnessCommand {
         #[arg(long, short, value_enum, default_value = "toml")]
         format: OutFormat,
     },
+    /// Ask a proposer model for edits to a harness, as the reflective operator does.
+    ///
+    /// Plays the harness on a few train tasks (its failures are what the proposer reads),
+    /// then asks the proposer --samples times and prints each answer's proposals with the
+    /// algebra's verdict: a valid child, or the reason it was refused. The gate is not run.
+    /// Use it to see what a proposer writes before a search spends a budget on it.
+    /// Example: `hx harness propose configs/harnesses/react.toml --suite blocks -c run.toml`
+    Propose(crate::propose::ProposeArgs),
     /// Merge two harnesses (a | b): their union, or the conflict that prevents it.
     Merge {
         /// Left harness file.
@@ -1402,6 +1410,7 @@ fn harness(cmd: HarnessCommand) -> Result<ExitCode> {
             let h = format::load(&file)?;
             write!(out, "{}", format::render(&h, f.into()))?;
         }
+        HarnessCommand::Propose(a) => crate::propose::run(a, &mut say)?,
         HarnessCommand::Merge { a, b, format: f } => {
             let (ha, hb) = (format::load(&a)?, format::load(&b)?);
             match ha.merge(&hb) {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod export;
 pub mod live;
 pub mod progress;
+pub mod propose;
 pub mod report;
 pub mod search;
 pub mod store;

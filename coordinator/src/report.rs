@@ -47,6 +47,10 @@ pub struct RunView {
     pub tokens: u64,
     /// Seconds of search.
     pub elapsed_s: f64,
+    /// What each variation operator made (from the run's status).
+    pub operators: Vec<crate::search::OperatorStat>,
+    /// The latest refusals workers reported, with their reasons.
+    pub refusals: Vec<crate::search::Refusal>,
 }
 
 impl RunView {
@@ -78,6 +82,10 @@ impl RunView {
             episodes_run: store.meta("episodes_run")?.unwrap_or(0),
             tokens: store.meta("tokens")?.unwrap_or(0),
             elapsed_s: store.meta("elapsed_s")?.unwrap_or(0.0),
+            operators: crate::search::read_status(store.path())
+                .map(|st| st.operators)
+                .unwrap_or_default(),
+            refusals: store.meta("refusals")?.unwrap_or_default(),
             exp,
         })
     }
@@ -190,6 +198,15 @@ pub fn html(view: &RunView) -> Result<String> {
         &rewrites_svg(&view.rewrites)?,
     )?;
     writeln!(page, "{}", rewrites_table(&view.rewrites))?;
+    writeln!(
+        page,
+        "<h2>Variation operators</h2>\n<p>What each operator made: children evaluated, \
+         children refused (invalid, or failed their gate), how many beat their first parent on \
+         the same search tasks, the agents' tokens their search episodes spent, and for the \
+         reflective operator its gates and the proposer's own tokens. The bandit draws each \
+         with the weight shown.</p>\n{}",
+        operators_table(&view.operators, &view.refusals)
+    )?;
     writeln!(page, "<h2>Harnesses</h2>\n{}", harness_table(view))?;
     writeln!(page, "</body></html>")?;
     Ok(page)
@@ -745,6 +762,57 @@ fn rewrites_table(stats: &BTreeMap<String, RewriteStat>) -> String {
     t
 }
 
+fn operators_table(
+    ops: &[crate::search::OperatorStat],
+    refusals: &[crate::search::Refusal],
+) -> String {
+    let mut t = String::from(
+        "<table id=\"operator-table\"><tr><th>operator</th><th>children</th><th>refused</th>\
+         <th>beat parent</th><th>agent tokens</th><th>gates passed</th>\
+         <th>proposer tokens</th><th>weight</th></tr>",
+    );
+    for o in ops {
+        let gates = o.gate_passed + o.gate_failed;
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{:.2}</td></tr>",
+            esc(&o.operator),
+            o.children,
+            o.refused,
+            o.improved,
+            o.compared,
+            o.tokens,
+            if gates > 0 {
+                format!("{} of {gates}", o.gate_passed)
+            } else {
+                String::new()
+            },
+            if o.proposer_tokens > 0 {
+                o.proposer_tokens.to_string()
+            } else {
+                String::new()
+            },
+            o.weight()
+        );
+    }
+    t.push_str("</table>");
+    if !refusals.is_empty() {
+        t.push_str("<p>Latest refusals, with the reasons given:</p><ul id=\"refusals\">");
+        for r in refusals.iter().rev().take(20) {
+            let _ = write!(
+                t,
+                "<li>job {} ({}): {}</li>",
+                r.job,
+                esc(&r.operator),
+                esc(&r.reason)
+            );
+        }
+        t.push_str("</ul>");
+    }
+    t
+}
+
 fn harness_table(view: &RunView) -> String {
     let mut t = String::from(
         "<table id=\"harness-table\"><tr><th>harness</th><th>operator</th><th>parents</th>\
@@ -885,6 +953,22 @@ mod tests {
             episodes_run: 60,
             tokens: 123_456,
             elapsed_s: 130.0,
+            operators: vec![crate::search::OperatorStat {
+                operator: "reflective".into(),
+                children: 3,
+                refused: 5,
+                compared: 3,
+                improved: 1,
+                tokens: 9000,
+                gate_passed: 3,
+                gate_failed: 2,
+                proposer_tokens: 41_000,
+            }],
+            refusals: vec![crate::search::Refusal {
+                job: 12,
+                operator: "reflective".into(),
+                reason: "proposal 1: unknown variant `<teleporter>`".into(),
+            }],
         }
     }
 
@@ -920,6 +1004,15 @@ mod tests {
             assert!(figure(&page, "harness").contains(&c.name), "{}", c.name);
         }
         assert!(page.contains("<td>set-parameter</td><td>7</td><td>4</td><td>1</td>"));
+        // The operator table, with the reflective operator's gates and proposer tokens, and
+        // the refusals with their reasons (escaped).
+        assert!(page.contains(
+            "<td>reflective</td><td>3</td><td>5</td><td>1 of 3</td><td>9000</td>\
+             <td>3 of 5</td><td>41000</td>"
+        ));
+        assert!(
+            page.contains("job 12 (reflective): proposal 1: unknown variant `&lt;teleporter&gt;`")
+        );
     }
 
     #[test]
