@@ -65,7 +65,11 @@ pub struct ProposerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub model: Option<ModelOptions>,
-    /// Proposals asked for in one answer.
+    /// `write`: the proposer writes its proposals as JSON edits (a model that can write
+    /// JSON); `choose`: it picks the most likely of a menu of single edits by log-likelihood
+    /// (what the embedded 135M model can do: it writes no valid JSON, see BENCHMARKS.md).
+    pub mode: crate::protocol::ProposerMode,
+    /// Proposals asked for in one answer (in `choose` mode: the top ones taken).
     pub proposals: u32,
     /// Sampling temperature.
     pub temperature: f32,
@@ -81,6 +85,7 @@ impl Default for ProposerOptions {
     fn default() -> Self {
         ProposerOptions {
             model: None,
+            mode: crate::protocol::ProposerMode::Write,
             proposals: 3,
             temperature: 0.7,
             max_tokens: 400,

@@ -238,10 +238,35 @@ pub enum MutationOp {
     },
 }
 
+/// How a proposer answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProposerMode {
+    /// It writes proposals as JSON edits (a model that can write JSON).
+    #[default]
+    Write,
+    /// It picks the edits it finds most likely from a menu of single edits the search could
+    /// make, by log-likelihood (a model too small to write JSON, such as the embedded one).
+    Choose,
+}
+
+impl std::str::FromStr for ProposerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "write" => Ok(ProposerMode::Write),
+            "choose" => Ok(ProposerMode::Choose),
+            _ => Err(format!("{s:?} is not a proposer mode (write or choose)")),
+        }
+    }
+}
+
 /// How a reflective mutation asks its proposer (the model itself is the worker's: its
 /// `[proposer]` section, or the agents' model).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ProposerSpec {
+    /// Whether it writes proposals or chooses them from a menu.
+    pub mode: ProposerMode,
     /// Proposals asked for in one answer.
     pub proposals: u32,
     /// Sampling temperature.

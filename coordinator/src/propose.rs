@@ -41,6 +41,10 @@ pub struct ProposeArgs {
     /// its model) is asked; default: the embedded model for both, the [proposer] defaults.
     #[arg(long, short, env = "HX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// `write` (JSON edits) or `choose` (the most likely of a menu of single edits); default:
+    /// the config's `proposer.mode`, else write.
+    #[arg(long)]
+    pub mode: Option<hx_common::protocol::ProposerMode>,
     /// Print one JSON object (every answer, its proposals and verdicts, and the totals).
     #[arg(long)]
     pub json: bool,
@@ -121,6 +125,7 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
     }
     let digest = digests.join("\n");
     let spec = ProposerSpec {
+        mode: a.mode.unwrap_or(proposer.mode),
         proposals: proposer.proposals,
         temperature: proposer.temperature,
         max_tokens: proposer.max_tokens,
@@ -186,6 +191,7 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
             "harness": a.harness,
             "harness_id": harness.id().to_string(),
             "proposer": proposer_model.describe(),
+            "mode": spec.mode,
             "episodes": episodes.iter().map(|e| serde_json::json!({
                 "seed": e.seed, "won": e.won, "score": e.score, "steps": e.steps,
             })).collect::<Vec<_>>(),

@@ -1295,6 +1295,7 @@ impl<'a> Search<'a> {
         }
         Some(MutationOp::Reflect {
             proposer: hx_common::protocol::ProposerSpec {
+                mode: p.mode,
                 proposals: p.proposals,
                 temperature: p.temperature,
                 max_tokens: p.max_tokens,

@@ -9,7 +9,7 @@
 use hx_common::harness::catalog::{Kind, KindSpec};
 use hx_common::harness::param::{ParamType, ParamValue};
 use hx_common::harness::{Edit, Harness};
-use hx_common::protocol::{ParentEpisode, ProposerSpec};
+use hx_common::protocol::{ParentEpisode, ProposerMode, ProposerSpec};
 use hx_model::{self as model, GenerateRequest, Message, ModelBackend, Role as MsgRole, Usage};
 use serde::Deserialize;
 
@@ -96,6 +96,13 @@ pub fn propose(
         usage += g.usage;
         g.text.trim().chars().take(DIGEST_CHARS).collect()
     };
+    if spec.mode == ProposerMode::Choose {
+        let mut p = choose(parent, &record, &modes, spec, seed, proposer)?;
+        usage += p.usage;
+        p.usage = usage;
+        p.modes = modes;
+        return Ok(p);
+    }
     let g = proposer.generate(&GenerateRequest {
         messages: vec![
             Message::new(
@@ -120,6 +127,128 @@ pub fn propose(
         refused,
         usage,
     })
+}
+
+/// The most edits a `choose` proposer scores.
+const MENU: usize = 48;
+
+/// `choose` mode: the proposer scores a menu of single edits (the search's own, from
+/// [`hx_common::harness::mutate::menu`]) as the answer to "which change fixes these
+/// failures", and the `proposals` most likely (mean log-probability per token) become
+/// children. Every menu edit is valid, so nothing is refused here; the caller fills in the
+/// failure modes.
+fn choose(
+    parent: &Harness,
+    record: &str,
+    modes: &str,
+    spec: &ProposerSpec,
+    seed: u64,
+    proposer: &dyn ModelBackend,
+) -> Result<Proposed, model::Error> {
+    use rand::SeedableRng as _;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let menu = hx_common::harness::mutate::menu(parent, MENU, &mut rng);
+    if menu.is_empty() {
+        return Ok(Proposed {
+            refused: vec!["no edit to choose from".into()],
+            ..Proposed::default()
+        });
+    }
+    let mut harness = String::new();
+    for c in parent.components() {
+        harness.push_str(&format!(
+            "- {} ({}): {}\n",
+            c.name,
+            c.kind,
+            short(c.spec().doc)
+        ));
+    }
+    let scores = proposer.score(&hx_model::ScoreRequest {
+        messages: vec![
+            Message::new(MsgRole::System, "You improve agent harnesses."),
+            Message::new(
+                MsgRole::User,
+                format!(
+                    "An agent acts in a text world through this harness:\n{harness}\n\
+                     Its episodes on training tasks:\n{record}\n\n\
+                     Failure modes seen:\n{modes}\n\n\
+                     Name the one change to the harness that would fix these failures."
+                ),
+            ),
+        ],
+        candidates: menu.iter().map(|e| describe(parent, e)).collect(),
+    })?;
+    let mut order: Vec<usize> = (0..menu.len()).collect();
+    let mean = |i: usize| scores.logprobs[i] / f64::from(scores.tokens[i].max(1));
+    order.sort_by(|&a, &b| mean(b).total_cmp(&mean(a)).then(a.cmp(&b)));
+    let children = order
+        .into_iter()
+        .take(spec.proposals as usize)
+        .filter_map(|i| {
+            let edit = menu[i].clone();
+            let harness = parent.apply(&edit).ok()?;
+            Some((
+                Child {
+                    harness,
+                    edits: vec![edit],
+                    operator: "reflective",
+                },
+                Proposal {
+                    edits: vec![menu[i].clone()],
+                    rationale: format!(
+                        "chosen from {} edits: {} ({:.2} nats per token)",
+                        menu.len(),
+                        describe(parent, &menu[i]),
+                        mean(i)
+                    ),
+                    fixes: Vec::new(),
+                },
+            ))
+        })
+        .collect();
+    Ok(Proposed {
+        children,
+        usage: scores.usage,
+        ..Proposed::default()
+    })
+}
+
+/// An edit in words, as a `choose` proposer reads it.
+pub fn describe(parent: &Harness, edit: &Edit) -> String {
+    match edit {
+        Edit::SetParameter {
+            component,
+            param,
+            value,
+        } => {
+            let doc = parent
+                .component(component)
+                .and_then(|c| c.spec().param(param))
+                .map(|p| short(p.doc))
+                .unwrap_or_default();
+            format!("set {component}.{param} to {value} ({doc})")
+        }
+        Edit::Insert { component, .. } => {
+            format!("add a {} ({})", component.kind, short(component.spec().doc))
+        }
+        Edit::Replace { component } => format!(
+            "use a {} instead ({})",
+            component.kind,
+            short(component.spec().doc)
+        ),
+        Edit::Remove { name } => {
+            let kind = parent
+                .component(name)
+                .map(|c| c.kind.as_str())
+                .unwrap_or("component");
+            format!("remove the {kind} {name}")
+        }
+        other => format!(
+            "{} {}",
+            other.op(),
+            serde_json::to_string(other).unwrap_or_default()
+        ),
+    }
 }
 
 /// The proposal prompt: the harness, what may change and within which ranges, what happened,
@@ -470,6 +599,89 @@ params.tool = "admissible-commands"
         assert_eq!(seeds(&with(vec![0, 9])), (vec![1, 2], Some(0)));
         let (f, w) = gate_tasks(&with(vec![]), &eps[1..3]);
         assert_eq!((f.len(), w.is_none()), (2, true));
+    }
+
+    /// A proposer that finds the repeat penalty the most likely change.
+    struct LikesRepeatPenalty;
+
+    impl ModelBackend for LikesRepeatPenalty {
+        fn describe(&self) -> String {
+            "likes".into()
+        }
+        fn generate(&self, _: &GenerateRequest) -> Result<hx_model::Generation, model::Error> {
+            Ok(hx_model::Generation {
+                text: "It repeats itself.".into(),
+                finish: hx_model::Finish::Stop,
+                usage: Usage::default(),
+            })
+        }
+        fn score(&self, r: &hx_model::ScoreRequest) -> Result<hx_model::Scores, model::Error> {
+            let n = r.candidates.len();
+            let lp: Vec<f64> = r
+                .candidates
+                .iter()
+                .map(|c| {
+                    if c.contains("repeat-penalty to 1.25") {
+                        -1.0
+                    } else {
+                        -5.0
+                    }
+                })
+                .collect();
+            Ok(hx_model::Scores {
+                logprobs: lp,
+                tokens: vec![1; n],
+                per_token: vec![vec![-1.0]; n],
+                usage: Usage {
+                    prompt_tokens: 500,
+                    cached_tokens: 0,
+                    completion_tokens: 0,
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn a_choosing_proposer_takes_the_most_likely_menu_edits() {
+        let spec = ProposerSpec {
+            mode: ProposerMode::Choose,
+            proposals: 2,
+            temperature: 0.7,
+            max_tokens: 100,
+            max_gates: 2,
+        };
+        let eps = [ParentEpisode {
+            seed: 1,
+            won: false,
+            score: 0.0,
+            steps: 10,
+        }];
+        // Over several seeds the menu's sample differs; whenever the liked edit is on it, it
+        // comes first.
+        let mut seen = 0;
+        for seed in 0..6 {
+            let p = propose(
+                &parent(),
+                &eps,
+                "failed: looped",
+                &spec,
+                seed,
+                &LikesRepeatPenalty,
+            )
+            .expect("proposes");
+            assert!(p.refused.is_empty());
+            assert_eq!(p.children.len(), 2);
+            assert_eq!(p.usage.prompt_tokens, 500);
+            let first = &p.children[0].0.harness;
+            if first.component("act").expect("act").float("repeat-penalty") == 1.25 {
+                seen += 1;
+                assert!(p.children[0].1.rationale.contains("repeat-penalty"));
+            }
+            for (c, _) in &p.children {
+                assert_ne!(c.harness.id(), parent().id());
+            }
+        }
+        assert!(seen >= 3, "the liked edit came first {seen} of 6 times");
     }
 
     #[test]

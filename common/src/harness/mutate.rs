@@ -123,6 +123,55 @@ fn parametric_child(parent: &Harness, rng: &mut ChaCha8Rng) -> Result<Child, NoV
     })
 }
 
+/// Every single edit of `h` the search could make, for a proposer to choose among: the
+/// structural edits, and each tunable parameter set to a few points across its range (five
+/// for numbers, the other options of a choice, a flag flipped). Only edits the algebra
+/// accepts and that change the harness; in random order, at most `max`.
+pub fn menu(h: &Harness, max: usize, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = structural(h, rng);
+    for c in h.components().filter(|c| c.kind.searched()) {
+        for p in c.spec().params {
+            let values: Vec<ParamValue> = match p.ty {
+                ParamType::Bool => vec![ParamValue::Bool(
+                    !c.param(p.name)
+                        .and_then(ParamValue::as_bool)
+                        .unwrap_or(false),
+                )],
+                ParamType::Int { min, max } => (0..5)
+                    .map(|i| ParamValue::Int(min + (max - min) * i / 4))
+                    .collect(),
+                ParamType::Float { min, max } => (0..5)
+                    .map(|i| {
+                        let x = min + (max - min) * f64::from(i) / 4.0;
+                        ParamValue::Float((x * 100.0).round() / 100.0)
+                    })
+                    .collect(),
+                ParamType::Choice(options) => options
+                    .iter()
+                    .map(|o| ParamValue::Text((*o).to_owned()))
+                    .collect(),
+                _ => continue,
+            };
+            for value in values {
+                out.push(Edit::SetParameter {
+                    component: c.name.clone(),
+                    param: p.name.to_owned(),
+                    value,
+                });
+            }
+        }
+    }
+    shuffle(&mut out, rng);
+    let mut seen = std::collections::BTreeSet::new();
+    out.into_iter()
+        .filter(|e| {
+            h.apply(e)
+                .is_ok_and(|child| child.id() != h.id() && seen.insert(child.id()))
+        })
+        .take(max)
+        .collect()
+}
+
 /// A fresh component name for `kind` in `h`.
 fn fresh_name(h: &Harness, kind: Kind) -> String {
     let base = kind.as_str();

@@ -11,7 +11,7 @@ use hx_common::harness::Harness;
 use hx_common::harness::format;
 use hx_common::protocol::{
     Job, JobBudget, JobId, JobKind, JobStatus, MutationOp, MutationSpec, ParentEpisode,
-    ProposerSpec,
+    ProposerMode, ProposerSpec,
 };
 use hx_common::task::{Split, TaskBatch, TaskRef};
 use hx_model::{
@@ -85,6 +85,7 @@ fn job(parent: &Harness, episodes: Vec<ParentEpisode>, seeds: Vec<u64>) -> Job {
             mutation: MutationSpec {
                 op: MutationOp::Reflect {
                     proposer: ProposerSpec {
+                        mode: ProposerMode::Write,
                         proposals: 3,
                         temperature: 0.7,
                         max_tokens: 300,
