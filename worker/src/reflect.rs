@@ -228,9 +228,10 @@ pub fn describe(parent: &Harness, edit: &Edit) -> String {
                 .unwrap_or_default();
             format!("set {component}.{param} to {value} ({doc})")
         }
-        Edit::Insert { component, .. } => {
-            format!("add a {} ({})", component.kind, short(component.spec().doc))
-        }
+        Edit::Insert { component, .. } => match component.tool() {
+            Some(tool) => format!("add the {tool} tool"),
+            None => format!("add a {} ({})", component.kind, short(component.spec().doc)),
+        },
         Edit::Replace { component } => format!(
             "use a {} instead ({})",
             component.kind,
