@@ -388,6 +388,23 @@ pub struct RacingOptions {
     /// Score the chosen harness with its in-task rewriting switched off (its rewrite policy
     /// removed) on those tasks too, where it has one.
     pub rewriting_off: bool,
+    /// Which candidates go on to the next rung: `not-below` (all but those whose interval
+    /// lies below the incumbent's: few are stopped while intervals are wide) or
+    /// `above-median` (also stop those whose mean progress on the rung's tasks is below the
+    /// median of every candidate's on the same tasks: successive halving, more candidates
+    /// screened per episode).
+    pub promote: Promote,
+}
+
+/// The promotion rule of racing (see [`RacingOptions::promote`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Promote {
+    /// Promote unless clearly below the incumbent.
+    #[default]
+    NotBelow,
+    /// Also stop those below the median on the same tasks.
+    AboveMedian,
 }
 
 impl Default for RacingOptions {
@@ -401,6 +418,7 @@ impl Default for RacingOptions {
             heldout_tasks: 0,
             equal_budget: true,
             rewriting_off: true,
+            promote: Promote::NotBelow,
         }
     }
 }

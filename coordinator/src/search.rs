@@ -726,10 +726,39 @@ impl<'a> Search<'a> {
         {
             return None;
         }
+        if r > 0
+            && self.exp.racing.promote == hx_common::config::Promote::AboveMedian
+            && self.below_median(c, u64::from(self.rungs()[r - 1]))
+        {
+            return None;
+        }
         let seeds: Vec<u64> = (0..u64::from(target))
             .filter(|s| !c.search.contains_key(s))
             .collect();
         (!seeds.is_empty()).then_some(seeds)
+    }
+
+    /// Whether `c`'s mean progress on search seeds `0..n` is below the median of every
+    /// candidate that played them all (the same tasks: common random numbers).
+    fn below_median(&self, c: &Cand, n: u64) -> bool {
+        let mean = |x: &Cand| -> Option<f64> {
+            let scores = (0..n)
+                .map(|s| {
+                    x.search
+                        .get(&s)
+                        .map(|o| if o.won { 1.0 } else { f64::from(o.score) })
+                })
+                .collect::<Option<Vec<f64>>>()?;
+            Some(scores.iter().sum::<f64>() / n.max(1) as f64)
+        };
+        let Some(mine) = mean(c) else {
+            return false;
+        };
+        let mut all: Vec<f64> = self.cands.values().filter_map(mean).collect();
+        all.sort_by(f64::total_cmp);
+        // The lower median: with two candidates, the weaker one is not stopped by the other.
+        let median = all[(all.len() - 1) / 2];
+        mine < median
     }
 
     fn job(&self, id: JobId, kind: JobKind, split: Split, seeds: Vec<u64>) -> JobRecord {

@@ -508,6 +508,34 @@ fn the_reflective_operator_is_drawn_counted_and_stopped_by_its_budget() {
     );
 }
 
+/// Promotion above the median screens more candidates with the same episodes than promotion
+/// of all but the clearly worse, and stops only candidates below the median on the tasks
+/// they share.
+#[test]
+fn promotion_above_the_median_screens_more_candidates_per_episode() {
+    let run = |promote| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut exp, seeds) = experiment(dir.path(), 120);
+        exp.racing.promote = promote;
+        let store = Store::open(dir.path()).expect("opens");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let mut bus = Scripted::new(&log, None);
+        let mut say = |_: &str| {};
+        let st = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
+            .expect("starts")
+            .run()
+            .expect("runs");
+        (st.candidates, st.evaluations)
+    };
+    let (all, spent_all) = run(hx_common::config::Promote::NotBelow);
+    let (halved, spent_halved) = run(hx_common::config::Promote::AboveMedian);
+    assert!(spent_all >= 120 && spent_halved >= 120);
+    assert!(
+        halved > all,
+        "{halved} candidates above the median against {all}"
+    );
+}
+
 /// `population.operators` limits what the bandit draws from.
 #[test]
 fn the_bandit_draws_only_the_operators_listed() {
