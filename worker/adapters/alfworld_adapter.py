@@ -185,7 +185,8 @@ class Game:
         self.state, _, done = self.env.step(game_form(command))
         text = observed(self.state["feedback"])
         self.follow(text)
-        reply = {"observation": text, "done": bool(done), "won": bool(self.state["won"])}
+        reply = {"observation": text, "done": bool(done), "won": bool(self.state["won"]),
+                 "invalid": text == "Nothing happens."}
         reply.update(self.view())
         return reply
 

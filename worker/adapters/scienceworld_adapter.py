@@ -154,6 +154,7 @@ class World:
             "done": bool(done),
             "won": bool(done and score >= 100),
             "score": max(0, min(score, 100)) / 100,
+            "invalid": observation.strip() == "No known action matches that input.",
         }
         reply.update(self.view(info["look"], info["inv"]))
         return reply

@@ -158,7 +158,7 @@ def main():
                     time.sleep(3600)
                 obs = world.step(req["command"])
                 reply({"observation": obs, "done": world.opened, "won": world.opened, "score": world.score(),
-                       **world.view()})
+                       "invalid": obs == "Nothing happens.", **world.view()})
             elif op == "admissible":
                 reply({"commands": world.admissible()})
             else:

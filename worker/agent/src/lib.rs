@@ -91,6 +91,8 @@ struct Turn {
     command: String,
     observation: String,
     progress: bool,
+    /// The world did not carry the command out.
+    invalid: bool,
 }
 
 /// The episode's mutable state: memories and counters the components read and write.
@@ -129,8 +131,6 @@ struct State {
     usage: Usage,
     exemplars: Option<Vec<exemplars::Exemplar>>,
 }
-
-const NOTHING: &str = "Nothing happens.";
 
 pub use hx_common::harness::catalog::PLACEHOLDERS;
 
@@ -276,7 +276,7 @@ pub fn run_episode(
         // Progress is a higher score, or news about the goal: an observation not seen before
         // that names one of the goal's words. Wandering past places that hold nothing of the
         // goal is not progress, so a stall shows to reflection and to the rewrite policy.
-        let news = s.observation != NOTHING && st.seen.insert(s.observation.clone());
+        let news = !s.invalid && st.seen.insert(s.observation.clone());
         let progress = s.won
             || s.score.is_some_and(|x| x > st.score)
             || (news && goal_share(&st.goal_words, &s.observation) > 0.0);
@@ -289,7 +289,7 @@ pub fn run_episode(
         if progress {
             st.last_progress = st.step;
         }
-        if s.observation == NOTHING {
+        if s.invalid {
             st.invalid += 1;
         }
         trace.push(Event::Step {
@@ -303,12 +303,13 @@ pub fn run_episode(
             command: command.clone(),
             observation: s.observation.clone(),
             progress,
+            invalid: s.invalid,
         });
 
         // after-observation: memories, reflection, rewriting.
         for c in h.schedule(Stage::AfterObservation) {
             match c.kind {
-                Kind::FailureMemory if s.observation == NOTHING => {
+                Kind::FailureMemory if s.invalid => {
                     if !st.failures.contains(&command) {
                         st.failures.push_back(command.clone());
                     }

@@ -51,7 +51,7 @@ pub struct Rewriter {
 fn net_progress(st: &State, from: usize, to: usize) -> i64 {
     st.turns[from.min(st.turns.len())..to.min(st.turns.len())]
         .iter()
-        .map(|t| i64::from(t.progress) - i64::from(t.observation == super::NOTHING))
+        .map(|t| i64::from(t.progress) - i64::from(t.invalid))
         .sum()
 }
 

@@ -468,6 +468,7 @@ impl Environment for Blocks {
                 done: true,
                 won: world.won(),
                 score: score(world),
+                invalid: false,
             });
         }
         let observation = world.act(command);
@@ -475,6 +476,7 @@ impl Environment for Blocks {
         let won = world.won();
         self.done = won || self.steps >= STEP_LIMIT;
         Ok(Step {
+            invalid: observation == NOTHING,
             observation,
             done: self.done,
             won,

@@ -10,7 +10,7 @@
 //! | request                                          | reply                                                               |
 //! |--------------------------------------------------|---------------------------------------------------------------------|
 //! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50,"commands":"go to X, ...","example":"go to fridge 1"}` (all but `observation` and `goal` optional) |
-//! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5}` (`score` optional, in `[0, 1]`) |
+//! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5,"invalid":false}` (`score` optional, in `[0, 1]`; `invalid` optional: the world did not carry the command out) |
 //!
 //! A reset reply may carry `"walkthrough":[...]`, the game's own solution from this start:
 //! `hx tasks check` replays it as the suite's expert; agents never see it.
@@ -135,6 +135,8 @@ struct StepReply {
     won: bool,
     #[serde(default)]
     score: Option<f32>,
+    #[serde(default)]
+    invalid: bool,
     #[serde(default)]
     places: Option<Vec<String>>,
     #[serde(default)]
@@ -445,6 +447,7 @@ impl Environment for External {
                 done: true,
                 won: false,
                 score: None,
+                invalid: false,
             });
         }
         let reply: StepReply = self.typed(json!({"op": "step", "command": command}), "step")?;
@@ -467,6 +470,7 @@ impl Environment for External {
             done: self.done,
             won: reply.won,
             score: reply.score,
+            invalid: reply.invalid,
         })
     }
 

@@ -69,6 +69,11 @@ pub struct Step {
     pub won: bool,
     /// Partial credit in `[0, 1]`, where the world measures progress.
     pub score: Option<f32>,
+    /// The world did not carry the command out (unknown, or impossible here): the
+    /// observation is its own answer to that (household's "Nothing happens.", ScienceWorld's
+    /// "No known action matches that input."). Memories of failed commands and the rewrite
+    /// policy read this, not the phrase.
+    pub invalid: bool,
 }
 
 /// What the world says the agent can name right now: its places, where the agent is, what it

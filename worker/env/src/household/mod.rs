@@ -318,6 +318,7 @@ impl Environment for Household {
                 done: true,
                 won: world.won(),
                 score: Some(world.progress()),
+                invalid: false,
             });
         }
         let observation = world.act(command);
@@ -325,6 +326,7 @@ impl Environment for Household {
         let won = world.won();
         self.done = won || self.steps >= STEP_LIMIT;
         Ok(Step {
+            invalid: observation == world::NOTHING,
             observation,
             done: self.done,
             won,

@@ -110,7 +110,7 @@ pub struct World {
     pub goal: Goal,
 }
 
-const NOTHING: &str = "Nothing happens.";
+pub(super) const NOTHING: &str = "Nothing happens.";
 
 /// "a apple 1, a bread 1, and a knife 2", or "nothing", as ALFWorld lists things.
 fn list(names: &[&str]) -> String {

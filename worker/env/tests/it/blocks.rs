@@ -30,6 +30,7 @@ fn the_expert_solves_every_generated_task() {
             for cmd in &t.plan {
                 let s = env.step(cmd).expect("steps");
                 assert_ne!(s.observation, "Nothing happens.", "{}: {cmd}", t.name);
+                assert!(!s.invalid, "{}: {cmd}", t.name);
                 won = s.won;
             }
             assert!(won, "{}: the plan {:?} does not win", t.name, t.plan);
@@ -129,6 +130,8 @@ proptest! {
             let before = env.world().expect("reset").clone();
             let s = env.step(&cmd).expect("any string is a command");
             let after = env.world().expect("reset");
+            // The world says it did not act exactly when it answers so.
+            prop_assert_eq!(s.invalid, s.observation == "Nothing happens.");
             if s.observation == "Nothing happens." {
                 prop_assert_eq!(&before, after, "{:?} changed the world but said nothing happened", cmd);
             } else if pick % 2 == 0 {

@@ -86,6 +86,7 @@ fn episodes_run_through_the_adapter() {
     env.reset(&task("vault/train/4")).expect("resets");
     let s = env.step("dance wildly").expect("steps");
     assert_eq!(s.observation, "Nothing happens.");
+    assert!(s.invalid, "the adapter's invalid field comes through");
 }
 
 #[test]

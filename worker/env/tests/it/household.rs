@@ -154,6 +154,7 @@ proptest! {
             if pick % 2 == 0 && !cmd.starts_with("look") && !cmd.starts_with("examine") && !cmd.starts_with("inventory") {
                 prop_assert_ne!(&s.observation, "Nothing happens.", "admissible {:?} did nothing", cmd);
             }
+            prop_assert_eq!(s.invalid, s.observation == "Nothing happens.");
             if s.observation == "Nothing happens." {
                 let after = env.world().expect("reset");
                 prop_assert_eq!(format!("{before:?}"), format!("{after:?}"), "{:?} changed the world but said nothing happened", cmd);

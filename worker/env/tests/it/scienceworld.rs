@@ -81,6 +81,7 @@ fn admissible_commands_and_the_worlds_own_answer_to_nonsense() {
         .step("dance with the lamp")
         .expect("any string is a command");
     assert_eq!(s.observation, "No known action matches that input.");
+    assert!(s.invalid, "the adapter says the world did not carry it out");
     assert!(!s.done && !s.won && s.score == Some(0.0), "{s:?}");
     // An admissible command is understood.
     let s = env.step("look around").expect("steps");
