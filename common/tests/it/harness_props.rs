@@ -135,4 +135,23 @@ proptest! {
         }
         let _ = Harness::from_doc(doc);
     }
+
+    /// A choosing proposer's menu: every entry applies, changes the harness, makes a child no
+    /// other entry makes, never adds a best-of, and the menu keeps to its cap.
+    #[test]
+    fn the_menu_holds_distinct_valid_single_edits(h in arb::valid_harness(), seed in any::<u64>(), max in 1usize..60) {
+        use rand::SeedableRng as _;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let menu = hx_common::harness::mutate::menu(&h, max, &mut rng);
+        prop_assert!(menu.len() <= max);
+        let mut ids = std::collections::BTreeSet::new();
+        for e in &menu {
+            let child = h.apply(e);
+            prop_assert!(child.is_ok(), "{e:?}: {child:?}");
+            let child = child.unwrap();
+            prop_assert_ne!(child.id(), h.id());
+            prop_assert!(ids.insert(child.id()), "{e:?} repeats a child");
+            prop_assert!(child.components().all(|c| c.kind.searched() || h.component(&c.name) == Some(c)));
+        }
+    }
 }
