@@ -51,6 +51,8 @@ pub struct RunView {
     pub operators: Vec<crate::search::OperatorStat>,
     /// The latest refusals workers reported, with their reasons.
     pub refusals: Vec<crate::search::Refusal>,
+    /// The chosen harness minus each other one on the same held-out tasks.
+    pub paired: Vec<crate::search::Paired>,
 }
 
 impl RunView {
@@ -71,10 +73,13 @@ impl RunView {
                 tokens_per_step.insert(id, fb.tokens as f64 / fb.steps.max(1) as f64);
             }
         }
+        let fin: Final = store.meta("final")?.unwrap_or_default();
+        let paired = crate::search::paired(store, &fin)?;
         Ok(RunView {
+            paired,
             ranked,
             history: store.meta("history")?.unwrap_or_default(),
-            fin: store.meta("final")?.unwrap_or_default(),
+            fin,
             stopped: store.meta("stopped")?,
             rewrites: store.meta("rewrite_stats")?.unwrap_or_default(),
             lineage,
@@ -148,6 +153,14 @@ pub fn html(view: &RunView) -> Result<String> {
          never saw, and of the finalists on the select split; bars are 95% Wilson intervals.",
         &scores_svg(view)?,
     )?;
+    if !view.paired.is_empty() {
+        writeln!(
+            page,
+            "<p>The chosen harness minus each other one on the same held-out tasks (common \
+             random numbers; mean difference with its 95% t interval):</p>\n{}",
+            paired_table(view)
+        )?;
+    }
     section(
         &mut page,
         "fitness",
@@ -762,6 +775,26 @@ fn rewrites_table(stats: &BTreeMap<String, RewriteStat>) -> String {
     t
 }
 
+fn paired_table(view: &RunView) -> String {
+    let mut t = String::from(
+        "<table id=\"paired-table\"><tr><th>split</th><th>chosen minus</th><th>role</th>\
+         <th>success</th><th>progress</th></tr>",
+    );
+    for p in &view.paired {
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.split,
+            p.other.short(),
+            esc(view.fin.role(&p.other)),
+            p.success,
+            p.progress
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
 fn operators_table(
     ops: &[crate::search::OperatorStat],
     refusals: &[crate::search::Refusal],
@@ -963,6 +996,12 @@ mod tests {
                 gate_passed: 3,
                 gate_failed: 2,
                 proposer_tokens: 41_000,
+            }],
+            paired: vec![crate::search::Paired {
+                split: Split::Test,
+                other: react.id(),
+                success: hx_common::stats::Diff::t95(&[1.0, 0.0, 1.0, 0.0]),
+                progress: hx_common::stats::Diff::t95(&[0.5, 0.0, 0.25, 0.25]),
             }],
             refusals: vec![crate::search::Refusal {
                 job: 12,
