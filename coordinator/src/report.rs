@@ -977,6 +977,7 @@ mod tests {
                     (strong.id(), r(2, 20)),
                     (react.id(), r(0, 20)),
                 ],
+                roles: vec![(react.id(), "seed".into())],
                 ..Final::default()
             },
             stopped: Some("evaluation budget reached".into()),
@@ -1051,6 +1052,13 @@ mod tests {
         ));
         assert!(
             page.contains("job 12 (reflective): proposal 1: unknown variant `&lt;teleporter&gt;`")
+        );
+        // The paired differences: split, the other harness and its role, both differences.
+        assert!(page.contains("id=\"paired-table\""));
+        assert!(
+            page.contains("<td>seed</td><td>+0.50 [-0.42, +1.00] (n=4)</td><td>+0.25 ["),
+            "{}",
+            &page[page.find("paired-table").unwrap()..][..600]
         );
     }
 
