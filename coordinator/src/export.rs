@@ -132,6 +132,31 @@ fn card(store: &Store, s: &Scored, rank: usize, stem: &str, chosen: bool) -> Res
             f.success, f.progress, f.tokens
         )?;
     }
+    // The chosen harness against every other one on the same held-out tasks.
+    if chosen && let Some(fin) = store.meta::<crate::search::Final>("final")? {
+        let paired = crate::search::paired(store, &fin)?;
+        if !paired.is_empty() {
+            writeln!(
+                md,
+                "\n## Against the others on the same held-out tasks (mean difference, 95% t)\n"
+            )?;
+            writeln!(
+                md,
+                "| split | minus | role | success | progress |\n|---|---|---|---|---|"
+            )?;
+            for p in paired {
+                writeln!(
+                    md,
+                    "| {} | `{}` | {} | {} | {} |",
+                    p.split,
+                    p.other.short(),
+                    fin.role(&p.other),
+                    p.success,
+                    p.progress
+                )?;
+            }
+        }
+    }
     writeln!(md, "\n## Lineage\n")?;
     let mut at: Option<HarnessId> = Some(id);
     let mut depth = 0;

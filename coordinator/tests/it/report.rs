@@ -160,6 +160,20 @@ fn a_real_run_reports_and_exports_its_best_harness() {
         .lines()
         .find(|f| f.ends_with(".json"))
         .expect("a JSON export");
+    // The chosen harness's card compares it with the seed on the same test task.
+    let card = files
+        .lines()
+        .find(|f| f.ends_with(".md"))
+        .map(|f| std::fs::read_to_string(f).expect("a card"))
+        .expect("a Markdown card");
+    let seeds_only = st
+        .final_
+        .as_ref()
+        .is_some_and(|f| f.test.iter().all(|(id, _)| *id == best));
+    assert!(
+        seeds_only || card.contains("## Against the others on the same held-out tasks"),
+        "{card}"
+    );
     let ran: serde_json::Value = serde_json::from_str(&hx(
         dir,
         &[
