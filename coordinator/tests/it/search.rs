@@ -247,6 +247,23 @@ episode-steps = 10
     (exp, seeds)
 }
 
+/// Runs `exp` from `seeds` to its end on a scripted bus over `store`; the status and what the
+/// scripted workers did.
+fn run_scripted(
+    exp: Experiment,
+    seeds: Vec<Harness>,
+    store: &Store,
+) -> (hx_coordinator::search::Status, Arc<Mutex<Log>>) {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let status = Search::new(exp, seeds, store, &mut bus, false, &mut say)
+        .expect("starts")
+        .run()
+        .expect("runs");
+    (status, log)
+}
+
 /// Seeded from `react` alone with `strong` as a comparison arm: `strong` is never a parent
 /// or a candidate, never runs on the search or select split, and is scored on exactly the
 /// chosen harness's test and held-out tasks.
@@ -342,13 +359,7 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
     exp.racing.test_tasks = 40;
     exp.racing.heldout_tasks = 40;
     let store = Store::open(dir.path()).expect("opens");
-    let log = Arc::new(Mutex::new(Log::default()));
-    let mut bus = Scripted::new(&log, None);
-    let mut say = |_: &str| {};
-    let status = Search::new(exp, seeds.clone(), &store, &mut bus, false, &mut say)
-        .expect("starts")
-        .run()
-        .expect("runs");
+    let (status, log) = run_scripted(exp, seeds.clone(), &store);
     let f = status.final_.expect("a final");
     let best = f.best.expect("a best");
     let react = seeds[0].id();
@@ -448,13 +459,7 @@ fn the_reflective_operator_is_drawn_counted_and_stopped_by_its_budget() {
             ..Default::default()
         });
         let store = Store::open(dir.path()).expect("opens");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let mut bus = Scripted::new(&log, None);
-        let mut say = |_: &str| {};
-        let status = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
-            .expect("starts")
-            .run()
-            .expect("runs");
+        let (status, _) = run_scripted(exp, seeds, &store);
         let op = status
             .operators
             .iter()
@@ -518,13 +523,7 @@ fn promotion_above_the_median_screens_more_candidates_per_episode() {
         let (mut exp, seeds) = experiment(dir.path(), 120);
         exp.racing.promote = promote;
         let store = Store::open(dir.path()).expect("opens");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let mut bus = Scripted::new(&log, None);
-        let mut say = |_: &str| {};
-        let st = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
-            .expect("starts")
-            .run()
-            .expect("runs");
+        let (st, _) = run_scripted(exp, seeds, &store);
         (st.candidates, st.evaluations)
     };
     let (all, spent_all) = run(hx_common::config::Promote::NotBelow);
@@ -543,13 +542,7 @@ fn the_bandit_draws_only_the_operators_listed() {
     let (mut exp, seeds) = experiment(dir.path(), 60);
     exp.population.operators = vec!["parametric".into()];
     let store = Store::open(dir.path()).expect("opens");
-    let log = Arc::new(Mutex::new(Log::default()));
-    let mut bus = Scripted::new(&log, None);
-    let mut say = |_: &str| {};
-    let status = Search::new(exp, seeds, &store, &mut bus, false, &mut say)
-        .expect("starts")
-        .run()
-        .expect("runs");
+    let (status, _) = run_scripted(exp, seeds, &store);
     let ops: Vec<&str> = status
         .operators
         .iter()
