@@ -1208,7 +1208,14 @@ impl<'a> Search<'a> {
         }
         self.release(&record);
         let mut grew = None;
-        if let Some(child) = r.child.as_ref().filter(|c| !self.is_arm(&c.id())) {
+        // Harnesses scored only in the final stage (arms, the equal-budget baseline, rewriting
+        // off) are never candidates.
+        let final_stage_only = lineage.as_ref().is_some_and(|l| final_only(&l.operator));
+        if let Some(child) = r
+            .child
+            .as_ref()
+            .filter(|c| !self.is_arm(&c.id()) && !final_stage_only)
+        {
             let id = child.id();
             let split = record.job.tasks.split;
             let confidence = self.exp.racing.confidence;
@@ -1221,7 +1228,9 @@ impl<'a> Search<'a> {
                 search: BTreeMap::new(),
                 busy: false,
                 feedback: Feedback::default(),
-                operator: made_by.into(),
+                operator: lineage
+                    .as_ref()
+                    .map_or_else(|| made_by.into(), |l| l.operator.clone()),
                 parents,
                 confidence,
             });
