@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::gguf::{DType, Error, Gguf};
-use super::quant::{Isa, QActs, QMatrix, Team, axpy_f32, dot_f32, matmul};
+use super::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul};
 use super::tokenizer::Token;
 
 /// Hyperparameters.
@@ -414,8 +414,9 @@ impl Llama {
             for r in rows {
                 seqs[r.seq].own.len += usize::from(l == 0);
             }
-            // Each (row, head) attends over its sequence up to the row's position; the pairs
-            // are spread over the threads, so one long row still uses every core.
+            // Each (row, key/value head) attends over its sequence up to the row's position,
+            // for the query heads that share that key/value head; the pairs are spread over
+            // the threads, so one long row still uses every core.
             let segments: Vec<Vec<(&[f32], &[f32])>> =
                 seqs.iter().map(|q| segments(q, l, kvd)).collect();
             s.h.clear();
@@ -423,48 +424,27 @@ impl Llama {
             let a = &s.a;
             let hd = c.head_dim;
             let isa = self.isa;
-            let attend = |i: usize, oh: &mut [f32]| {
-                let (row, h) = (i / c.heads, i % c.heads);
-                let g = h / group;
-                let qh = &a[row * width + h * hd..row * width + (h + 1) * hd];
-                let upto = pos[row] + 1;
-                let mut scores = Vec::with_capacity(upto);
-                let mut left = upto;
-                for (keys, _) in &segments[rows[row].seq] {
-                    for k in keys.chunks_exact(kvd).take(left) {
-                        scores.push(dot_f32(isa, qh, &k[g * hd..(g + 1) * hd]) * scale);
-                    }
-                    left = upto - scores.len();
-                    if left == 0 {
-                        break;
-                    }
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for x in scores.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                let mut t = 0;
-                for (_, values) in &segments[rows[row].seq] {
-                    for v in values.chunks_exact(kvd) {
-                        if t == scores.len() {
-                            break;
-                        }
-                        let w = scores[t] * inv;
-                        t += 1;
-                        axpy_f32(isa, oh, w, &v[g * hd..(g + 1) * hd]);
-                    }
-                }
+            let attend = |i: usize, out: &mut [f32]| {
+                let (row, g) = (i / c.kv_heads, i % c.kv_heads);
+                let q = row * width + g * group * hd;
+                let job = Attend {
+                    q: &a[q..q + group * hd],
+                    hd,
+                    runs: &segments[rows[row].seq],
+                    stride: kvd,
+                    off: g * hd,
+                    upto: pos[row] + 1,
+                    scale,
+                };
+                attend_group(isa, &job, out);
             };
             // Short contexts are cheaper to attend on one thread than to hand out.
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
             if team.size() > 1 && work >= 1024 {
-                team.for_each_chunk_mut(&mut s.h, hd, &attend);
+                team.for_each_chunk_mut(&mut s.h, group * hd, &attend);
             } else {
-                for (i, oh) in s.h.chunks_mut(hd).enumerate() {
-                    attend(i, oh);
+                for (i, out) in s.h.chunks_mut(group * hd).enumerate() {
+                    attend(i, out);
                 }
             }
             s.qa.quantize_into(&s.h, n, d);

@@ -474,6 +474,7 @@ mod x86 {
 
     /// # Safety
     /// AVX2 and FMA are present; `a` and `b` have equal lengths.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len() / 8 * 8;
@@ -514,6 +515,7 @@ mod x86 {
 
     /// # Safety
     /// AVX2 and FMA are present; `y` and `x` have equal lengths.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
         let n = y.len() / 8 * 8;
@@ -533,6 +535,66 @@ mod x86 {
         }
         for j in n..y.len() {
             y[j] += a * x[j];
+        }
+    }
+
+    /// [`super::attend_group`]'s body, with the dot products and weighted sums inlined (one
+    /// call per position cost more than the arithmetic at a head width of 64), and the
+    /// weighted sum kept in registers for widths of 32, 64 and 128.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; the shapes are as `super::attend_group` checks.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn attend_group(a: &super::Attend<'_>, out: &mut [f32]) {
+        let (hd, upto) = (a.hd, a.upto);
+        // This head's key and value at each position: plain slices, so the loops below
+        // inline (an iterator chain over the runs did not).
+        let kv = a.positions();
+        let mut scores = vec![0f32; a.q.len() / hd * upto];
+        for (qh, s) in a.q.chunks_exact(hd).zip(scores.chunks_exact_mut(upto)) {
+            for (x, (k, _)) in s.iter_mut().zip(&kv) {
+                // SAFETY: AVX2 and FMA are present (this function's contract); equal lengths.
+                *x = unsafe { dot_f32(qh, k) } * a.scale;
+            }
+            super::softmax(s);
+        }
+        for (w, oh) in scores.chunks_exact(upto).zip(out.chunks_exact_mut(hd)) {
+            // SAFETY: AVX2 and FMA are present; `oh` and every value hold `hd` floats.
+            unsafe {
+                match hd {
+                    32 => weighted_sum::<4>(&kv, w, oh),
+                    64 => weighted_sum::<8>(&kv, w, oh),
+                    128 => weighted_sum::<16>(&kv, w, oh),
+                    _ => {
+                        oh.fill(0.0);
+                        for ((_, v), &w) in kv.iter().zip(w) {
+                            axpy_f32(oh, w, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out = sum_t w[t] * v_t` over the attended values, `CH` lanes of eight in registers;
+    /// the same fused multiply-adds in the same order as `axpy_f32` into a zeroed `out`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `out` and every value hold `8 * CH` floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weighted_sum<const CH: usize>(kv: &[(&[f32], &[f32])], w: &[f32], out: &mut [f32]) {
+        let mut acc = [_mm256_setzero_ps(); CH];
+        for ((_, v), &w) in kv.iter().zip(w) {
+            let wv = _mm256_set1_ps(w);
+            for (c, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: 8 * (c + 1) <= 8 * CH = the value's length.
+                *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * c)) }, *acc);
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            // SAFETY: 8 * (c + 1) <= 8 * CH = out's length.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *acc) };
         }
     }
 
@@ -577,6 +639,95 @@ pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
         _ => {
             for (o, v) in y.iter_mut().zip(x) {
                 *o += a * v;
+            }
+        }
+    }
+}
+
+/// One grouped-query attention: the query heads that share one key/value head, attending
+/// over a sequence's first `upto` positions.
+pub struct Attend<'a> {
+    /// The heads' queries, `hd` floats each, one after another.
+    pub q: &'a [f32],
+    /// Floats per head.
+    pub hd: usize,
+    /// The sequence's keys and values in runs of positions, `stride` floats per position.
+    pub runs: &'a [(&'a [f32], &'a [f32])],
+    /// Floats per position in `runs`.
+    pub stride: usize,
+    /// Where this key/value head starts within a position.
+    pub off: usize,
+    /// Positions attended (the row's own included).
+    pub upto: usize,
+    /// The scale of the scores, 1/sqrt(hd).
+    pub scale: f32,
+}
+
+impl Attend<'_> {
+    /// This head's key and value at each attended position, in order.
+    fn positions(&self) -> Vec<(&[f32], &[f32])> {
+        let (off, hd) = (self.off, self.hd);
+        self.runs
+            .iter()
+            .flat_map(|(k, v)| k.chunks_exact(self.stride).zip(v.chunks_exact(self.stride)))
+            .take(self.upto)
+            .map(|(k, v)| (&k[off..off + hd], &v[off..off + hd]))
+            .collect()
+    }
+}
+
+/// Softmax in place (the scores of one head).
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in s.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// Grouped-query attention of `a`'s heads, each head's weighted sum of values into its `hd`
+/// floats of `out`. The same arithmetic, in the same order, as one [`dot_f32`] per key and one
+/// [`axpy_f32`] per value for each head; on AVX2 in one call instead of two per position.
+///
+/// # Panics
+/// If the shapes disagree: `q` not whole heads, `out` not `q`'s length, a run not whole
+/// positions, the head outside a position, or fewer than `upto` (at least one) positions.
+pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
+    assert!(a.hd > 0 && a.q.len().is_multiple_of(a.hd) && out.len() == a.q.len());
+    assert!(a.off + a.hd <= a.stride);
+    assert!(
+        a.runs
+            .iter()
+            .all(|(k, v)| k.len() == v.len() && k.len().is_multiple_of(a.stride))
+    );
+    let held: usize = a.runs.iter().map(|(k, _)| k.len() / a.stride).sum();
+    assert!(
+        a.upto >= 1 && a.upto <= held,
+        "attending {} of {held} positions",
+        a.upto
+    );
+    match isa.0 {
+        // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
+        // the shapes are checked above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::attend_group(a, out) },
+        _ => {
+            let kv = a.positions();
+            for (qh, oh) in a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd)) {
+                let mut scores: Vec<f32> = kv
+                    .iter()
+                    .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
+                    .collect();
+                softmax(&mut scores);
+                oh.fill(0.0);
+                for ((_, v), &w) in kv.iter().zip(&scores) {
+                    axpy_f32(isa, oh, w, v);
+                }
             }
         }
     }
@@ -941,6 +1092,95 @@ mod tests {
             }
         }
         b
+    }
+
+    /// Grouped attention gives exactly what one `dot_f32` per key and one `axpy_f32` per value
+    /// gave before it (the same operations in the same order), for every kernel set this CPU
+    /// runs, head widths with and without a register path, keys split over runs, and rows that
+    /// attend to part of the sequence.
+    #[test]
+    fn grouped_attention_equals_per_head_dots_and_axpys() {
+        let mut seed = 7;
+        for isa in Isa::available() {
+            for hd in [64, 32, 128, 24] {
+                let (kv_heads, group) = (2, 3);
+                let stride = kv_heads * hd;
+                let lens = [5, 1, 9];
+                let runs_owned: Vec<(Vec<f32>, Vec<f32>)> = lens
+                    .iter()
+                    .map(|&n| {
+                        let k = (0..n * stride).map(|_| lcg(&mut seed)).collect();
+                        let v = (0..n * stride).map(|_| lcg(&mut seed)).collect();
+                        (k, v)
+                    })
+                    .collect();
+                let runs: Vec<(&[f32], &[f32])> = runs_owned
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let q: Vec<f32> = (0..group * hd).map(|_| lcg(&mut seed) * 3.0).collect();
+                for g in 0..kv_heads {
+                    for upto in [1, 6, 15] {
+                        let a = Attend {
+                            q: &q,
+                            hd,
+                            runs: &runs,
+                            stride,
+                            off: g * hd,
+                            upto,
+                            scale: 1.0 / (hd as f32).sqrt(),
+                        };
+                        let mut got = vec![f32::NAN; group * hd];
+                        attend_group(isa, &a, &mut got);
+                        let positions: Vec<(&[f32], &[f32])> = runs
+                            .iter()
+                            .flat_map(|(k, v)| k.chunks_exact(stride).zip(v.chunks_exact(stride)))
+                            .take(upto)
+                            .map(|(k, v)| (&k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]))
+                            .collect();
+                        let mut want = vec![0f32; group * hd];
+                        for (qh, oh) in q.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
+                            let mut scores: Vec<f32> = positions
+                                .iter()
+                                .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
+                                .collect();
+                            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                            let mut sum = 0.0;
+                            for x in &mut scores {
+                                *x = (*x - max).exp();
+                                sum += *x;
+                            }
+                            let inv = 1.0 / sum;
+                            for ((_, v), s) in positions.iter().zip(&scores) {
+                                axpy_f32(isa, oh, s * inv, v);
+                            }
+                        }
+                        assert_eq!(
+                            got, want,
+                            "{isa}, head width {hd}, group {g}, {upto} positions"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "attending 16 of 15 positions")]
+    fn attending_past_the_sequence_panics_with_the_counts() {
+        let (k, v) = (vec![0f32; 15 * 8], vec![0f32; 15 * 8]);
+        let runs = [(k.as_slice(), v.as_slice())];
+        let q = [0f32; 8];
+        let a = Attend {
+            q: &q,
+            hd: 8,
+            runs: &runs,
+            stride: 8,
+            off: 0,
+            upto: 16,
+            scale: 1.0,
+        };
+        attend_group(Isa::SCALAR, &a, &mut [0f32; 8]);
     }
 
     /// The kernels against a plain f32 reference, for both formats, every kernel set this CPU
