@@ -551,11 +551,15 @@ mod x86 {
         // inline (an iterator chain over the runs did not).
         let kv = a.positions();
         let mut scores = vec![0f32; a.q.len() / hd * upto];
-        for (qh, s) in a.q.chunks_exact(hd).zip(scores.chunks_exact_mut(upto)) {
-            for (x, (k, _)) in s.iter_mut().zip(&kv) {
+        // Positions outside, heads inside: each key is read from memory once for every head
+        // that shares it.
+        for (t, (k, _)) in kv.iter().enumerate() {
+            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
                 // SAFETY: AVX2 and FMA are present (this function's contract); equal lengths.
-                *x = unsafe { dot_f32(qh, k) } * a.scale;
+                scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
             }
+        }
+        for s in scores.chunks_exact_mut(upto) {
             super::softmax(s);
         }
         for (w, oh) in scores.chunks_exact(upto).zip(out.chunks_exact_mut(hd)) {
@@ -666,13 +670,16 @@ pub struct Attend<'a> {
 impl Attend<'_> {
     /// This head's key and value at each attended position, in order.
     fn positions(&self) -> Vec<(&[f32], &[f32])> {
-        let (off, hd) = (self.off, self.hd);
-        self.runs
-            .iter()
-            .flat_map(|(k, v)| k.chunks_exact(self.stride).zip(v.chunks_exact(self.stride)))
-            .take(self.upto)
-            .map(|(k, v)| (&k[off..off + hd], &v[off..off + hd]))
-            .collect()
+        let (off, hd, stride) = (self.off, self.hd, self.stride);
+        let mut out = Vec::with_capacity(self.upto);
+        for (k, v) in self.runs {
+            let n = (k.len() / stride).min(self.upto - out.len());
+            for p in 0..n {
+                let at = p * stride + off;
+                out.push((&k[at..at + hd], &v[at..at + hd]));
+            }
+        }
+        out
     }
 }
 
