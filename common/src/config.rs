@@ -388,8 +388,9 @@ pub struct RacingOptions {
     /// Score the chosen harness with its in-task rewriting switched off (its rewrite policy
     /// removed) on those tasks too, where it has one.
     pub rewriting_off: bool,
-    /// Which candidates go on to the next rung: `not-below` (all but those whose interval
-    /// lies below the incumbent's: few are stopped while intervals are wide) or
+    /// Which candidates go on to the next rung: `not-below` (all but those clearly below the
+    /// incumbent: their success or progress interval lies below its, or the paired
+    /// differences from it on the tasks both played have their interval below zero) or
     /// `above-median` (also stop those whose mean progress on the rung's tasks is below the
     /// median of every candidate's on the same tasks: successive halving, more candidates
     /// screened per episode).
@@ -400,7 +401,7 @@ pub struct RacingOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Promote {
-    /// Promote unless clearly below the incumbent.
+    /// Promote unless clearly below the incumbent (separately or paired).
     #[default]
     NotBelow,
     /// Also stop those below the median on the same tasks.

@@ -147,6 +147,12 @@ pub struct Diff {
 impl Diff {
     /// The mean of `diffs` with its 95% t interval (the whole `[-1, 1]` with fewer than two).
     pub fn t95(diffs: &[f64]) -> Diff {
+        Diff::t(diffs, 0.95)
+    }
+
+    /// The mean of `diffs` with its two-sided t interval at `confidence` (the whole `[-1, 1]`
+    /// with fewer than two).
+    pub fn t(diffs: &[f64], confidence: f64) -> Diff {
         let n = diffs.len();
         let mean = if n == 0 {
             0.0
@@ -162,7 +168,8 @@ impl Diff {
             };
         }
         let var = diffs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        let half = student_t_quantile(0.975, (n - 1) as f64) * (var / n as f64).sqrt();
+        let half =
+            student_t_quantile(0.5 + confidence / 2.0, (n - 1) as f64) * (var / n as f64).sqrt();
         Diff {
             n: n as u64,
             mean,
