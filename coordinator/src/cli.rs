@@ -696,36 +696,60 @@ fn print_status(st: &crate::search::Status) {
         println!("stopped: {why}");
     }
     if let Some(f) = &st.final_ {
-        let progress = |of: &[(HarnessId, Mean)], id: &HarnessId| {
-            of.iter()
-                .find(|(p, _)| p == id)
-                .map(|(_, m)| format!(", progress {m}"))
-                .unwrap_or_default()
-        };
-        for (id, r) in &f.select {
-            let p = progress(&f.select_progress, id);
-            println!("select split: {} {r}{p}", id.short());
+        print_final(f, "");
+    } else if let Some(f) = &st.final_so_far {
+        println!("final stage so far (the tasks played until now; the run goes on):");
+        print_final(f, "  ");
+        print_paired(f, &st.paired_so_far, "  ");
+    }
+}
+
+/// The final stage's scores: the finalists on the select split, then every harness of the
+/// held-out comparison on the test and heldout splits, each line indented by `indent`.
+fn print_final(f: &crate::search::Final, indent: &str) {
+    let progress = |of: &[(HarnessId, Mean)], id: &HarnessId| {
+        of.iter()
+            .find(|(p, _)| p == id)
+            .map(|(_, m)| format!(", progress {m}"))
+            .unwrap_or_default()
+    };
+    for (id, r) in &f.select {
+        let p = progress(&f.select_progress, id);
+        println!("{indent}select split: {} {r}{p}", id.short());
+    }
+    for (name, rates, of, tokens) in [
+        ("test split", &f.test, &f.test_progress, &f.test_tokens),
+        (
+            "heldout split (in distribution)",
+            &f.heldout,
+            &f.heldout_progress,
+            &f.heldout_tokens,
+        ),
+    ] {
+        for (id, r) in rates {
+            let p = progress(of, id);
+            let t = tokens
+                .iter()
+                .find(|(h, _)| h == id)
+                .map(|(_, t)| format!(", {t:.0} tokens per task"))
+                .unwrap_or_default();
+            println!("{indent}{name}: {} ({}) {r}{p}{t}", id.short(), f.role(id));
         }
-        for (name, rates, of, tokens) in [
-            ("test split", &f.test, &f.test_progress, &f.test_tokens),
-            (
-                "heldout split (in distribution)",
-                &f.heldout,
-                &f.heldout_progress,
-                &f.heldout_tokens,
-            ),
-        ] {
-            for (id, r) in rates {
-                let p = progress(of, id);
-                let t = tokens
-                    .iter()
-                    .find(|(h, _)| h == id)
-                    .map(|(_, t)| format!(", {t:.0} tokens per task"))
-                    .unwrap_or_default();
-                println!("{name}: {} ({}) {r}{p}{t}", id.short(), f.role(id));
-            }
-        }
-        println!("(95% intervals: Wilson for success, t for progress)");
+    }
+    println!("{indent}(95% intervals: Wilson for success, t for progress)");
+}
+
+/// The chosen harness minus each other harness of `f` on the same tasks.
+fn print_paired(f: &crate::search::Final, paired: &[crate::search::Paired], indent: &str) {
+    for p in paired {
+        println!(
+            "{indent}chosen minus {} ({}) on {} (same tasks, 95% t): success {}, progress {}",
+            p.other.short(),
+            f.role(&p.other),
+            p.split,
+            p.success,
+            p.progress
+        );
     }
 }
 
@@ -750,15 +774,8 @@ fn status(run: &str, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(&st);
-        for p in &paired {
-            let role = st.final_.as_ref().map_or("", |f| f.role(&p.other));
-            println!(
-                "chosen minus {} ({role}) on {} (same tasks, 95% t): success {}, progress {}",
-                p.other.short(),
-                p.split,
-                p.success,
-                p.progress
-            );
+        if let Some(f) = &st.final_ {
+            print_paired(f, &paired, "");
         }
     }
     Ok(ExitCode::SUCCESS)

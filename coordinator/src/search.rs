@@ -305,6 +305,14 @@ pub struct Status {
     pub stopped: Option<String>,
     /// The end of the run, once there.
     pub final_: Option<Final>,
+    /// The final stage's held-out comparison as far as it has got, while it runs (on a small
+    /// machine it takes hours, over several resumptions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_so_far: Option<Final>,
+    /// The chosen harness against each other one in `final_so_far`, on the tasks both have
+    /// played so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paired_so_far: Vec<Paired>,
 }
 
 /// The lineage operator of a comparison arm.
@@ -458,6 +466,8 @@ pub struct Search<'a> {
     promotions: Option<Vec<(HarnessId, Vec<u64>)>>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
     pub peak_in_flight: usize,
+    /// The harnesses of the final stage's held-out comparison and their roles, once chosen.
+    final_roles: Vec<(HarnessId, String)>,
 }
 
 /// The archive's axes: harness size (components) and model tokens per step, each in five
@@ -554,6 +564,7 @@ impl<'a> Search<'a> {
             pool: None,
             promotions: None,
             peak_in_flight: 0,
+            final_roles: Vec::new(),
         };
         s.load()?;
         Ok(s)
@@ -1426,6 +1437,14 @@ impl<'a> Search<'a> {
         let median = median_of(&|f| f.success.rate);
         let median_progress = median_of(&|f| f.progress.mean);
         let best = self.best().map(|c| (c.harness.id(), c.fitness()));
+        let so_far = if final_.is_none() {
+            self.final_so_far().unwrap_or_else(|e| {
+                tracing::warn!("the final stage so far could not be read: {e:#}");
+                None
+            })
+        } else {
+            None
+        };
         let without: u64 = self.cands.values().filter(|c| !c.search.is_empty()).count() as u64
             * u64::from(*self.rungs().last().expect("rungs"));
         Status {
@@ -1450,8 +1469,62 @@ impl<'a> Search<'a> {
             history: self.history.clone(),
             operators: self.operator_stats().into_values().collect(),
             stopped,
+            final_so_far: so_far.as_ref().map(|(f, _)| f.clone()),
+            paired_so_far: so_far.map(|(_, p)| p).unwrap_or_default(),
             final_,
         }
+    }
+
+    /// The final stage's held-out comparison so far: each of its harnesses on the heldout and
+    /// test tasks it has played, with the chosen harness's paired differences; `None` before
+    /// the finalists are chosen or once the run has ended.
+    fn final_so_far(&self) -> Result<Option<(Final, Vec<Paired>)>> {
+        let Some(best) = self
+            .final_roles
+            .iter()
+            .find(|(_, r)| r == "chosen")
+            .map(|(id, _)| *id)
+        else {
+            return Ok(None);
+        };
+        let mut f = Final {
+            best: Some(best),
+            roles: self.final_roles.clone(),
+            ..Final::default()
+        };
+        for (split, n) in [
+            (Split::Heldout, self.exp.racing.heldout_tasks),
+            (Split::Test, self.exp.racing.test_tasks),
+        ] {
+            for (id, _) in &self.final_roles {
+                let outs: Vec<TaskOutcome> = self
+                    .store
+                    .evaluations(id)?
+                    .into_iter()
+                    .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
+                    .collect();
+                if outs.is_empty() {
+                    continue;
+                }
+                let fit = Fitness::of(&outs, 0.95);
+                let (rates, progress, tokens) = match split {
+                    Split::Heldout => (
+                        &mut f.heldout,
+                        &mut f.heldout_progress,
+                        &mut f.heldout_tokens,
+                    ),
+                    _ => (&mut f.test, &mut f.test_progress, &mut f.test_tokens),
+                };
+                rates.push((*id, fit.success));
+                progress.push((*id, fit.progress));
+                tokens.push((*id, fit.tokens));
+            }
+        }
+        if f.heldout.is_empty() && f.test.is_empty() {
+            return Ok(None);
+        }
+        let p = paired(self.store, &f)?;
+        Ok(Some((f, p)))
     }
 
     fn checkpoint(
@@ -1679,6 +1752,13 @@ impl<'a> Search<'a> {
                 roles.push((h.id(), role));
             }
         }
+        self.final_roles = roles
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .cloned()
+            .collect();
+        // The comparison so far (all of it, after a resumption) in the status at once.
+        self.checkpoint("final", None, None)?;
         // The held-out splits, each on the same seeds for every harness (common random
         // numbers), so differences between them are paired.
         let mut held = Vec::new();

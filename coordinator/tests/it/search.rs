@@ -35,7 +35,8 @@ struct Log {
 struct Scripted {
     queue: VecDeque<Job>,
     log: Arc<Mutex<Log>>,
-    /// Answer this many jobs, then fail as a killed coordinator's bus would.
+    /// Answer this many jobs, then fail as a killed coordinator's bus would (at the next
+    /// answer due).
     answers_left: Option<usize>,
     turn: u64,
 }
@@ -69,14 +70,14 @@ impl JobBus for Scripted {
     }
 
     fn recv(&mut self, _: Duration) -> anyhow::Result<Option<Delivery>> {
+        if self.queue.is_empty() {
+            return Ok(None);
+        }
         if let Some(n) = &mut self.answers_left {
             if *n == 0 {
                 anyhow::bail!("killed");
             }
             *n -= 1;
-        }
-        if self.queue.is_empty() {
-            return Ok(None);
         }
         let out = self.queue.len();
         self.log
@@ -840,4 +841,87 @@ fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+}
+
+/// While the final stage runs (hours on a small machine, over several resumptions), the status
+/// shows its held-out comparison as far as it has got: every harness of the comparison on the
+/// tasks it has played, with the chosen harness's paired differences, as the store records
+/// them; once the run ends, only the final record is shown.
+#[test]
+fn the_status_shows_the_final_stage_so_far() {
+    // A whole run first, to count its answers.
+    let whole = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(whole.path(), 40);
+    let log = Arc::new(Mutex::new(Log::default()));
+    {
+        let store = Store::open(whole.path()).expect("opens");
+        let mut bus = Scripted::new(&log, None);
+        let mut say = |_: &str| {};
+        let mut search =
+            Search::new(exp, seeds, &store, &mut bus, false, &mut say).expect("starts");
+        let st = search.run().expect("finishes");
+        assert!(st.final_.is_some() && st.final_so_far.is_none());
+        assert!(st.paired_so_far.is_empty());
+    }
+    let answers = log.lock().unwrap().splits.len();
+    // The same run killed twelve answers before its end: in the middle of the test split
+    // (five harnesses, five jobs each).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(dir.path(), 40);
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut bus = Scripted::new(&log, Some(answers - 12));
+    let mut say = |_: &str| {};
+    let mut search = Search::new(
+        exp.clone(),
+        seeds.clone(),
+        &store,
+        &mut bus,
+        false,
+        &mut say,
+    )
+    .expect("starts");
+    search.run().expect_err("killed");
+    drop(search);
+    // Resumed and killed again, one answer at a time, until the final stage resumes: the jobs
+    // that were out are sent again first. The status written when the final stage resumes,
+    // with no answer after it, shows exactly what the store holds.
+    let mut st = None;
+    for answers in (0..40).map(|i| i % 2) {
+        let mut bus = Scripted::new(&log, Some(answers));
+        let mut search = Search::new(exp.clone(), seeds.clone(), &store, &mut bus, true, &mut say)
+            .expect("resumes");
+        search.run().expect_err("killed");
+        drop(search);
+        let now = hx_coordinator::search::read_status(dir.path()).expect("a status");
+        if now.phase == "final" {
+            st = Some(now);
+            break;
+        }
+    }
+    let st = st.expect("the final stage resumed");
+    assert!(st.final_.is_none());
+    let f = st.final_so_far.expect("the final stage so far");
+    let chosen = f.best.expect("a chosen harness");
+    assert_eq!(f.role(&chosen), "chosen");
+    assert!(!f.test.is_empty());
+    // Each figure is a recount of what the store holds for that harness on the test split.
+    for (id, rate) in &f.test {
+        let outs: Vec<TaskOutcome> = store
+            .evaluations(id)
+            .expect("reads")
+            .into_iter()
+            .filter(|o| o.task.split == Split::Test)
+            .collect();
+        assert_eq!(rate.trials, outs.len() as u64, "{id}");
+        assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
+    }
+    // Some harness has not played every test task yet, and the pairs count only the tasks
+    // both played.
+    assert!(f.test.iter().any(|(_, r)| r.trials < 10), "{:?}", f.test);
+    assert!(!st.paired_so_far.is_empty());
+    for p in &st.paired_so_far {
+        let n = |id: &HarnessId| f.test.iter().find(|(h, _)| h == id).map(|(_, r)| r.trials);
+        assert!(p.success.n <= n(&chosen).unwrap().min(n(&p.other).unwrap()));
+    }
 }
