@@ -812,6 +812,39 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
             r += 4;
         }
     }
+    // Two weight rows against four activation rows: each activation block loaded is used
+    // twice (the activations of a long batch live in L2, not L1). Every output is the same
+    // sum, in the same order, as in a one-row tile.
+    while n >= 4 && r + 2 <= r1 {
+        let wr = [w_row(w, r), w_row(w, r + 1)];
+        let mut j = 0;
+        while j + 4 <= n {
+            let v = tile(
+                isa,
+                w.kind,
+                wr,
+                [
+                    x_row(x, j),
+                    x_row(x, j + 1),
+                    x_row(x, j + 2),
+                    x_row(x, j + 3),
+                ],
+            );
+            for (i, vi) in v.iter().enumerate() {
+                for (k, vk) in vi.iter().enumerate() {
+                    out.set(j + k, r + i, *vk);
+                }
+            }
+            j += 4;
+        }
+        while j < n {
+            let v = tile(isa, w.kind, wr, [x_row(x, j)]);
+            out.set(j, r, v[0][0]);
+            out.set(j, r + 1, v[1][0]);
+            j += 1;
+        }
+        r += 2;
+    }
     while r < r1 {
         let wr = [w_row(w, r)];
         let mut j = 0;
@@ -1099,6 +1132,38 @@ mod tests {
             }
         }
         b
+    }
+
+    /// A row's product does not depend on the rows batched with it: every tile shape (four
+    /// weight rows by one activation row, two by four, one by four, one by one) sums each
+    /// output in the same order, so an episode plays the same whatever else the engine runs.
+    #[test]
+    fn a_rows_product_is_the_same_in_any_batch() {
+        let (rows, cols) = (37, 96);
+        let mut seed = 11;
+        let w4 = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
+        let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        let w8 = QMatrix::from_f32(&wf, rows, cols);
+        let mut team = Team::new(2);
+        for isa in Isa::available() {
+            for w in [&w4, &w8] {
+                for n in [4, 7, 9] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+                    let mut batch = Vec::new();
+                    matmul(isa, w, &QActs::quantize(&x, n, cols), &mut batch, &mut team);
+                    for j in 0..n {
+                        let one = QActs::quantize(&x[j * cols..(j + 1) * cols], 1, cols);
+                        let mut alone = Vec::new();
+                        matmul(isa, w, &one, &mut alone, &mut team);
+                        assert_eq!(
+                            alone,
+                            batch[j * rows..(j + 1) * rows],
+                            "{isa}, row {j} of {n}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Grouped attention gives exactly what one `dot_f32` per key and one `axpy_f32` per value
