@@ -1177,7 +1177,7 @@ mod tests {
             for hd in [64, 32, 128, 24] {
                 let (kv_heads, group) = (2, 3);
                 let stride = kv_heads * hd;
-                let lens = [5, 1, 9];
+                let lens = [50, 1, 99];
                 let runs_owned: Vec<(Vec<f32>, Vec<f32>)> = lens
                     .iter()
                     .map(|&n| {
@@ -1192,7 +1192,7 @@ mod tests {
                     .collect();
                 let q: Vec<f32> = (0..group * hd).map(|_| lcg(&mut seed) * 3.0).collect();
                 for g in 0..kv_heads {
-                    for upto in [1, 6, 15] {
+                    for upto in [1, 6, 51, 150] {
                         let a = Attend {
                             q: &q,
                             hd,
