@@ -795,81 +795,43 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
     let mut r = r0;
     // Four weight rows against one activation row while fewer than four remain (a
     // single decoding sequence): four independent sums keep the core busy.
-    if n < 4 {
-        while r + 4 <= r1 {
-            let ws = [
-                w_row(w, r),
-                w_row(w, r + 1),
-                w_row(w, r + 2),
-                w_row(w, r + 3),
-            ];
-            for j in 0..n {
-                let v = tile(isa, w.kind, ws, [x_row(x, j)]);
-                for (k, vk) in v.iter().enumerate() {
-                    out.set(j, r + k, vk[0]);
-                }
-            }
-            r += 4;
-        }
+    while n < 4 && r + 4 <= r1 {
+        weight_rows::<4>(isa, w, x, r, out);
+        r += 4;
     }
     // Two weight rows against four activation rows: each activation block loaded is used
     // twice (the activations of a long batch live in L2, not L1). Every output is the same
     // sum, in the same order, as in a one-row tile.
     while n >= 4 && r + 2 <= r1 {
-        let wr = [w_row(w, r), w_row(w, r + 1)];
-        let mut j = 0;
-        while j + 4 <= n {
-            let v = tile(
-                isa,
-                w.kind,
-                wr,
-                [
-                    x_row(x, j),
-                    x_row(x, j + 1),
-                    x_row(x, j + 2),
-                    x_row(x, j + 3),
-                ],
-            );
-            for (i, vi) in v.iter().enumerate() {
-                for (k, vk) in vi.iter().enumerate() {
-                    out.set(j + k, r + i, *vk);
-                }
-            }
-            j += 4;
-        }
-        while j < n {
-            let v = tile(isa, w.kind, wr, [x_row(x, j)]);
-            out.set(j, r, v[0][0]);
-            out.set(j, r + 1, v[1][0]);
-            j += 1;
-        }
+        weight_rows::<2>(isa, w, x, r, out);
         r += 2;
     }
     while r < r1 {
-        let wr = [w_row(w, r)];
-        let mut j = 0;
-        while j + 4 <= n {
-            let v = tile(
-                isa,
-                w.kind,
-                wr,
-                [
-                    x_row(x, j),
-                    x_row(x, j + 1),
-                    x_row(x, j + 2),
-                    x_row(x, j + 3),
-                ],
-            );
-            for (k, vk) in v[0].iter().enumerate() {
-                out.set(j + k, r, *vk);
-            }
-            j += 4;
-        }
-        while j < n {
-            out.set(j, r, tile(isa, w.kind, wr, [x_row(x, j)])[0][0]);
-            j += 1;
-        }
+        weight_rows::<1>(isa, w, x, r, out);
         r += 1;
+    }
+}
+
+/// Weight rows `r..r + R` against every activation row, four at a time, then one at a time.
+fn weight_rows<const R: usize>(isa: Isa, w: &QMatrix, x: &QActs, r: usize, out: Out) {
+    let wr: [WRow<'_>; R] = std::array::from_fn(|i| w_row(w, r + i));
+    let mut j = 0;
+    while j + 4 <= x.n {
+        let xs: [XRow<'_>; 4] = std::array::from_fn(|k| x_row(x, j + k));
+        let v = tile(isa, w.kind, wr, xs);
+        for (i, vi) in v.iter().enumerate() {
+            for (k, vk) in vi.iter().enumerate() {
+                out.set(j + k, r + i, *vk);
+            }
+        }
+        j += 4;
+    }
+    while j < x.n {
+        let v = tile(isa, w.kind, wr, [x_row(x, j)]);
+        for (i, vi) in v.iter().enumerate() {
+            out.set(j, r + i, vi[0]);
+        }
+        j += 1;
     }
 }
 
