@@ -265,6 +265,31 @@ fn run_scripted(
     (status, log)
 }
 
+/// Runs (or with `resume`, resumes) the scripted search on `store`, killing it after
+/// `answers` answers; returns the error it stopped with.
+fn run_killed(
+    exp: &Experiment,
+    seeds: &[Harness],
+    store: &Store,
+    log: &Arc<Mutex<Log>>,
+    answers: usize,
+    resume: bool,
+) -> anyhow::Error {
+    let mut bus = Scripted::new(log, Some(answers));
+    let mut say = |_: &str| {};
+    Search::new(
+        exp.clone(),
+        seeds.to_vec(),
+        store,
+        &mut bus,
+        resume,
+        &mut say,
+    )
+    .expect("starts")
+    .run()
+    .expect_err("killed")
+}
+
 /// Seeded from `react` alone with `strong` as a comparison arm: `strong` is never a parent
 /// or a candidate, never runs on the search or select split, and is scored on exactly the
 /// chosen harness's test and held-out tasks.
@@ -704,20 +729,8 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     let before: BTreeMap<String, TaskOutcome>;
     {
         let store = Store::open(dir.path()).expect("opens");
-        let mut bus = Scripted::new(&log, Some(9));
-        let mut say = |_: &str| {};
-        let mut search = Search::new(
-            exp.clone(),
-            seeds.clone(),
-            &store,
-            &mut bus,
-            false,
-            &mut say,
-        )
-        .expect("starts");
-        let e = search.run().expect_err("killed");
+        let e = run_killed(&exp, &seeds, &store, &log, 9, false);
         assert!(e.to_string().contains("killed"), "{e}");
-        drop(search);
         before = store
             .harnesses()
             .expect("reads")
@@ -852,17 +865,9 @@ fn the_status_shows_the_final_stage_so_far() {
     // A whole run first, to count its answers.
     let whole = tempfile::tempdir().expect("tempdir");
     let (exp, seeds) = experiment(whole.path(), 40);
-    let log = Arc::new(Mutex::new(Log::default()));
-    {
-        let store = Store::open(whole.path()).expect("opens");
-        let mut bus = Scripted::new(&log, None);
-        let mut say = |_: &str| {};
-        let mut search =
-            Search::new(exp, seeds, &store, &mut bus, false, &mut say).expect("starts");
-        let st = search.run().expect("finishes");
-        assert!(st.final_.is_some() && st.final_so_far.is_none());
-        assert!(st.paired_so_far.is_empty());
-    }
+    let (st, log) = run_scripted(exp, seeds, &Store::open(whole.path()).expect("opens"));
+    assert!(st.final_.is_some() && st.final_so_far.is_none());
+    assert!(st.paired_so_far.is_empty());
     let answers = log.lock().unwrap().splits.len();
     // The same run killed twelve answers before its end: in the middle of the test split
     // (five harnesses, five jobs each).
@@ -870,29 +875,13 @@ fn the_status_shows_the_final_stage_so_far() {
     let (exp, seeds) = experiment(dir.path(), 40);
     let store = Store::open(dir.path()).expect("opens");
     let log = Arc::new(Mutex::new(Log::default()));
-    let mut bus = Scripted::new(&log, Some(answers - 12));
-    let mut say = |_: &str| {};
-    let mut search = Search::new(
-        exp.clone(),
-        seeds.clone(),
-        &store,
-        &mut bus,
-        false,
-        &mut say,
-    )
-    .expect("starts");
-    search.run().expect_err("killed");
-    drop(search);
+    run_killed(&exp, &seeds, &store, &log, answers - 12, false);
     // Resumed and killed again, one answer at a time, until the final stage resumes: the jobs
     // that were out are sent again first. The status written when the final stage resumes,
     // with no answer after it, shows exactly what the store holds.
     let mut st = None;
     for answers in (0..40).map(|i| i % 2) {
-        let mut bus = Scripted::new(&log, Some(answers));
-        let mut search = Search::new(exp.clone(), seeds.clone(), &store, &mut bus, true, &mut say)
-            .expect("resumes");
-        search.run().expect_err("killed");
-        drop(search);
+        run_killed(&exp, &seeds, &store, &log, answers, true);
         let now = hx_coordinator::search::read_status(dir.path()).expect("a status");
         if now.phase == "final" {
             st = Some(now);
