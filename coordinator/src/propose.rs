@@ -142,6 +142,9 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
             &digest,
             &spec,
             k,
+            hx_worker::mutate::Limits {
+                episode_steps: Some(a.max_steps),
+            },
             proposer_model.as_ref(),
         )?;
         let s = clock.elapsed().as_secs_f64();

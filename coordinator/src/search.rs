@@ -1026,7 +1026,10 @@ impl<'a> Search<'a> {
                     seed: child_seed,
                     failure_digest: fb.digest,
                 };
-                match hx_common::harness::mutate::offline(&parent, &spec) {
+                let limits = hx_common::harness::mutate::Limits {
+                    episode_steps: Some(self.exp.budget.episode_steps),
+                };
+                match hx_common::harness::mutate::offline(&parent, &spec, limits) {
                     Some(made) => (Some(made), vec![parent.id()], String::new()),
                     None => {
                         // Text mutation needs the model: the worker makes the child.

@@ -72,12 +72,16 @@ pub fn run(
                 &mut played,
             )
         }
-        JobKind::MutateAndEvaluate { parent, mutation } => mutate::mutate(parent, mutation, model)
-            .map(|(c, usage)| {
+        JobKind::MutateAndEvaluate { parent, mutation } => {
+            let limits = mutate::Limits {
+                episode_steps: Some(job.budget.max_steps),
+            };
+            mutate::mutate(parent, mutation, limits, model).map(|(c, usage)| {
                 result.usage.prompt_tokens += usage.prompt_tokens;
                 result.usage.completion_tokens += usage.completion_tokens;
                 c.harness
-            }),
+            })
+        }
         JobKind::CrossoverAndEvaluate { parents, seed } => {
             mutate::crossover(&parents[0], &parents[1], *seed)
                 .map(|c| c.harness)
@@ -182,7 +186,10 @@ impl Reflective<'_> {
         result: &mut JobResult,
         played: &mut Vec<(TaskRef, agent::Episode)>,
     ) -> Result<Harness, mutate::Error> {
-        let proposed = reflect::propose(parent, episodes, digest, spec, seed, proposer)?;
+        let limits = mutate::Limits {
+            episode_steps: Some(self.job.budget.max_steps),
+        };
+        let proposed = reflect::propose(parent, episodes, digest, spec, seed, limits, proposer)?;
         result.proposer_usage.prompt_tokens += proposed.usage.prompt_tokens;
         result.proposer_usage.completion_tokens += proposed.usage.completion_tokens;
         let mut why = proposed.refused.clone();

@@ -12,7 +12,7 @@ use rand::SeedableRng as _;
 use rand::seq::IndexedRandom as _;
 use rand_chacha::ChaCha8Rng;
 
-pub use hx_common::harness::mutate::{Child, NoValidChild, crossover, offline};
+pub use hx_common::harness::mutate::{Child, Limits, NoValidChild, crossover, offline};
 
 /// Why no child was made.
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +28,12 @@ pub enum Error {
     Gate(String),
 }
 
-/// Makes a child of `parent` as `spec` says, with the tokens the model spent on it (text
-/// mutation only; zero for the others).
+/// Makes a child of `parent` as `spec` says, within `limits`, with the tokens the model spent
+/// on it (text mutation only; zero for the others).
 pub fn mutate(
     parent: &Harness,
     spec: &MutationSpec,
+    limits: Limits,
     model: &dyn ModelBackend,
 ) -> Result<(Child, Usage), Error> {
     match &spec.op {
@@ -47,7 +48,8 @@ pub fn mutate(
             model,
         ),
         _ => Ok((
-            offline(parent, spec).expect("only text and reflective mutation need a model")?,
+            offline(parent, spec, limits)
+                .expect("only text and reflective mutation need a model")?,
             Usage::default(),
         )),
     }

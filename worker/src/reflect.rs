@@ -13,7 +13,7 @@ use hx_common::protocol::{ParentEpisode, ProposerMode, ProposerSpec};
 use hx_model::{self as model, GenerateRequest, Message, ModelBackend, Role as MsgRole, Usage};
 use serde::Deserialize;
 
-use crate::mutate::Child;
+use crate::mutate::{Child, Limits};
 
 /// One proposal as the proposer wrote it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,6 +54,7 @@ pub fn propose(
     failure_digest: &str,
     spec: &ProposerSpec,
     seed: u64,
+    limits: Limits,
     proposer: &dyn ModelBackend,
 ) -> Result<Proposed, model::Error> {
     let mut usage = Usage::default();
@@ -97,7 +98,7 @@ pub fn propose(
         g.text.trim().chars().take(DIGEST_CHARS).collect()
     };
     if spec.mode == ProposerMode::Choose {
-        let mut p = choose(parent, &record, &modes, spec, seed, proposer)?;
+        let mut p = choose(parent, &record, &modes, spec, seed, limits, proposer)?;
         usage += p.usage;
         p.usage = usage;
         p.modes = modes;
@@ -143,11 +144,12 @@ fn choose(
     modes: &str,
     spec: &ProposerSpec,
     seed: u64,
+    limits: Limits,
     proposer: &dyn ModelBackend,
 ) -> Result<Proposed, model::Error> {
     use rand::SeedableRng as _;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let menu = hx_common::harness::mutate::menu(parent, MENU, &mut rng);
+    let menu = hx_common::harness::mutate::menu(parent, MENU, limits, &mut rng);
     if menu.is_empty() {
         return Ok(Proposed {
             refused: vec!["no edit to choose from".into()],
@@ -667,6 +669,7 @@ params.tool = "admissible-commands"
                 "failed: looped",
                 &spec,
                 seed,
+                Limits::default(),
                 &LikesRepeatPenalty,
             )
             .expect("proposes");

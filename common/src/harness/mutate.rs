@@ -46,15 +46,56 @@ pub struct Child {
 /// How many candidate edits an operator tries before it gives up.
 pub const TRIES: usize = 24;
 
+/// What bounds a parameter's effect beyond the catalog's range, so no operator makes a child
+/// that plays exactly as its parent: the episode's own step limit caps a step budget's
+/// `max-steps` (the agent stops at the smaller of the two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The steps an episode may take whatever the harness says; `None` for no known limit.
+    pub episode_steps: Option<u32>,
+}
+
+impl Limits {
+    /// The range over which `c`'s parameter `name` of type `ty` has any effect.
+    fn range(self, c: &Component, name: &str, ty: ParamType) -> ParamType {
+        match (ty, self.episode_steps) {
+            (ParamType::Int { min, max }, Some(steps))
+                if c.kind == Kind::StepBudget && name == "max-steps" =>
+            {
+                ParamType::Int {
+                    min,
+                    max: max.min(i64::from(steps)).max(min),
+                }
+            }
+            _ => ty,
+        }
+    }
+
+    /// Whether `c` changes nothing, so adding or removing it makes no child: a step budget at
+    /// or above the episode's limit.
+    fn inert(self, c: &Component) -> bool {
+        c.kind == Kind::StepBudget
+            && self
+                .episode_steps
+                .is_some_and(|steps| c.int("max-steps") >= i64::from(steps))
+    }
+}
+
 /// Makes the child of a mutation that needs no model (every operator but text and
 /// reflective), so a coordinator can know the child, and skip it if it was seen, before any
 /// work is sent; `None` for the model-guided ones.
-pub fn offline(parent: &Harness, spec: &MutationSpec) -> Option<Result<Child, NoValidChild>> {
+pub fn offline(
+    parent: &Harness,
+    spec: &MutationSpec,
+    limits: Limits,
+) -> Option<Result<Child, NoValidChild>> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     Some(match &spec.op {
         MutationOp::Text { .. } | MutationOp::Reflect { .. } => return None,
-        MutationOp::Structural => first_valid(parent, "structural", structural(parent, &mut rng)),
-        MutationOp::Parametric => parametric_child(parent, &mut rng),
+        MutationOp::Structural => {
+            first_valid(parent, "structural", structural(parent, limits, &mut rng))
+        }
+        MutationOp::Parametric => parametric_child(parent, limits, &mut rng),
         MutationOp::Apply { edits } => parent
             .apply_all(edits)
             .map_err(|e| NoValidChild(e.to_string()))
@@ -91,7 +132,11 @@ fn first_valid(
 
 /// One to three parameter moves on distinct parameters, each accepted by the algebra and
 /// changing the harness: one in half the children, two or three in a quarter each.
-fn parametric_child(parent: &Harness, rng: &mut ChaCha8Rng) -> Result<Child, NoValidChild> {
+fn parametric_child(
+    parent: &Harness,
+    limits: Limits,
+    rng: &mut ChaCha8Rng,
+) -> Result<Child, NoValidChild> {
     let want = match rng.random_range(0..4) {
         0 | 1 => 1,
         2 => 2,
@@ -100,7 +145,7 @@ fn parametric_child(parent: &Harness, rng: &mut ChaCha8Rng) -> Result<Child, NoV
     let mut harness = parent.clone();
     let mut edits = Vec::new();
     let mut last = String::from("no candidate edit");
-    for edit in parametric(parent, rng).into_iter().take(TRIES) {
+    for edit in parametric(parent, limits, rng).into_iter().take(TRIES) {
         if edits.len() == want {
             break;
         }
@@ -126,20 +171,28 @@ fn parametric_child(parent: &Harness, rng: &mut ChaCha8Rng) -> Result<Child, NoV
 /// Every single edit of `h` the search could make, for a proposer to choose among: the
 /// structural edits, and each tunable parameter set to a few points across its range (five
 /// for numbers, the other options of a choice, a flag flipped). Only edits the algebra
-/// accepts and that change the harness; in random order, at most `max`.
-pub fn menu(h: &Harness, max: usize, rng: &mut ChaCha8Rng) -> Vec<Edit> {
-    let mut out = structural(h, rng);
+/// accepts and that change what the harness does within `limits`; in random order, at most
+/// `max`.
+pub fn menu(h: &Harness, max: usize, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+    let mut out = structural(h, limits, rng);
     for c in h.components().filter(|c| c.kind.searched()) {
         for p in c.spec().params {
-            let values: Vec<ParamValue> = match p.ty {
+            let ty = limits.range(c, p.name, p.ty);
+            let values: Vec<ParamValue> = match ty {
                 ParamType::Bool => vec![ParamValue::Bool(
                     !c.param(p.name)
                         .and_then(ParamValue::as_bool)
                         .unwrap_or(false),
                 )],
-                ParamType::Int { min, max } => (0..5)
-                    .map(|i| ParamValue::Int(min + (max - min) * i / 4))
-                    .collect(),
+                ParamType::Int { min, max } => {
+                    // Past the range's end the current value acts as the end.
+                    let now = c.param(p.name).and_then(ParamValue::as_int);
+                    (0..5)
+                        .map(|i| min + (max - min) * i / 4)
+                        .filter(|&v| now.is_none_or(|n| n.clamp(min, max) != v))
+                        .map(ParamValue::Int)
+                        .collect()
+                }
                 ParamType::Float { min, max } => (0..5)
                     .map(|i| {
                         let x = min + (max - min) * f64::from(i) / 4.0;
@@ -185,7 +238,7 @@ fn fresh_name(h: &Harness, kind: Kind) -> String {
 }
 
 /// Candidate structural edits in random order.
-fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+fn structural(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
     let mut out = Vec::new();
     for kind in Kind::all().filter(|k| k.searched()) {
         let spec = kind.spec();
@@ -199,7 +252,7 @@ fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
             }
             continue;
         }
-        if let Some(c) = component_for(h, kind, rng) {
+        if let Some(c) = component_for(h, kind, rng).filter(|c| !limits.inert(c)) {
             out.push(Edit::Insert {
                 component: c,
                 edges: Vec::new(),
@@ -207,7 +260,7 @@ fn structural(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
         }
     }
     for c in h.components() {
-        if c.kind != Kind::SystemPrompt {
+        if c.kind != Kind::SystemPrompt && !limits.inert(c) {
             out.push(Edit::Remove {
                 name: c.name.clone(),
             });
@@ -248,17 +301,21 @@ fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Compon
 }
 
 /// Candidate parameter moves in random order.
-fn parametric(h: &Harness, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+fn parametric(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
     let mut out = Vec::new();
     for c in h.components().filter(|c| c.kind.searched()) {
         for p in c.spec().params {
             let current = c.param(p.name);
-            let value = match p.ty {
+            let value = match limits.range(c, p.name, p.ty) {
                 ParamType::Bool => {
                     ParamValue::Bool(!current.and_then(ParamValue::as_bool).unwrap_or(false))
                 }
                 ParamType::Int { min, max } => {
                     let v = current.and_then(ParamValue::as_int).unwrap_or(min);
+                    let v = v.clamp(min, max);
+                    if min == max {
+                        continue;
+                    }
                     let step = ((max - min) / 8).max(1);
                     let d = rng.random_range(1..=step);
                     let up = v == min || (v != max && rng.random_bool(0.5));

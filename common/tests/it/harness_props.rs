@@ -2,6 +2,7 @@
 //! round trips through every format.
 
 use hx_common::harness::format::{self, Format};
+use hx_common::harness::mutate::Limits;
 use hx_common::harness::{Harness, HarnessDoc};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -142,7 +143,7 @@ proptest! {
     fn the_menu_holds_distinct_valid_single_edits(h in arb::valid_harness(), seed in any::<u64>(), max in 1usize..60) {
         use rand::SeedableRng as _;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let menu = hx_common::harness::mutate::menu(&h, max, &mut rng);
+        let menu = hx_common::harness::mutate::menu(&h, max, Limits::default(), &mut rng);
         prop_assert!(menu.len() <= max);
         let mut ids = std::collections::BTreeSet::new();
         for e in &menu {
@@ -153,5 +154,42 @@ proptest! {
             prop_assert!(ids.insert(child.id()), "{e:?} repeats a child");
             prop_assert!(child.components().all(|c| c.kind.searched() || h.component(&c.name) == Some(c)));
         }
+    }
+
+    /// Under an episode step limit, no operator and no menu entry makes a child that plays
+    /// exactly as its parent through its step budget: none sets `max-steps` past the limit,
+    /// and none adds or removes a budget the limit already caps.
+    #[test]
+    fn no_child_differs_only_past_the_step_limit(h in arb::valid_harness(), seed in any::<u64>(), steps in 1u32..80) {
+        use hx_common::harness::mutate::{menu, offline};
+        use hx_common::protocol::{MutationOp, MutationSpec};
+        use rand::SeedableRng as _;
+        let limits = Limits { episode_steps: Some(steps) };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut children: Vec<Harness> = menu(&h, 60, limits, &mut rng)
+            .iter()
+            .map(|e| h.apply(e).expect("menu edits apply"))
+            .collect();
+        for op in [MutationOp::Structural, MutationOp::Parametric] {
+            let spec = MutationSpec { op, seed, failure_digest: String::new() };
+            if let Some(Ok(child)) = offline(&h, &spec, limits) {
+                children.push(child.harness);
+            }
+        }
+        for child in &children {
+            prop_assert_ne!(acting(child, steps).id(), acting(&h, steps).id(), "{:?}", child);
+        }
+    }
+}
+
+/// `h` as it acts under an episode limit of `steps`: a step budget the limit caps removed.
+fn acting(h: &Harness, steps: u32) -> Harness {
+    match h.in_group("step-budget") {
+        Some(c) if c.int("max-steps") >= i64::from(steps) => h
+            .apply(&hx_common::harness::Edit::Remove {
+                name: c.name.clone(),
+            })
+            .expect("a budget can be removed"),
+        _ => h.clone(),
     }
 }

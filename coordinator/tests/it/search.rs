@@ -156,8 +156,10 @@ impl JobBus for Scripted {
             .tasks()
             .map(|task| {
                 log.evaluated.push((child.id().to_string(), task.clone()));
-                // A best-of harness pays for every episode it plays, as the runtime's does.
-                let tokens = (1000 + child.len() as u64 * 100)
+                // A best-of harness pays for every episode it plays, as the runtime's does;
+                // its best-of component writes nothing into the prompt.
+                let prompt = child.components().filter(|c| c.kind.searched()).count();
+                let tokens = (1000 + prompt as u64 * 100)
                     * u64::from(best_of_episodes(child.best_of_samples(), task.seed));
                 TaskOutcome {
                     won: wins(&child, &task),

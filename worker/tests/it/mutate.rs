@@ -10,7 +10,7 @@ use hx_common::protocol::{MutationOp, MutationSpec};
 use hx_model::{
     Error, Finish, GenerateRequest, Generation, ModelBackend, ScoreRequest, Scores, Usage,
 };
-use hx_worker::mutate::{self, crossover, mutate};
+use hx_worker::mutate::{self, Limits, crossover, mutate};
 
 fn seed_harness(name: &str) -> Harness {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -73,7 +73,7 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
         let mut moves = [0; 4];
         for seed in 0..40 {
             for op in [MutationOp::Structural, MutationOp::Parametric] {
-                let child = mutate(&parent, &spec(op.clone(), seed), &none)
+                let child = mutate(&parent, &spec(op.clone(), seed), Limits::default(), &none)
                     .expect("a child")
                     .0;
                 valid(&child.harness);
@@ -86,7 +86,9 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
                     _ => assert_eq!(child.edits.len(), 1),
                 }
                 // The same seed makes the same child; the edits replay to it.
-                let again = mutate(&parent, &spec(op, seed), &none).expect("a child").0;
+                let again = mutate(&parent, &spec(op, seed), Limits::default(), &none)
+                    .expect("a child")
+                    .0;
                 assert_eq!(again.harness.id(), child.harness.id());
                 assert_eq!(
                     parent.apply_all(&child.edits).expect("replays").id(),
@@ -113,7 +115,7 @@ fn text_mutation_takes_the_models_text_and_refuses_bad_text() {
     let good = Writer(Mutex::new(vec![
         "  Search every unvisited receptacle and open closed ones.  ".into(),
     ]));
-    let child = mutate(&parent, &spec(op.clone(), 1), &good)
+    let child = mutate(&parent, &spec(op.clone(), 1), Limits::default(), &good)
         .expect("a child")
         .0;
     valid(&child.harness);
@@ -128,7 +130,7 @@ fn text_mutation_takes_the_models_text_and_refuses_bad_text() {
     );
     for bad in ["", &"x".repeat(5000)] {
         let m = Writer(Mutex::new(vec![bad.to_owned()]));
-        let e = mutate(&parent, &spec(op.clone(), 1), &m).expect_err("refused");
+        let e = mutate(&parent, &spec(op.clone(), 1), Limits::default(), &m).expect_err("refused");
         assert!(matches!(e, mutate::Error::NoValidChild(_)), "{e}");
     }
     // The task framing keeps its {goal} placeholder or the child is refused.
@@ -136,7 +138,7 @@ fn text_mutation_takes_the_models_text_and_refuses_bad_text() {
         component: Some("goal".into()),
     };
     let m = Writer(Mutex::new(vec!["Do the task.".into()]));
-    let e = mutate(&parent, &spec(framing, 1), &m).expect_err("refused");
+    let e = mutate(&parent, &spec(framing, 1), Limits::default(), &m).expect_err("refused");
     assert!(e.to_string().contains("{goal}"), "{e}");
 }
 
@@ -176,7 +178,7 @@ fn adopted_edits_that_do_not_apply_are_refused() {
             name: "no-such-component".into(),
         }],
     };
-    let e = mutate(&parent, &spec(op, 0), &none).expect_err("refused");
+    let e = mutate(&parent, &spec(op, 0), Limits::default(), &none).expect_err("refused");
     assert!(e.to_string().contains("no-such-component"), "{e}");
 }
 
@@ -213,13 +215,21 @@ fn a_job_answers_with_its_child_and_outcomes_or_says_why_not() {
     let r = hx_worker::job::run(&j, &m, None, None, "w1", 2);
     assert_eq!(r.status, JobStatus::Completed);
     let child = r.child.expect("a child");
+    // The worker makes the child the coordinator would, within the job's step limit.
     assert_eq!(
         child.id(),
-        mutate(&parent, &spec(MutationOp::Parametric, 5), &m)
-            .expect("a child")
-            .0
-            .harness
-            .id()
+        mutate(
+            &parent,
+            &spec(MutationOp::Parametric, 5),
+            Limits {
+                episode_steps: Some(j.budget.max_steps)
+            },
+            &m
+        )
+        .expect("a child")
+        .0
+        .harness
+        .id()
     );
     assert_eq!((r.job, r.attempt, r.worker.as_str()), (j.id, 1, "w1"));
     let seeds: Vec<u64> = r.outcomes.iter().map(|o| o.task.seed).collect();
