@@ -1605,23 +1605,45 @@ impl<'a> Search<'a> {
 
     /// Evaluates `harnesses` on `split` seeds `0..n` through the bus (cached pairs skipped)
     /// and returns each one's fitness there (95% intervals).
+    ///
+    /// A best-of harness (the equal-budget baseline) plays a single episode on some tasks,
+    /// and that episode is exactly its base harness's ([`Harness::single_episode_as`]):
+    /// where the base is scored here too, those tasks take the base's recorded outcome
+    /// instead of being played twice.
     fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Fitness>> {
+        let task = |seed: u64| TaskRef {
+            suite: self.suite().to_owned(),
+            split,
+            seed,
+        };
         let mut pending = Vec::new();
+        let mut taken: Vec<(HarnessId, HarnessId, TaskRef)> = Vec::new();
         for h in harnesses {
-            let seeds: Vec<u64> = (0..u64::from(n))
-                .filter(|&s| {
-                    let t = TaskRef {
-                        suite: self.suite().to_owned(),
-                        split,
-                        seed: s,
-                    };
-                    !matches!(self.store.evaluation(&h.id(), &t), Ok(Some(_)))
-                })
-                .collect();
+            let mut seeds = Vec::new();
+            for s in 0..u64::from(n) {
+                let t = task(s);
+                if self.store.evaluation(&h.id(), &t)?.is_some() {
+                    continue;
+                }
+                match h.single_episode_as(s) {
+                    Some(base) if harnesses.iter().any(|b| b.id() == base.id()) => {
+                        taken.push((h.id(), base.id(), t));
+                    }
+                    _ => seeds.push(s),
+                }
+            }
             if !seeds.is_empty() {
                 pending.push((h.clone(), seeds));
             }
         }
+        if !taken.is_empty() {
+            (self.say)(&format!(
+                "final: {} {split} task(s) where a best-of plays one episode take its base's \
+                 outcome",
+                taken.len()
+            ));
+        }
+        self.take_outcomes(&mut taken)?;
         // Jobs of at most the first rung's size, in rounds over the harnesses: a killed run
         // loses at most the jobs out, and what is recorded stays comparable across harnesses.
         let chunk = self.rungs().first().copied().unwrap_or(8).max(1) as usize;
@@ -1649,8 +1671,10 @@ impl<'a> Search<'a> {
                 break;
             }
             heard = self.hear()?;
+            self.take_outcomes(&mut taken)?;
             self.checkpoint_now_and_then("final", false)?;
         }
+        self.take_outcomes(&mut taken)?;
         harnesses
             .iter()
             .map(|h| {
@@ -1663,6 +1687,22 @@ impl<'a> Search<'a> {
                 Ok(Fitness::of(&outs, 0.95))
             })
             .collect()
+    }
+
+    /// Records, for each `(harness, base, task)` still in `taken`, the base's outcome on the
+    /// task as the harness's, once the base has one; those done leave the list.
+    fn take_outcomes(&mut self, taken: &mut Vec<(HarnessId, HarnessId, TaskRef)>) -> Result<()> {
+        let mut left = Vec::new();
+        for (h, base, t) in taken.drain(..) {
+            match self.store.evaluation(&base, &t)? {
+                Some(o) => {
+                    self.store.record_evaluation(&h, &o)?;
+                }
+                None => left.push((h, base, t)),
+            }
+        }
+        *taken = left;
+        Ok(())
     }
 
     /// The final stage: finalists on the select split, then the chosen one and the seeds on

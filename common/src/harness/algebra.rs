@@ -194,6 +194,22 @@ impl Harness {
         }
     }
 
+    /// The harness whose single episode this one plays on the task with seed `seed`: where a
+    /// `best-of` plays one episode there ([`super::catalog::best_of_episodes`]), that episode
+    /// is exactly the one this harness without its best-of plays (sampling stream 0; a
+    /// best-of writes nothing into the context). `None` where it plays several, or has no
+    /// best-of.
+    pub fn single_episode_as(&self, seed: u64) -> Option<Harness> {
+        let c = self.in_group("best-of")?;
+        if super::catalog::best_of_episodes(self.best_of_samples(), seed) != 1 {
+            return None;
+        }
+        self.apply(&Edit::Remove {
+            name: c.name.clone(),
+        })
+        .ok()
+    }
+
     /// Applies one edit, giving a new valid harness or the reason it cannot.
     pub fn apply(&self, edit: &Edit) -> Result<Harness, Error> {
         let mut doc = self.to_doc();

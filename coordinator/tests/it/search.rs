@@ -435,6 +435,29 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
             assert!(matches!(task.split, Split::Test | Split::Heldout), "{task}");
         }
     }
+    // Where it plays a single episode, that episode is the seed's: it takes the seed's
+    // outcome, and no job plays it again; everywhere else it is played.
+    let (mut taken, mut played) = (0, 0);
+    for split in [Split::Test, Split::Heldout] {
+        for seed in 0..40 {
+            let t = TaskRef {
+                suite: "household".into(),
+                split,
+                seed,
+            };
+            let sent = log.evaluated.contains(&(id.clone(), t.clone()));
+            let mine = store.evaluation(&eb, &t).expect("reads").expect("scored");
+            if best_of_episodes(h.best_of_samples(), seed) == 1 {
+                taken += 1;
+                assert!(!sent, "{t} played again");
+                assert_eq!(Some(mine), store.evaluation(&react, &t).expect("reads"));
+            } else {
+                played += 1;
+                assert!(sent, "{t} not played");
+            }
+        }
+    }
+    assert!(taken > 0 && played > 0, "{taken} taken, {played} played");
 }
 
 /// A chosen harness with a rewrite policy is also scored without it, on the same tasks.
@@ -808,7 +831,17 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
         log.evaluated.len(),
         "a pair was evaluated twice"
     );
-    assert_eq!(store.evaluation_count(), pairs.len());
+    // Every stored outcome was played, but those a best-of took from its base harness.
+    let mut taken = 0;
+    for h in store.harnesses().expect("reads") {
+        for o in store.evaluations(&h.id()).expect("reads") {
+            if h.single_episode_as(o.task.seed).is_some() {
+                assert!(!pairs.contains(&(h.id().to_string(), o.task.clone())));
+                taken += 1;
+            }
+        }
+    }
+    assert_eq!(store.evaluation_count(), pairs.len() + taken);
 }
 
 #[test]

@@ -561,11 +561,27 @@ params.max-steps = 5
     let mut played = 0;
     for ((a, b), t) in once.iter().zip(&more).zip(&tasks) {
         let (a, b) = (a.as_ref().expect("runs"), b.as_ref().expect("runs"));
-        // One episode is stream 0's, exactly; two cost more than it alone.
+        // One episode is stream 0's, exactly, the episode of the harness the algebra says it
+        // plays as there (so a coordinator may take that harness's outcome); two cost more
+        // than it alone.
+        let played_as = half.single_episode_as(t.seed).map(|x| x.id());
         match hx_common::harness::catalog::best_of_episodes(1.5, t.seed) {
-            1 => assert_eq!(b.outcome.tokens, a.outcome.tokens, "{t}"),
+            1 => {
+                assert_eq!(played_as, Some(h.id()), "{t}");
+                assert_eq!(commands(b), commands(a), "{t}");
+                let o = |e: &hx_agent::Episode| {
+                    (
+                        e.outcome.won,
+                        e.outcome.score,
+                        e.outcome.steps,
+                        e.outcome.tokens,
+                    )
+                };
+                assert_eq!(o(b), o(a), "{t}");
+            }
             n => {
                 assert_eq!(n, 2);
+                assert_eq!(played_as, None, "{t}");
                 assert!(b.outcome.tokens > a.outcome.tokens, "{t}");
             }
         }
