@@ -283,10 +283,11 @@ fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Compon
                 let free: Vec<&&str> = TOOLS.iter().filter(|t| h.tool(t).is_none()).collect();
                 ParamValue::Text((**free.choose(rng)?).to_owned())
             }
+            // Hints any world can use: no suite's commands or objects.
             (Kind::Hint, "text") => ParamValue::Text(
                 (*[
                     "Visit places you have not searched yet.",
-                    "Open closed receptacles to look inside.",
+                    "Re-read the goal before each command.",
                     "Do not repeat a command that did nothing.",
                     "Take the object the goal names before going to its destination.",
                 ]
