@@ -1592,8 +1592,14 @@ impl<'a> Search<'a> {
                 break spent.unwrap_or_else(|| "nothing left to evaluate".into());
             }
             heard = self.hear()?;
-            // Jobs out and time spent change without results too.
-            self.checkpoint_now_and_then("searching", false)?;
+            // Jobs out and time spent change without results too. Once the budget is spent,
+            // the jobs still out (after a resumption, those of any stage) are finishing.
+            let phase = if spent.is_some() {
+                "finishing"
+            } else {
+                "searching"
+            };
+            self.checkpoint_now_and_then(phase, false)?;
         };
         (self.say)(&format!("search stopped: {stopped}"));
         self.store.set_meta("stopped", &stopped)?;
