@@ -19,7 +19,7 @@ fn main() {
         .collect();
     let w8 = QMatrix::from_f32(&wf, 4096, cols);
     let isas = Isa::available();
-    for n in [1usize, 4, 8, 16] {
+    for n in [1usize, 2, 4, 8, 16, 64, 256] {
         let x: Vec<f32> = (0..n * cols)
             .map(|i| ((i * 31 % 29) as f32 - 14.0) / 7.0)
             .collect();

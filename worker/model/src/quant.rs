@@ -24,6 +24,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+
 /// Block size of every quantized format here.
 pub const BLOCK: usize = 32;
 
@@ -69,6 +72,9 @@ pub struct QMatrix {
     m: Vec<f32>,
     /// Packed values: 16 bytes per Q4_1 block (low nibbles are elements 0..16), 32 per Q8_0.
     q: Vec<u8>,
+    /// The values one byte each in AMX's tile layout, made on the first AMX matmul.
+    #[cfg(target_arch = "x86_64")]
+    amx: std::sync::OnceLock<amx::Weights>,
 }
 
 impl QMatrix {
@@ -95,6 +101,8 @@ impl QMatrix {
             d,
             m,
             q,
+            #[cfg(target_arch = "x86_64")]
+            amx: Default::default(),
         }
     }
 
@@ -115,6 +123,8 @@ impl QMatrix {
             d,
             m: Vec::new(),
             q,
+            #[cfg(target_arch = "x86_64")]
+            amx: Default::default(),
         }
     }
 
@@ -129,6 +139,8 @@ impl QMatrix {
             d: a.d,
             m: Vec::new(),
             q: a.q.into_iter().map(|v| v as u8).collect(),
+            #[cfg(target_arch = "x86_64")]
+            amx: Default::default(),
         }
     }
 
@@ -148,6 +160,8 @@ impl QMatrix {
             d: parts.iter().flat_map(|p| p.d.iter().copied()).collect(),
             m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
             q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
+            #[cfg(target_arch = "x86_64")]
+            amx: Default::default(),
         })
     }
 
@@ -177,9 +191,13 @@ impl QMatrix {
         }
     }
 
-    /// Bytes of memory held.
+    /// Bytes of memory held (the AMX layout too, once made).
     pub fn bytes(&self) -> usize {
-        4 * (self.d.len() + self.m.len()) + self.q.len()
+        #[cfg(target_arch = "x86_64")]
+        let amx = self.amx.get().map_or(0, amx::Weights::bytes);
+        #[cfg(not(target_arch = "x86_64"))]
+        let amx = 0;
+        4 * (self.d.len() + self.m.len()) + self.q.len() + amx
     }
 }
 
@@ -298,6 +316,9 @@ enum Level {
     /// AVX2 with FMA and AVX-VNNI's byte dot product.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     AvxVnni,
+    /// AMX tiles for the matmul (with AVX-512F for its float part); AVX2 for attention.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Amx,
 }
 
 impl Isa {
@@ -313,13 +334,20 @@ impl Isa {
             if is_x86_feature_detected!("avxvnni") {
                 out.push(Isa(Level::AvxVnni));
             }
+            if amx::supported() {
+                out.push(Isa(Level::Amx));
+            }
         }
         out
     }
 
-    /// The fastest kernels this CPU runs (`HX_NO_VNNI` set: not the AVX-VNNI ones).
+    /// The fastest kernels this CPU runs (`HX_NO_AMX` set: not the AMX ones; `HX_NO_VNNI`
+    /// set: not the AVX-VNNI ones).
     pub fn detect() -> Isa {
         let mut all = Isa::available();
+        if std::env::var_os("HX_NO_AMX").is_some() {
+            all.retain(|i| i.0 != Level::Amx);
+        }
         if std::env::var_os("HX_NO_VNNI").is_some() {
             all.retain(|i| i.0 != Level::AvxVnni);
         }
@@ -334,6 +362,7 @@ impl fmt::Display for Isa {
             Level::Scalar => "scalar",
             Level::Avx2 => "AVX2",
             Level::AvxVnni => "AVX-VNNI",
+            Level::Amx => "AMX",
         })
     }
 }
@@ -618,7 +647,7 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni => unsafe { x86::dot_f32(a, b) },
+        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::dot_f32(a, b) },
         _ => {
             let mut acc = [0f32; 8];
             let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -639,7 +668,7 @@ pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
     match isa.0 {
         // SAFETY: as in `dot_f32`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni => unsafe { x86::axpy_f32(y, a, x) },
+        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::axpy_f32(y, a, x) },
         _ => {
             for (o, v) in y.iter_mut().zip(x) {
                 *o += a * v;
@@ -722,7 +751,7 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the shapes are checked above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni => unsafe { x86::attend_group(a, out) },
+        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::attend_group(a, out) },
         _ => {
             let kv = a.positions();
             for (qh, oh) in a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd)) {
@@ -758,8 +787,9 @@ fn tile<const R: usize, const N: usize>(
     match isa.0 {
         // SAFETY: these levels are only made by `Isa::available` on a CPU with the features,
         // and the lengths were checked above.
+        // `matmul` runs AMX's own kernel; AMX CPUs have AVX2 for anything else.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { x86::tile_avx2(kind, w, x) },
+        Level::Avx2 | Level::Amx => unsafe { x86::tile_avx2(kind, w, x) },
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
         _ => tile_scalar(kind, w, x),
@@ -1050,12 +1080,27 @@ pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut T
     let (rows, n) = (w.rows, x.n);
     out.clear();
     out.resize(rows * n, 0.0);
-    let per = rows.div_ceil(team.size()).next_multiple_of(4);
     let dst = Out {
         ptr: out.as_mut_ptr(),
         rows,
         n,
     };
+    #[cfg(target_arch = "x86_64")]
+    if isa.0 == Level::Amx {
+        let weights = w.amx.get_or_init(|| amx::Weights::new(w));
+        let tiles = amx::Tiles::new(x);
+        let per = rows.div_ceil(team.size()).next_multiple_of(amx::ROWS);
+        team.run(&|k| {
+            let r0 = (k * per).min(rows);
+            let r1 = ((k + 1) * per).min(rows);
+            // SAFETY: this level is only made by `Isa::available` when `amx::supported()`;
+            // `weights` are `w`'s and `tiles` are `x`'s, whose width is `w`'s (checked
+            // above); `r0` is a multiple of 16 and `r1` at most `w.rows`.
+            unsafe { amx::rows_into(w.kind, weights, x, &tiles, r0, r1, dst) };
+        });
+        return;
+    }
+    let per = rows.div_ceil(team.size()).next_multiple_of(4);
     team.run(&|k| {
         let r0 = (k * per).min(rows);
         let r1 = ((k + 1) * per).min(rows);
@@ -1122,6 +1167,77 @@ mod tests {
                             batch[j * rows..(j + 1) * rows],
                             "{isa}, row {j} of {n}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// An output as the AMX kernels compute it: each block's exact integer sum, scaled and
+    /// accumulated with one fused multiply-add per block, the Q4_1 minimum terms summed apart.
+    fn block_exact(w: &QMatrix, x: &QActs, r: usize, j: usize) -> f32 {
+        let nb = w.cols / BLOCK;
+        let (mut acc, mut min) = (0f32, 0f32);
+        for b in 0..nb {
+            let xq = &x.q[j * x.cols + b * BLOCK..][..BLOCK];
+            let sum: i32 = match w.kind {
+                Kind::Q4_1 => {
+                    let wq = &w.q[(r * nb + b) * 16..][..16];
+                    (0..16)
+                        .map(|i| {
+                            i32::from(wq[i] & 0x0f) * i32::from(xq[i])
+                                + i32::from(wq[i] >> 4) * i32::from(xq[16 + i])
+                        })
+                        .sum()
+                }
+                Kind::Q8_0 => {
+                    let wq = &w.q[(r * nb + b) * 32..][..32];
+                    (0..32)
+                        .map(|i| i32::from(wq[i] as i8) * i32::from(xq[i]))
+                        .sum()
+                }
+            };
+            acc = (sum as f32 * x.d[j * nb + b]).mul_add(w.d[r * nb + b], acc);
+            if w.kind == Kind::Q4_1 {
+                min += w.m[r * nb + b] * x.s[j * nb + b];
+            }
+        }
+        acc + min
+    }
+
+    /// On a CPU with AMX: every output of the tile kernel is the block-exact sum, bit for bit,
+    /// for weight rows that fill no whole tile (37) or several (48), activation rows that fill
+    /// part of a tile, one, or more, and teams whose shares of rows end inside a tile.
+    #[test]
+    fn amx_outputs_are_the_block_exact_sums() {
+        let Some(isa) = Isa::available().into_iter().find(|i| i.0 == Level::Amx) else {
+            eprintln!("no AMX on this CPU (or the kernel does not grant it): nothing to compare");
+            return;
+        };
+        let cols = 96;
+        let mut seed = 5;
+        for rows in [37, 48] {
+            let w4 = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
+            let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+            let w8 = QMatrix::from_f32(&wf, rows, cols);
+            for threads in [1, 2, 3] {
+                let mut team = Team::new(threads);
+                for n in [1, 5, 16, 17, 40] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+                    let xa = QActs::quantize(&x, n, cols);
+                    for w in [&w4, &w8] {
+                        let mut out = Vec::new();
+                        matmul(isa, w, &xa, &mut out, &mut team);
+                        for j in 0..n {
+                            for r in 0..rows {
+                                assert_eq!(
+                                    out[j * rows + r].to_bits(),
+                                    block_exact(w, &xa, r, j).to_bits(),
+                                    "{:?} rows {rows}, n {n}, {threads} threads: row {r} x {j}",
+                                    w.kind
+                                );
+                            }
+                        }
                     }
                 }
             }
