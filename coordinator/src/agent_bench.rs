@@ -67,6 +67,23 @@ pub struct Figures {
     pub reused_per_step: f64,
     /// Model calls that reported tokens.
     pub model_calls: u64,
+    /// Each episode, by seed, so two builds' successes pair up on the same tasks.
+    pub outcomes: Vec<Played>,
+}
+
+/// One episode of a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Played {
+    /// The task's seed.
+    pub seed: u64,
+    /// Whether it was won.
+    pub won: bool,
+    /// Its final score (progress), where the build reports one.
+    pub score: Option<f64>,
+    /// Steps taken.
+    pub steps: u64,
+    /// Model tokens the episode read and wrote (cached or not), as the build counts them.
+    pub tokens: u64,
 }
 
 /// This process's waited-for children's user + system seconds (`cutime + cstime`), or an
@@ -124,8 +141,22 @@ fn play(build: &Path, plan: &Plan, round: u32, dir: &Path) -> Result<Figures> {
     let outcomes = v["outcomes"]
         .as_array()
         .with_context(|| format!("{}'s --json output has no outcomes", build.display()))?;
-    let won = outcomes.iter().filter(|o| o["won"] == true).count() as u64;
-    let steps: u64 = outcomes.iter().filter_map(|o| o["steps"].as_u64()).sum();
+    let played = outcomes
+        .iter()
+        .map(|o| {
+            Ok(Played {
+                seed: o["task"]["seed"].as_u64().with_context(|| {
+                    format!("an outcome of {} without task.seed", build.display())
+                })?,
+                won: o["won"] == true,
+                score: o["score"].as_f64(),
+                steps: o["steps"].as_u64().unwrap_or(0),
+                tokens: o["tokens"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let won = played.iter().filter(|p| p.won).count() as u64;
+    let steps: u64 = played.iter().map(|p| p.steps).sum();
     let (computed, reused, calls) = trace_tokens(dir)?;
     let per_step = |x: u64| x as f64 / steps.max(1) as f64;
     Ok(Figures {
@@ -140,6 +171,7 @@ fn play(build: &Path, plan: &Plan, round: u32, dir: &Path) -> Result<Figures> {
         computed_per_step: per_step(computed),
         reused_per_step: per_step(reused),
         model_calls: calls,
+        outcomes: played,
     })
 }
 
