@@ -806,7 +806,7 @@ struct Out {
 }
 
 // SAFETY: the team's members write through an `Out` at once, but to disjoint weight rows
-// (each member's share of rows), and the buffer outlives the run (`Team::run` waits).
+// (each piece of rows goes to one member), and the buffer outlives the run (`Team::run` waits).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
@@ -985,8 +985,24 @@ impl Team {
         }
     }
 
+    /// Calls `f(i)` for every `i` in `0..pieces`, once each, spread over the team: each
+    /// member takes the next piece as it comes free, so a member the system deschedules (the
+    /// same cores run the worlds and the harnesses) holds up one piece, not a fixed share.
+    pub fn for_each_piece(&mut self, pieces: usize, f: &(dyn Fn(usize) + Sync)) {
+        let next = AtomicUsize::new(0);
+        self.run(&|_| {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pieces {
+                    break;
+                }
+                f(i);
+            }
+        });
+    }
+
     /// Calls `f(i, piece)` for every `chunk`-long piece `i` of `data` (the last may be
-    /// shorter), spread over the team: member `k` takes pieces `k`, `k + size`, and so on.
+    /// shorter), spread over the team as [`Team::for_each_piece`] does.
     pub fn for_each_chunk_mut<T: Send>(
         &mut self,
         data: &mut [T],
@@ -994,21 +1010,17 @@ impl Team {
         f: &(dyn Fn(usize, &mut [T]) + Sync),
     ) {
         assert!(chunk > 0, "chunk length");
-        let (len, size) = (data.len(), self.size());
-        let pieces = len.div_ceil(chunk);
+        let len = data.len();
         let base = Base(data.as_mut_ptr());
-        self.run(&|k| {
+        self.for_each_piece(len.div_ceil(chunk), &|i| {
             let base = &base;
-            for i in (k..pieces).step_by(size) {
-                let start = i * chunk;
-                let end = (start + chunk).min(len);
-                // SAFETY: `start..end` lies inside `data`, which this call borrows mutably
-                // until every member is done; piece `i` is taken by member `i % size` only,
-                // so no two slices overlap.
-                let piece =
-                    unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-                f(i, piece);
-            }
+            let start = i * chunk;
+            let end = (start + chunk).min(len);
+            // SAFETY: `start..end` lies inside `data`, which this call borrows mutably until
+            // every member is done; `for_each_piece` hands out each `i` once, so no two
+            // slices overlap.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+            f(i, piece);
         });
     }
 }
@@ -1089,10 +1101,10 @@ pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut T
     if isa.0 == Level::Amx {
         let weights = w.amx.get_or_init(|| amx::Weights::new(w));
         let tiles = amx::Tiles::new(x);
-        let per = rows.div_ceil(team.size()).next_multiple_of(amx::ROWS);
-        team.run(&|k| {
-            let r0 = (k * per).min(rows);
-            let r1 = ((k + 1) * per).min(rows);
+        let piece = 4 * amx::ROWS;
+        team.for_each_piece(rows.div_ceil(piece), &|i| {
+            let r0 = i * piece;
+            let r1 = (r0 + piece).min(rows);
             // SAFETY: this level is only made by `Isa::available` when `amx::supported()`;
             // `weights` are `w`'s and `tiles` are `x`'s, whose width is `w`'s (checked
             // above); `r0` is a multiple of 16 and `r1` at most `w.rows`.
@@ -1100,11 +1112,12 @@ pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut T
         });
         return;
     }
-    let per = rows.div_ceil(team.size()).next_multiple_of(4);
-    team.run(&|k| {
-        let r0 = (k * per).min(rows);
-        let r1 = ((k + 1) * per).min(rows);
-        rows_into(isa, w, x, r0, r1, dst);
+    // Pieces of 32 rows (whole four-row tiles): every output is the same sum whichever
+    // member computes it.
+    let piece = 32;
+    team.for_each_piece(rows.div_ceil(piece), &|i| {
+        let r0 = i * piece;
+        rows_into(isa, w, x, r0, (r0 + piece).min(rows), dst);
     });
 }
 
