@@ -1,8 +1,9 @@
-//! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul with every
-//! set of kernels this CPU runs.
+//! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul, and of one
+//! grouped-query attention (SmolLM2's shape: 3 query heads of 64 per key/value head) over
+//! sequences of 100 to 2,000 positions, with every set of kernels this CPU runs.
 use std::time::Instant;
 
-use hx_model::quant::{Isa, QActs, QMatrix, Team, matmul};
+use hx_model::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul};
 fn main() {
     let threads: usize = std::env::var("HX_THREADS")
         .ok()
@@ -43,5 +44,44 @@ fn main() {
                 .collect();
             println!("{name} n={n}: {}", line.join(", "));
         }
+    }
+    let (hd, group, kvd) = (64, 3, 192);
+    for upto in [100usize, 700, 2000] {
+        let q: Vec<f32> = (0..group * hd)
+            .map(|i| ((i * 17 % 23) as f32 - 11.0) / 11.0)
+            .collect();
+        let k: Vec<f32> = (0..upto * kvd)
+            .map(|i| ((i * 13 % 19) as f32 - 9.0) / 9.0)
+            .collect();
+        let v: Vec<f32> = (0..upto * kvd)
+            .map(|i| ((i * 7 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        let runs = [(&k[..], &v[..])];
+        let job = Attend {
+            q: &q,
+            hd,
+            runs: &runs,
+            stride: kvd,
+            off: 0,
+            upto,
+            scale: 0.125,
+        };
+        let mut out = vec![0f32; group * hd];
+        let mut best = vec![f64::MAX; isas.len()];
+        for _ in 0..30 {
+            for (k, &isa) in isas.iter().enumerate() {
+                let t = Instant::now();
+                for _ in 0..20 {
+                    attend_group(isa, &job, &mut out);
+                }
+                best[k] = best[k].min(t.elapsed().as_secs_f64() / 20.0);
+            }
+        }
+        let line: Vec<String> = isas
+            .iter()
+            .zip(&best)
+            .map(|(i, b)| format!("{i} {:.1} us", b * 1e6))
+            .collect();
+        println!("attention over {upto} positions: {}", line.join(", "));
     }
 }
