@@ -24,7 +24,7 @@ fn main() {
         let x: Vec<f32> = (0..n * cols)
             .map(|i| ((i * 31 % 29) as f32 - 14.0) / 7.0)
             .collect();
-        let xa = QActs::quantize(&x, n, cols);
+        let xa = QActs::quantize(Isa::detect(), &x, n, cols);
         for (name, w) in [("q4_1", &w4), ("q8_0", &w8)] {
             let mut best = vec![f64::MAX; isas.len()];
             let mut out = Vec::new();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::gguf::{DType, Error, Gguf};
-use super::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul};
+use super::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul, silu_mul};
 use super::tokenizer::Token;
 
 /// Hyperparameters.
@@ -401,7 +401,7 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
-            s.qa.quantize_into(&s.h, n, d);
+            s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, team);
             let width = d + 2 * kvd;
             for (i, r) in rows.iter().enumerate() {
@@ -447,21 +447,22 @@ impl Llama {
                     attend(i, out);
                 }
             }
-            s.qa.quantize_into(&s.h, n, d);
+            s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.out, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
             // Feed-forward: down(silu(gate) * up).
             self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
-            s.qa.quantize_into(&s.h, n, d);
+            s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, team);
             s.b.clear();
-            for row in s.a.chunks_exact(2 * c.ff) {
+            s.b.resize(n * c.ff, 0.0);
+            for (row, out) in s.a.chunks_exact(2 * c.ff).zip(s.b.chunks_exact_mut(c.ff)) {
                 let (gate, up) = row.split_at(c.ff);
-                s.b.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+                silu_mul(self.isa, gate, up, out);
             }
-            s.qa.quantize_into(&s.b, n, c.ff);
+            s.qa.quantize_into(self.isa, &s.b, n, c.ff);
             matmul(self.isa, &layer.down, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
@@ -477,7 +478,7 @@ impl Llama {
             .flat_map(|&i| s.x[i * d..(i + 1) * d].iter().copied())
             .collect();
         self.rms_norm(&picked, &self.out_norm, &mut s.h);
-        s.qa.quantize_into(&s.h, want.len(), d);
+        s.qa.quantize_into(self.isa, &s.h, want.len(), d);
         let out = self.output.as_ref().unwrap_or(&self.embd);
         matmul(self.isa, out, &s.qa, &mut s.a, team);
         s.a.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect()

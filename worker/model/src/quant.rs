@@ -131,7 +131,7 @@ impl QMatrix {
     /// From f32 values, quantized to Q8_0.
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> QMatrix {
         assert_eq!(values.len(), rows * cols);
-        let a = QActs::quantize(values, rows, cols);
+        let a = QActs::quantize(Isa::SCALAR, values, rows, cols);
         QMatrix {
             rows,
             cols,
@@ -218,14 +218,14 @@ pub struct QActs {
 
 impl QActs {
     /// Quantizes `n` rows of `cols` values.
-    pub fn quantize(x: &[f32], n: usize, cols: usize) -> QActs {
+    pub fn quantize(isa: Isa, x: &[f32], n: usize, cols: usize) -> QActs {
         let mut a = QActs::default();
-        a.quantize_into(x, n, cols);
+        a.quantize_into(isa, x, n, cols);
         a
     }
 
-    /// Quantizes into this buffer, reusing its memory.
-    pub fn quantize_into(&mut self, x: &[f32], n: usize, cols: usize) {
+    /// Quantizes into this buffer, reusing its memory. Every kernel set gives the same bits.
+    pub fn quantize_into(&mut self, isa: Isa, x: &[f32], n: usize, cols: usize) {
         assert_eq!(x.len(), n * cols);
         assert_eq!(cols % BLOCK, 0);
         let nb = n * cols / BLOCK;
@@ -238,6 +238,20 @@ impl QActs {
         self.d.reserve(nb);
         self.s.reserve(nb);
         self.q.reserve(nb * BLOCK);
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa.0, Level::Avx2 | Level::AvxVnni | Level::Amx) {
+            self.q.resize(nb * BLOCK, 0);
+            for (block, q) in x.chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)) {
+                // SAFETY: these levels are only made on CPUs with AVX2 and FMA; both hold
+                // one block.
+                let (d, sum) = unsafe { x86::quantize_block(block, q) };
+                self.d.push(d);
+                self.dv.extend([d; 8]);
+                self.s.push(d * sum as f32);
+            }
+            return;
+        }
+        let _ = isa;
         for block in x.chunks_exact(BLOCK) {
             let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
@@ -581,54 +595,311 @@ mod x86 {
         let kv = a.positions();
         let mut scores = vec![0f32; a.q.len() / hd * upto];
         // Positions outside, heads inside: each key is read from memory once for every head
-        // that shares it.
-        for (t, (k, _)) in kv.iter().enumerate() {
+        // that shares it. Four positions at a time where the width allows, so eight sums are
+        // in flight instead of one chain of dependent adds per dot product.
+        let mut t = 0;
+        if hd.is_multiple_of(16) {
+            let scale = _mm_set1_ps(a.scale);
+            while t + 4 <= upto {
+                let keys = [kv[t].0, kv[t + 1].0, kv[t + 2].0, kv[t + 3].0];
+                for (j, qh) in a.q.chunks_exact(hd).enumerate() {
+                    // SAFETY: AVX2 and FMA are present; every key holds `hd` floats, a multiple
+                    // of 16; `j * upto + t + 4 <= (j + 1) * upto`, inside `scores`.
+                    unsafe {
+                        let s = _mm_mul_ps(dot4(qh, keys), scale);
+                        _mm_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
+                    }
+                }
+                t += 4;
+            }
+        }
+        for (t, (k, _)) in kv.iter().enumerate().skip(t) {
             for (j, qh) in a.q.chunks_exact(hd).enumerate() {
                 // SAFETY: AVX2 and FMA are present (this function's contract); equal lengths.
                 scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
             }
         }
         for s in scores.chunks_exact_mut(upto) {
-            super::softmax(s);
+            // SAFETY: AVX2 and FMA are present.
+            unsafe { softmax(s) };
         }
-        for (w, oh) in scores.chunks_exact(upto).zip(out.chunks_exact_mut(hd)) {
-            // SAFETY: AVX2 and FMA are present; `oh` and every value hold `hd` floats.
-            unsafe {
-                match hd {
-                    32 => weighted_sum::<4>(&kv, w, oh),
-                    64 => weighted_sum::<8>(&kv, w, oh),
-                    128 => weighted_sum::<16>(&kv, w, oh),
-                    _ => {
-                        oh.fill(0.0);
-                        for ((_, v), &w) in kv.iter().zip(w) {
-                            axpy_f32(oh, w, v);
+        let mut heads: Vec<(&[f32], &mut [f32])> = scores
+            .chunks_exact(upto)
+            .zip(out.chunks_exact_mut(hd))
+            .collect();
+        if hd.is_multiple_of(32) {
+            // Up to three heads at a time, 32 of their floats at a time: each value is read
+            // from memory once for the heads that share it, and 12 sums stay in registers.
+            for group in heads.chunks_mut(3) {
+                for off in (0..hd).step_by(32) {
+                    // SAFETY: AVX2 and FMA are present; every value and output holds `hd`
+                    // floats, a multiple of 32 above `off`; every weight row holds one weight
+                    // per attended position.
+                    unsafe {
+                        match group.len() {
+                            1 => weighted_sums::<1>(&kv, group, off),
+                            2 => weighted_sums::<2>(&kv, group, off),
+                            _ => weighted_sums::<3>(&kv, group, off),
                         }
                     }
+                }
+            }
+        } else {
+            for (w, oh) in heads {
+                oh.fill(0.0);
+                for ((_, v), &w) in kv.iter().zip(w) {
+                    // SAFETY: AVX2 and FMA are present; `oh` and every value hold `hd` floats.
+                    unsafe { axpy_f32(oh, w, v) };
                 }
             }
         }
     }
 
-    /// `out = sum_t w[t] * v_t` over the attended values, `CH` lanes of eight in registers;
-    /// the same fused multiply-adds in the same order as `axpy_f32` into a zeroed `out`.
+    /// `out[off..off + 32] = sum_t w[t] * v_t[off..off + 32]` for `G` heads' weights and
+    /// outputs, each value's 32 floats loaded once for all of them; per output float the same
+    /// fused multiply-adds in the same order as `axpy_f32` into a zeroed output.
     ///
     /// # Safety
-    /// AVX2 and FMA are present; `out` and every value hold `8 * CH` floats.
+    /// AVX2 and FMA are present; `heads` holds `G` (weights, output) pairs, every weight row
+    /// at least `kv.len()` floats, every value and output at least `off + 32`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn weighted_sum<const CH: usize>(kv: &[(&[f32], &[f32])], w: &[f32], out: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); CH];
-        for ((_, v), &w) in kv.iter().zip(w) {
-            let wv = _mm256_set1_ps(w);
-            for (c, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: 8 * (c + 1) <= 8 * CH = the value's length.
-                *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * c)) }, *acc);
+    unsafe fn weighted_sums<const G: usize>(
+        kv: &[(&[f32], &[f32])],
+        heads: &mut [(&[f32], &mut [f32])],
+        off: usize,
+    ) {
+        let w: [&[f32]; G] = std::array::from_fn(|h| heads[h].0);
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for (t, (_, v)) in kv.iter().enumerate() {
+            let p = v[off..off + 32].as_ptr();
+            for h in 0..G {
+                let wv = _mm256_set1_ps(w[h][t]);
+                for (c, acc) in acc[h].iter_mut().enumerate() {
+                    // SAFETY: 8 * c + 8 <= 32 floats from p, inside the value.
+                    *acc = _mm256_fmadd_ps(wv, unsafe { _mm256_loadu_ps(p.add(8 * c)) }, *acc);
+                }
             }
         }
-        for (c, acc) in acc.iter().enumerate() {
-            // SAFETY: 8 * (c + 1) <= 8 * CH = out's length.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *acc) };
+        for (h, acc) in acc.iter().enumerate() {
+            let o = &mut heads[h].1[off..off + 32];
+            for (c, acc) in acc.iter().enumerate() {
+                // SAFETY: 8 * c + 8 <= 32 floats of o.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * c), *acc) };
+            }
         }
+    }
+
+    /// Four keys' dot products with `q`, each the same operations in the same order as
+    /// [`dot_f32`] (two running sums over alternate eights, added, then `hsum`'s tree).
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `q` and every key hold the same number of floats, a multiple
+    /// of 16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot4(q: &[f32], k: [&[f32]; 4]) -> __m128 {
+        let n = q.len();
+        let mut s0 = [_mm256_setzero_ps(); 4];
+        let mut s1 = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 16 <= n, the length of q and of every key.
+            unsafe {
+                let (qa, qb) = (
+                    _mm256_loadu_ps(q.as_ptr().add(i)),
+                    _mm256_loadu_ps(q.as_ptr().add(i + 8)),
+                );
+                for p in 0..4 {
+                    s0[p] = _mm256_fmadd_ps(qa, _mm256_loadu_ps(k[p].as_ptr().add(i)), s0[p]);
+                    s1[p] = _mm256_fmadd_ps(qb, _mm256_loadu_ps(k[p].as_ptr().add(i + 8)), s1[p]);
+                }
+            }
+            i += 16;
+        }
+        let v: [__m256; 4] = std::array::from_fn(|p| _mm256_add_ps(s0[p], s1[p]));
+        // hsum's tree for the four at once: lanes x_k = a_k + a_(k+4), then
+        // (x_0 + x_2) + (x_1 + x_3). Float addition commutes exactly, so the order of each
+        // pair's operands does not matter, only which values pair up.
+        let halves = |a: __m256, b: __m256| {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        };
+        let (c02, c13) = (halves(v[0], v[2]), halves(v[1], v[3]));
+        // Per 128-bit half: [x0 + x2 of the first, of the second, x1 + x3 of the first, ...].
+        let u = _mm256_add_ps(_mm256_unpacklo_ps(c02, c13), _mm256_unpackhi_ps(c02, c13));
+        let (lo, hi) = (_mm256_castps256_ps128(u), _mm256_extractf128_ps::<1>(u));
+        _mm_add_ps(
+            _mm_shuffle_ps::<0b01_00_01_00>(lo, hi),
+            _mm_shuffle_ps::<0b11_10_11_10>(lo, hi),
+        )
+    }
+
+    /// `e^x` in each lane: Cephes' `expf` (range reduction by `ln 2` in two parts, a degree-5
+    /// polynomial), within 2 ulp of the exact value for `x` in [-87, 88.3]; below -87 it is 0,
+    /// above 88.3 it is `e^88.3`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn exp8(x: __m256) -> __m256 {
+        let under = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.0));
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+            _mm256_set1_ps(88.3),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let y = _mm256_add_ps(
+            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_and_ps(_mm256_mul_ps(y, pow2), under)
+    }
+
+    /// Softmax in place, eight lanes at a time (a short tail is padded with minus infinity,
+    /// whose exponential is 0).
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax(s: &mut [f32]) {
+        let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in s.chunks(8) {
+            max = _mm256_max_ps(max, load_padded(c));
+        }
+        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(max), _mm256_castps256_ps128(max));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let max = _mm256_set1_ps(_mm_cvtss_f32(m));
+        let mut sum = _mm256_setzero_ps();
+        for c in s.chunks_mut(8) {
+            let e = exp8(_mm256_sub_ps(load_padded(c), max));
+            sum = _mm256_add_ps(sum, e);
+            store_part(c, e);
+        }
+        let inv = _mm256_set1_ps(1.0 / hsum(sum));
+        for c in s.chunks_mut(8) {
+            store_part(c, _mm256_mul_ps(load_padded(c), inv));
+        }
+    }
+
+    /// Up to eight floats, the lanes past `c`'s end minus infinity.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn load_padded(c: &[f32]) -> __m256 {
+        if c.len() == 8 {
+            // SAFETY: eight floats.
+            unsafe { _mm256_loadu_ps(c.as_ptr()) }
+        } else {
+            let mut b = [f32::NEG_INFINITY; 8];
+            b[..c.len()].copy_from_slice(c);
+            // SAFETY: eight floats.
+            unsafe { _mm256_loadu_ps(b.as_ptr()) }
+        }
+    }
+
+    /// The first `c.len()` (at most eight) lanes of `v` into `c`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn store_part(c: &mut [f32], v: __m256) {
+        let mut b = [0f32; 8];
+        // SAFETY: eight floats.
+        unsafe { _mm256_storeu_ps(b.as_mut_ptr(), v) };
+        c.copy_from_slice(&b[..c.len()]);
+    }
+
+    /// `out[i] = silu(gate[i]) * up[i]`, `silu(g) = g / (1 + e^-g)`, with [`exp8`].
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; the three have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        for ((g, u), o) in gate.chunks(8).zip(up.chunks(8)).zip(out.chunks_mut(8)) {
+            let mut b = [[0f32; 8]; 2];
+            b[0][..g.len()].copy_from_slice(g);
+            b[1][..u.len()].copy_from_slice(u);
+            // SAFETY: eight floats each.
+            let (gv, uv) = unsafe {
+                (
+                    _mm256_loadu_ps(b[0].as_ptr()),
+                    _mm256_loadu_ps(b[1].as_ptr()),
+                )
+            };
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+            let v = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv);
+            store_part(o, v);
+        }
+    }
+
+    /// One block of 32 activations quantized: the scale `amax / 127` and each value times its
+    /// inverse rounded half away from zero (as `f32::round`), the same bits as the portable
+    /// code. Returns the scale and the sum of the quantized values.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `x` and `q` hold 32 values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        debug_assert!(x.len() == 32 && q.len() == 32);
+        let sign = _mm256_set1_ps(-0.0);
+        // SAFETY: 32 floats.
+        let v: [__m256; 4] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) });
+        let a = v.map(|v| _mm256_andnot_ps(sign, v));
+        let a = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(a), _mm256_castps256_ps128(a));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let ints = v.map(|v| {
+            let x = _mm256_mul_ps(v, inv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+            // |x - trunc(x)| is exact; at 0.5 or more the value rounds away from zero.
+            let away =
+                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, _mm256_sub_ps(x, t)), half);
+            let step = _mm256_or_ps(_mm256_and_ps(x, sign), one);
+            _mm256_cvtps_epi32(_mm256_add_ps(t, _mm256_and_ps(away, step)))
+        });
+        let sum = _mm256_add_epi32(
+            _mm256_add_epi32(ints[0], ints[1]),
+            _mm256_add_epi32(ints[2], ints[3]),
+        );
+        let s = _mm_add_epi32(
+            _mm256_extracti128_si256::<1>(sum),
+            _mm256_castsi256_si128(sum),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        // Packing works per 128-bit half, so the fours of values come out as 0, 2, 4, 6,
+        // 1, 3, 5, 7 (four values per 32-bit lane); the permute puts them back in order.
+        let w01 = _mm256_packs_epi32(ints[0], ints[1]);
+        let w23 = _mm256_packs_epi32(ints[2], ints[3]);
+        let b = _mm256_packs_epi16(w01, w23);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: 32 bytes.
+        unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), b) };
+        (d, _mm_cvtsi128_si32(s))
     }
 
     kernel!(tile_avx2, "avx2,fma", |a, b| _mm256_madd_epi16(
@@ -712,8 +983,37 @@ impl Attend<'_> {
     }
 }
 
-/// Softmax in place (the scores of one head).
-fn softmax(s: &mut [f32]) {
+/// Softmax in place (the scores of one head): vectorized where the CPU allows, with an
+/// exponential within 2 ulp of the exact one (not the C library's).
+pub fn softmax(isa: Isa, s: &mut [f32]) {
+    match isa.0 {
+        // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::softmax(s) },
+        _ => softmax_scalar(s),
+    }
+}
+
+/// `out[i] = silu(gate[i]) * up[i]` with `silu(g) = g / (1 + e^-g)`, the feed-forward's
+/// gate; vectorized as [`softmax`] is.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn silu_mul(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(gate.len() == up.len() && up.len() == out.len());
+    match isa.0 {
+        // SAFETY: as in `softmax`; the lengths are equal (checked above).
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::silu_mul(gate, up, out) },
+        _ => {
+            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    }
+}
+
+fn softmax_scalar(s: &mut [f32]) {
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for x in s.iter_mut() {
@@ -759,7 +1059,7 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
                     .iter()
                     .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
                     .collect();
-                softmax(&mut scores);
+                softmax(isa, &mut scores);
                 oh.fill(0.0);
                 for ((_, v), &w) in kv.iter().zip(&scores) {
                     axpy_f32(isa, oh, w, v);
@@ -1170,9 +1470,15 @@ mod tests {
                 for n in [4, 7, 9] {
                     let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
                     let mut batch = Vec::new();
-                    matmul(isa, w, &QActs::quantize(&x, n, cols), &mut batch, &mut team);
+                    matmul(
+                        isa,
+                        w,
+                        &QActs::quantize(isa, &x, n, cols),
+                        &mut batch,
+                        &mut team,
+                    );
                     for j in 0..n {
-                        let one = QActs::quantize(&x[j * cols..(j + 1) * cols], 1, cols);
+                        let one = QActs::quantize(isa, &x[j * cols..(j + 1) * cols], 1, cols);
                         let mut alone = Vec::new();
                         matmul(isa, w, &one, &mut alone, &mut team);
                         assert_eq!(
@@ -1238,7 +1544,7 @@ mod tests {
                 let mut team = Team::new(threads);
                 for n in [1, 5, 16, 17, 40] {
                     let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
-                    let xa = QActs::quantize(&x, n, cols);
+                    let xa = QActs::quantize(isa, &x, n, cols);
                     for w in [&w4, &w8] {
                         let mut out = Vec::new();
                         matmul(isa, w, &xa, &mut out, &mut team);
@@ -1258,10 +1564,11 @@ mod tests {
         }
     }
 
-    /// Grouped attention gives exactly what one `dot_f32` per key and one `axpy_f32` per value
-    /// gave before it (the same operations in the same order), for every kernel set this CPU
-    /// runs, head widths with and without a register path, keys split over runs, and rows that
-    /// attend to part of the sequence.
+    /// Grouped attention gives exactly what one `dot_f32` per key, a `softmax` per head and one
+    /// `axpy_f32` per value give (the same operations in the same order), for every kernel set
+    /// this CPU runs, head widths with and without a register path and a four-key path, keys
+    /// split over runs, and rows that attend to part of the sequence (with and without a
+    /// remainder after the fours).
     #[test]
     fn grouped_attention_equals_per_head_dots_and_axpys() {
         let mut seed = 7;
@@ -1284,7 +1591,7 @@ mod tests {
                     .collect();
                 let q: Vec<f32> = (0..group * hd).map(|_| lcg(&mut seed) * 3.0).collect();
                 for g in 0..kv_heads {
-                    for upto in [1, 6, 51, 150] {
+                    for upto in [1, 4, 6, 51, 148, 150] {
                         let a = Attend {
                             q: &q,
                             hd,
@@ -1308,15 +1615,9 @@ mod tests {
                                 .iter()
                                 .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
                                 .collect();
-                            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                            let mut sum = 0.0;
-                            for x in &mut scores {
-                                *x = (*x - max).exp();
-                                sum += *x;
-                            }
-                            let inv = 1.0 / sum;
+                            softmax(isa, &mut scores);
                             for ((_, v), s) in positions.iter().zip(&scores) {
-                                axpy_f32(isa, oh, s * inv, v);
+                                axpy_f32(isa, oh, *s, v);
                             }
                         }
                         assert_eq!(
@@ -1360,7 +1661,7 @@ mod tests {
         let mut team = Team::new(2);
         for n in [1, 2, 3, 4, 7] {
             let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
-            let xa = QActs::quantize(&x, n, cols);
+            let xa = QActs::quantize(Isa::detect(), &x, n, cols);
             for w in [&w4, &w8] {
                 let mut deq = vec![0f32; rows * cols];
                 for r in 0..rows {
@@ -1493,5 +1794,110 @@ mod tests {
             ran.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(ran.load(Ordering::SeqCst), 3);
+    }
+
+    /// The vectorized exponential is within 2 ulp of the exact value over softmax's range and
+    /// the feed-forward's, 0 below it, and softmax gives (next to) 0 far below its maximum.
+    #[test]
+    fn exponential_is_within_two_ulp() {
+        for isa in Isa::available() {
+            #[cfg(target_arch = "x86_64")]
+            if isa != Isa::SCALAR {
+                let xs: Vec<f32> = (0..200_000)
+                    .map(|i| -87.0 + 175.3 * i as f32 / 200_000.0)
+                    .chain([
+                        0.0,
+                        -0.0,
+                        1e-30,
+                        -1e-30,
+                        88.3,
+                        -87.0,
+                        -88.0,
+                        -1e9,
+                        f32::NEG_INFINITY,
+                    ])
+                    .collect();
+                let mut worst = 0f64;
+                for c in xs.chunks_exact(8) {
+                    let mut got = [0f32; 8];
+                    // SAFETY: this level is only made on CPUs with AVX2 and FMA; eight floats.
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        let e = x86::exp8(_mm256_loadu_ps(c.as_ptr()));
+                        _mm256_storeu_ps(got.as_mut_ptr(), e);
+                    }
+                    for (x, g) in c.iter().zip(got) {
+                        if *x < -87.0 {
+                            assert_eq!(g, 0.0, "{isa}: e^{x}");
+                            continue;
+                        }
+                        let want = f64::from(*x).exp();
+                        worst = worst.max((f64::from(g) - want).abs() / want);
+                    }
+                }
+                assert!(
+                    worst <= 2.0 * f64::from(f32::EPSILON),
+                    "{isa}: relative error {worst:e}"
+                );
+            }
+            let mut s = [-100.0, 0.0, f32::NEG_INFINITY];
+            softmax(isa, &mut s);
+            assert!(s[0] < 1e-37 && s[1] == 1.0 && s[2] == 0.0, "{isa}: {s:?}");
+        }
+    }
+
+    /// Softmax and the gated activation agree with the scalar code, for lengths with and
+    /// without a tail.
+    #[test]
+    fn vector_softmax_and_silu_match_scalar() {
+        let mut seed = 3;
+        for isa in Isa::available() {
+            for n in [1, 7, 8, 9, 64, 701] {
+                let x: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 20.0).collect();
+                let (mut got, mut want) = (x.clone(), x.clone());
+                softmax(isa, &mut got);
+                softmax(Isa::SCALAR, &mut want);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.max(1e-30) + 1e-37,
+                        "{isa}, {n}: {g} vs {w}"
+                    );
+                }
+                let up: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+                let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                silu_mul(isa, &x, &up, &mut got);
+                silu_mul(Isa::SCALAR, &x, &up, &mut want);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.abs() + 1e-30,
+                        "{isa}, {n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every kernel set quantizes activations to the same bits, ties of rounding included.
+    #[test]
+    fn quantizing_gives_the_same_bits_on_every_kernel_set() {
+        let mut seed = 11;
+        let mut x: Vec<f32> = (0..5 * 64).map(|_| lcg(&mut seed) * 4.0).collect();
+        // A block whose values sit at exact halves after scaling (amax 127: d = 1), one of
+        // zeros, and one with a single large value.
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
+        }
+        x[96..128].fill(0.0);
+        x[128..160].fill(0.25);
+        x[140] = -1e6;
+        let want = QActs::quantize(Isa::SCALAR, &x, 5, 64);
+        for isa in Isa::available() {
+            let got = QActs::quantize(isa, &x, 5, 64);
+            assert_eq!(
+                (&got.d, &got.dv, &got.s, &got.q),
+                (&want.d, &want.dv, &want.s, &want.q),
+                "{isa}"
+            );
+        }
     }
 }
