@@ -437,6 +437,15 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// The largest of the eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hmax(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+
     /// One kernel body, compiled twice: with AVX-VNNI's `vpdpbusd` for the u8 x i8 dot
     /// product, and with AVX2's `vpmaddubsw` + `vpmaddwd`. Two functions, not one with a
     /// runtime flag, so the AVX2 build can never contain a VNNI instruction.
@@ -783,33 +792,30 @@ mod x86 {
     pub unsafe fn softmax(s: &mut [f32]) {
         let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
         for c in s.chunks(8) {
-            max = _mm256_max_ps(max, load_padded(c));
+            max = _mm256_max_ps(max, load_or(c, f32::NEG_INFINITY));
         }
-        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(max), _mm256_castps256_ps128(max));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        let max = _mm256_set1_ps(_mm_cvtss_f32(m));
+        let max = _mm256_set1_ps(hmax(max));
         let mut sum = _mm256_setzero_ps();
         for c in s.chunks_mut(8) {
-            let e = exp8(_mm256_sub_ps(load_padded(c), max));
+            let e = exp8(_mm256_sub_ps(load_or(c, f32::NEG_INFINITY), max));
             sum = _mm256_add_ps(sum, e);
             store_part(c, e);
         }
         let inv = _mm256_set1_ps(1.0 / hsum(sum));
         for c in s.chunks_mut(8) {
-            store_part(c, _mm256_mul_ps(load_padded(c), inv));
+            store_part(c, _mm256_mul_ps(load_or(c, 0.0), inv));
         }
     }
 
-    /// Up to eight floats, the lanes past `c`'s end minus infinity.
+    /// Up to eight floats, the lanes past `c`'s end `pad`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn load_padded(c: &[f32]) -> __m256 {
+    fn load_or(c: &[f32], pad: f32) -> __m256 {
         if c.len() == 8 {
             // SAFETY: eight floats.
             unsafe { _mm256_loadu_ps(c.as_ptr()) }
         } else {
-            let mut b = [f32::NEG_INFINITY; 8];
+            let mut b = [pad; 8];
             b[..c.len()].copy_from_slice(c);
             // SAFETY: eight floats.
             unsafe { _mm256_loadu_ps(b.as_ptr()) }
@@ -834,16 +840,7 @@ mod x86 {
     pub unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
         let one = _mm256_set1_ps(1.0);
         for ((g, u), o) in gate.chunks(8).zip(up.chunks(8)).zip(out.chunks_mut(8)) {
-            let mut b = [[0f32; 8]; 2];
-            b[0][..g.len()].copy_from_slice(g);
-            b[1][..u.len()].copy_from_slice(u);
-            // SAFETY: eight floats each.
-            let (gv, uv) = unsafe {
-                (
-                    _mm256_loadu_ps(b[0].as_ptr()),
-                    _mm256_loadu_ps(b[1].as_ptr()),
-                )
-            };
+            let (gv, uv) = (load_or(g, 0.0), load_or(u, 0.0));
             let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
             let v = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv);
             store_part(o, v);
@@ -864,10 +861,10 @@ mod x86 {
         let v: [__m256; 4] =
             std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) });
         let a = v.map(|v| _mm256_andnot_ps(sign, v));
-        let a = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
-        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(a), _mm256_castps256_ps128(a));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let amax = hmax(_mm256_max_ps(
+            _mm256_max_ps(a[0], a[1]),
+            _mm256_max_ps(a[2], a[3]),
+        ));
         let d = amax / 127.0;
         let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
         let half = _mm256_set1_ps(0.5);
