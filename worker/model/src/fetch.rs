@@ -56,6 +56,9 @@ pub fn sha256(path: &Path) -> std::io::Result<String> {
 /// The default model's path, fetching it first if it is missing or fails its checksum.
 /// `progress` hears what is happening (fetching takes a few seconds to minutes).
 pub fn ensure_default(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Error> {
+    // One fetch at a time in this process: the threads that wait find the model installed.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = FETCHING.lock().unwrap_or_else(|p| p.into_inner());
     let path = default_model_path();
     if path.exists() {
         match sha256(&path) {
@@ -133,8 +136,12 @@ pub fn fetch(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
     Ok(())
 }
 
+/// A fresh directory in `dir` for one fetch, its name unique to this process and call (two
+/// fetches at once, in one process or several, never share one).
 fn tempdir_in(dir: &Path) -> Result<PathBuf, Error> {
-    let p = dir.join(format!(".fetch-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = dir.join(format!(".fetch-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p)
         .map_err(|e| Error::Fetch(format!("creating {}: {e}", p.display())))?;
