@@ -1169,9 +1169,13 @@ fn weight_rows<const R: usize>(isa: Isa, w: &QMatrix, x: &QActs, r: usize, out: 
 ///
 /// A job is handed to the helpers as a raw pointer to a borrowed closure. [`Team::run`] takes
 /// `&mut self`, so one job runs at a time, and it neither returns nor unwinds before every
-/// helper has finished with the job, so the borrow outlives every use: that is the invariant
-/// the `unsafe` below relies on. A helper's panic is caught (the helper lives on) and raised
-/// again in the caller once every member is done.
+/// helper that joined the job has finished with it, and once the caller's own share is done
+/// no helper can join any more, so the borrow outlives every use: that is the invariant the
+/// `unsafe` below relies on. A helper joins by counting itself in `state` for the job's epoch
+/// while the job is open; one that wakes after the caller closed it skips the job without
+/// touching it (the pieces were all taken), so the caller never waits for a helper the system
+/// has not scheduled yet. A helper's panic is caught (the helper lives on) and raised again in
+/// the caller once every member that joined is done.
 pub struct Team {
     shared: Arc<Shared>,
     helpers: Vec<std::thread::JoinHandle<()>>,
@@ -1188,7 +1192,11 @@ unsafe impl Send for Task {}
 struct Shared {
     /// Bumped once per job; helpers run a job when they see a new value.
     epoch: AtomicU64,
-    /// Helpers finished with the current job.
+    /// The current job's epoch (high 32 bits), whether the caller closed it ([`CLOSED`]) and
+    /// the helpers that joined it (the low bits): one word, so joining and closing are one
+    /// atomic step each and a helper that read an older epoch cannot join a newer job.
+    state: AtomicU64,
+    /// Helpers finished with the current job (of those that joined it).
     done: AtomicUsize,
     /// Whether a helper panicked in the current job.
     panicked: AtomicBool,
@@ -1199,16 +1207,21 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// Waits, on return and on unwind alike, until every helper is done with the job, then takes
-/// the job's pointer back.
+/// The bit of [`Shared::state`] that says the current job takes no more helpers.
+const CLOSED: u64 = 1 << 31;
+/// The bits of [`Shared::state`] that count the helpers that joined.
+const JOINED: u64 = CLOSED - 1;
+
+/// Closes the job, on return and on unwind alike, waits until every helper that joined it is
+/// done, then takes the job's pointer back.
 struct Finish<'a> {
     shared: &'a Shared,
-    helpers: usize,
 }
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
-        while self.shared.done.load(Ordering::Acquire) < self.helpers {
+        let joined = (self.shared.state.fetch_or(CLOSED, Ordering::AcqRel) & JOINED) as usize;
+        while self.shared.done.load(Ordering::Acquire) < joined {
             std::hint::spin_loop();
         }
         *self.shared.task.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -1220,6 +1233,7 @@ impl Team {
     pub fn new(threads: usize) -> Team {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
+            state: AtomicU64::new(CLOSED),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             task: Mutex::new(None),
@@ -1244,10 +1258,12 @@ impl Team {
         self.helpers.len() + 1
     }
 
-    /// Runs `job(k)` on every member `k` in `0..size()` at once (the caller is member 0) and
-    /// returns when all have returned. If any member panics, this panics, after every member
-    /// has finished.
-    pub fn run(&mut self, job: &(dyn Fn(usize) + Sync)) {
+    /// Runs `job(0)` on the caller and `job(k)` on each helper `k` in `1..size()` that comes
+    /// for the job before the caller's own call returns; a helper that comes later skips it.
+    /// So `job` must be a share of work that any member may leave to the others (as
+    /// [`Team::for_each_piece`]'s are). Returns when every member that ran `job` has
+    /// returned. If any of them panics, this panics, after all have finished.
+    fn run(&mut self, job: &(dyn Fn(usize) + Sync)) {
         if self.helpers.is_empty() {
             job(0);
             return;
@@ -1265,16 +1281,17 @@ impl Team {
         *sh.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         sh.done.store(0, Ordering::Release);
         sh.panicked.store(false, Ordering::Release);
-        sh.epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = sh.epoch.load(Ordering::Relaxed) + 1;
+        // The state first, so a helper that sees the new epoch finds the job open.
+        sh.state
+            .store((epoch & 0xffff_ffff) << 32, Ordering::Release);
+        sh.epoch.store(epoch, Ordering::Release);
         let parked = *sh.park.lock().unwrap_or_else(|p| p.into_inner());
         if parked > 0 {
             sh.wake.notify_all();
         }
         {
-            let _finish = Finish {
-                shared: sh,
-                helpers: self.helpers.len(),
-            };
+            let _finish = Finish { shared: sh };
             job(0);
         }
         if sh.panicked.load(Ordering::Acquire) {
@@ -1369,6 +1386,9 @@ fn helper(sh: &Shared, k: usize) {
         if sh.stop.load(Ordering::Acquire) {
             return;
         }
+        if !join(sh, epoch) {
+            continue;
+        }
         let task = *sh.task.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Task(job)) = task {
             // SAFETY: the caller that published this job waits in `Team::run` until this
@@ -1379,6 +1399,23 @@ fn helper(sh: &Shared, k: usize) {
             }
         }
         sh.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a helper in the job of `epoch` if that job is still the current one and open.
+fn join(sh: &Shared, epoch: u64) -> bool {
+    let mut s = sh.state.load(Ordering::Acquire);
+    loop {
+        if s >> 32 != epoch & 0xffff_ffff || s & CLOSED != 0 {
+            return false;
+        }
+        match sh
+            .state
+            .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return true,
+            Err(now) => s = now,
+        }
     }
 }
 
@@ -1731,26 +1768,46 @@ mod tests {
         assert!(all.contains(&Isa::detect()));
     }
 
-    /// Every member runs once per job, and the pieces of `for_each_chunk_mut` cover the data
-    /// exactly once.
+    /// In every job the caller runs once and each helper at most once, a helper that joins
+    /// is waited for, and the pieces of `for_each_chunk_mut` cover the data exactly once,
+    /// over many jobs in a row (some of which helpers join late or skip).
     #[test]
-    fn a_team_runs_every_member_and_every_piece_once() {
+    fn a_team_runs_every_member_at_most_once_and_every_piece_once() {
         for threads in [1, 2, 3] {
             let mut team = Team::new(threads);
-            let ran = std::sync::Mutex::new(Vec::new());
-            team.run(&|k| ran.lock().expect("lock").push(k));
-            let mut ran = ran.into_inner().expect("lock");
-            ran.sort_unstable();
-            assert_eq!(ran, (0..threads).collect::<Vec<_>>());
+            let mut helped = 0;
+            for round in 0..2000u32 {
+                let ran = std::sync::Mutex::new(Vec::new());
+                team.run(&|k| {
+                    if k > 0 && round % 100 == 0 {
+                        // A helper that joined is waited for, however slow.
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    ran.lock().expect("lock").push(k);
+                });
+                let mut ran = ran.into_inner().expect("lock");
+                ran.sort_unstable();
+                let before = ran.len();
+                ran.dedup();
+                assert_eq!(ran.len(), before, "a member ran twice: {ran:?}");
+                assert_eq!(ran[0], 0, "the caller always runs");
+                assert!(ran.iter().all(|&k| k < threads), "{ran:?}");
+                helped += ran.len() - 1;
+            }
+            if threads > 1 {
+                assert!(helped > 0, "helpers never joined a job");
+            }
             let mut data = vec![0u32; 103];
-            team.for_each_chunk_mut(&mut data, 10, &|i, piece| {
-                assert!(piece.len() == 10 || (i == 10 && piece.len() == 3));
-                for v in piece.iter_mut() {
-                    *v += 1 + i as u32;
-                }
-            });
+            for _ in 0..200 {
+                team.for_each_chunk_mut(&mut data, 10, &|i, piece| {
+                    assert!(piece.len() == 10 || (i == 10 && piece.len() == 3));
+                    for v in piece.iter_mut() {
+                        *v += 1 + i as u32;
+                    }
+                });
+            }
             for (k, v) in data.iter().enumerate() {
-                assert_eq!(*v, 1 + (k / 10) as u32, "element {k}");
+                assert_eq!(*v, 200 * (1 + (k / 10) as u32), "element {k}");
             }
         }
     }
@@ -1761,22 +1818,40 @@ mod tests {
     fn a_panicking_member_never_leaves_helpers_running_and_the_team_recovers() {
         use std::sync::atomic::AtomicUsize;
         let mut team = Team::new(3);
+        // The caller's share waits (at most 10 s) until both helpers have joined the job.
+        let shared = Arc::clone(&team.shared);
+        let all_joined = || {
+            let t = std::time::Instant::now();
+            while shared.state.load(Ordering::Acquire) & JOINED < 2 {
+                assert!(t.elapsed().as_secs() < 10, "the helpers never joined");
+                std::thread::yield_now();
+            }
+        };
+        let started = AtomicUsize::new(0);
         let finished = AtomicUsize::new(0);
         let caught = catch_unwind(AssertUnwindSafe(|| {
             team.run(&|k| {
                 if k == 0 {
+                    all_joined();
                     panic!("the caller's share fails");
                 }
+                started.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 finished.fetch_add(1, Ordering::SeqCst);
             });
         }));
         assert!(caught.is_err());
-        // Both helpers were done before `run` unwound.
+        // Both helpers joined, and both were done before `run` unwound.
+        assert_eq!(started.load(Ordering::SeqCst), 2);
         assert_eq!(finished.load(Ordering::SeqCst), 2);
 
         let caught = catch_unwind(AssertUnwindSafe(|| {
-            team.run(&|k| assert!(k != 2, "a helper's share fails"));
+            team.run(&|k| {
+                if k == 0 {
+                    all_joined();
+                }
+                assert!(k != 2, "a helper's share fails");
+            });
         }));
         let message = caught.expect_err("a helper's panic reaches the caller");
         let text = message
@@ -1787,7 +1862,10 @@ mod tests {
         assert!(text.contains("model thread panicked"), "{text}");
 
         let ran = AtomicUsize::new(0);
-        team.run(&|_| {
+        team.run(&|k| {
+            if k == 0 {
+                all_joined();
+            }
             ran.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(ran.load(Ordering::SeqCst), 3);
