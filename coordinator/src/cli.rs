@@ -105,6 +105,10 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "report.html")]
         out: PathBuf,
     },
+    /// Copy a run's store to text and back: a stopped run moves to another machine, or is
+    /// kept in git, and goes on there with --resume.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run a harness on tasks and report its success rate with a 95% Wilson interval.
     ///
     /// Episodes run concurrently against one model (the embedded one by default); the model
@@ -117,6 +121,30 @@ enum Command {
     /// Measure hx's speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Write a stopped or finished run's store as JSON lines: every harness, outcome,
+    /// lineage, job and run value, and its status. Example: `hx store dump blocks-4 | gzip >
+    /// blocks-4.jsonl.gz`
+    Dump {
+        /// The run's store directory, or its name.
+        run: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Make a store from a dump, in a directory that holds no store yet; every line is
+    /// checked before anything is written. Then `hx status`, `hx report` or `hx evolve
+    /// --resume` (with the run's config) read it as the original. Example: `gunzip -c
+    /// blocks-4.jsonl.gz | hx store load blocks-4 -`
+    Load {
+        /// The new store's directory, or a run name (runs/NAME).
+        run: String,
+        /// The dump (`-` for standard input).
+        dump: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +498,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { run, json } => status(&run, json),
         Command::Export { run, top, out } => export(&run, top, &out),
         Command::Report { run, out } => report(&run, &out),
+        Command::Store(cmd) => store(cmd),
         Command::Run(a) => run_harness(a),
         Command::Model(c) => model(c),
         Command::Bench(c) => bench(c),
@@ -791,6 +820,39 @@ fn open_store(run: &str) -> Result<crate::store::Store> {
         );
     }
     Ok(crate::store::Store::open(&dir)?)
+}
+
+/// The files a run keeps beside its store, which a dump carries.
+const STORE_FILES: [&str; 1] = [crate::search::STATUS_FILE];
+
+fn store(cmd: StoreCommand) -> Result<ExitCode> {
+    match cmd {
+        StoreCommand::Dump { run, out } => {
+            let store = open_store(&run)?;
+            let n = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    store.dump(&mut std::io::BufWriter::new(file), &STORE_FILES)?
+                }
+                None => store.dump(&mut std::io::stdout().lock(), &STORE_FILES)?,
+            };
+            say(&format!("{n} lines from {}", store.path().display()));
+        }
+        StoreCommand::Load { run, dump } => {
+            let dir = store_dir(&run);
+            let store = crate::store::Store::open(&dir)?;
+            let name = dump.display().to_string();
+            let n = if name == "-" {
+                store.load(&mut std::io::stdin().lock(), "standard input", &STORE_FILES)?
+            } else {
+                let file = std::fs::File::open(&dump).with_context(|| format!("opening {name}"))?;
+                store.load(&mut std::io::BufReader::new(file), &name, &STORE_FILES)?
+            };
+            say(&format!("{n} lines into {}", dir.display()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(run: &str, out: &Path) -> Result<ExitCode> {

@@ -1926,9 +1926,12 @@ pub fn write_status(store: &Path, st: &Status) -> Result<()> {
     Ok(())
 }
 
+/// The file beside a store that holds its live status.
+pub const STATUS_FILE: &str = "status.json";
+
 /// Where a store's live status is.
 pub fn status_path(store: &Path) -> std::path::PathBuf {
-    store.join("status.json")
+    store.join(STATUS_FILE)
 }
 
 /// Reads a store's live status.

@@ -21,6 +21,7 @@
 //! nothing in it was acknowledged.
 
 use std::collections::HashSet;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use hx_common::harness::{Harness, HarnessId};
@@ -58,6 +59,32 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         cause: sled::Error,
+    },
+    /// A line of a dump does not load.
+    #[error("{file}, line {line}: {reason}")]
+    Dump {
+        /// The dump.
+        file: String,
+        /// Its line, from 1.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A dump loads only into a store that holds nothing.
+    #[error("the store {path} already holds {records} records: load a dump into a new directory")]
+    NotEmpty {
+        /// The store's directory.
+        path: PathBuf,
+        /// How many records it holds.
+        records: usize,
+    },
+    /// Writing a dump, or a file beside the store, failed.
+    #[error("{what}: {cause}")]
+    Io {
+        /// What was being written.
+        what: String,
+        /// Why.
+        cause: std::io::Error,
     },
     /// A stored value does not decode.
     #[error("store {path}: tree {tree}, key {key}: {reason}")]
@@ -225,6 +252,40 @@ impl Writes {
         self.meta.insert(key, json(value));
         self.records += 1;
     }
+}
+
+/// The trees of a store, in the order [`Store::load`] writes them (job records last, as
+/// [`Store::apply`] writes them).
+const TREES: [&str; 5] = ["meta", "harnesses", "lineage", "evaluations", "jobs"];
+
+/// One line of a dump: a record of a tree (its key in hex, its value as JSON), or a JSON
+/// file kept beside the store (the search's `status.json`).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum DumpLine {
+    Record {
+        tree: String,
+        key: String,
+        value: serde_json::Value,
+    },
+    File {
+        file: String,
+        value: serde_json::Value,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// An open run store.
@@ -577,6 +638,195 @@ impl Store {
         Ok(new)
     }
 
+    fn tree(&self, name: &str) -> &sled::Tree {
+        match name {
+            "meta" => &self.meta,
+            "harnesses" => &self.harnesses,
+            "lineage" => &self.lineage,
+            "evaluations" => &self.evaluations,
+            _ => &self.jobs,
+        }
+    }
+
+    /// Writes the whole store as JSON lines, one record each (`{"tree", "key" (hex),
+    /// "value"}`, tree by tree, keys in order), then each of `files` found in the store's
+    /// directory (`{"file", "value"}`; the search keeps its `status.json` there). A dump is
+    /// the run as text: [`Store::load`] makes it a store again on any machine, so a run can
+    /// be kept in git or moved while it is stopped. Returns the lines written.
+    pub fn dump(&self, out: &mut dyn Write, files: &[&str]) -> Result<usize, Error> {
+        let io = |cause| Error::Io {
+            what: "writing the dump".into(),
+            cause,
+        };
+        let mut n = 0;
+        for name in TREES {
+            for kv in self.tree(name).iter() {
+                let (k, v) = kv.map_err(|e| self.db(e))?;
+                let value: serde_json::Value = self.decode(name, hex(&k), &v)?;
+                let line = DumpLine::Record {
+                    tree: name.into(),
+                    key: hex(&k),
+                    value,
+                };
+                serde_json::to_writer(&mut *out, &line).map_err(|e| io(e.into()))?;
+                out.write_all(b"\n").map_err(io)?;
+                n += 1;
+            }
+        }
+        for &file in files {
+            let path = self.path.join(file);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+                    what: format!("reading {}", path.display()),
+                    cause: e.into(),
+                })?;
+            let line = DumpLine::File {
+                file: file.into(),
+                value,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(|e| io(e.into()))?;
+            out.write_all(b"\n").map_err(io)?;
+            n += 1;
+        }
+        out.flush().map_err(io)?;
+        Ok(n)
+    }
+
+    /// Loads a dump written by [`Store::dump`] into this store, which must hold nothing.
+    /// Every line is checked before anything is written: each value must decode as its
+    /// tree's record (harnesses are validated and must have the id they are filed under, an
+    /// outcome the task its key names), and a file line must name one of `files`. Job
+    /// numbers then go on after the highest loaded, so a resumed run never reuses one.
+    /// `name` names the dump in errors. Returns the lines loaded.
+    pub fn load(
+        &self,
+        input: &mut dyn BufRead,
+        name: &str,
+        files: &[&str],
+    ) -> Result<usize, Error> {
+        let records: usize = TREES.iter().map(|t| self.tree(t).len()).sum();
+        if records > 0 {
+            return Err(Error::NotEmpty {
+                path: self.path.clone(),
+                records,
+            });
+        }
+        let mut batches: [sled::Batch; 5] = Default::default();
+        let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut max_job: Option<u64> = None;
+        let mut n = 0;
+        let mut text = String::new();
+        for line in 1.. {
+            let bad = |reason: String| Error::Dump {
+                file: name.to_owned(),
+                line,
+                reason,
+            };
+            text.clear();
+            if input.read_line(&mut text).map_err(|e| bad(e.to_string()))? == 0 {
+                break;
+            }
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(&text).map_err(|e| bad(e.to_string()))? {
+                DumpLine::File { file, value } => {
+                    if !files.contains(&file.as_str()) {
+                        return Err(bad(format!(
+                            "the file `{file}` is not one a store keeps ({})",
+                            files.join(", ")
+                        )));
+                    }
+                    kept.push((file, json(&value)));
+                }
+                DumpLine::Record { tree, key, value } => {
+                    let t = TREES.iter().position(|t| *t == tree).ok_or_else(|| {
+                        bad(format!(
+                            "unknown tree `{tree}` (a store has {})",
+                            TREES.join(", ")
+                        ))
+                    })?;
+                    let key = unhex(&key)
+                        .ok_or_else(|| bad(format!("the key `{key}` is not hexadecimal")))?;
+                    let value = json(&value);
+                    if let Some(job) = self.check_record(TREES[t], &key, &value).map_err(bad)? {
+                        max_job = max_job.max(Some(job));
+                    }
+                    batches[t].insert(key, value);
+                }
+            }
+            n += 1;
+        }
+        for (t, batch) in TREES.iter().zip(batches) {
+            self.tree(t).apply_batch(batch).map_err(|e| self.db(e))?;
+        }
+        if let Some(max) = max_job {
+            while self.next_job_id()?.0 <= max {}
+        }
+        self.flush()?;
+        for (file, bytes) in kept {
+            let path = self.path.join(&file);
+            std::fs::write(&path, bytes).map_err(|cause| Error::Io {
+                what: format!("writing {}", path.display()),
+                cause,
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// Checks a record of a dump as its tree's kind; for a job, returns its number.
+    fn check_record(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<u64>, String> {
+        let id = || -> Result<HarnessId, String> {
+            key.get(..16)
+                .and_then(|k| k.try_into().ok())
+                .map(HarnessId)
+                .ok_or_else(|| format!("a key of `{tree}` starts with a 16-byte harness id"))
+        };
+        let err = |e: Error| e.to_string();
+        match tree {
+            "harnesses" => {
+                if key.len() != 16 {
+                    return Err("a key of `harnesses` is a 16-byte harness id".into());
+                }
+                self.checked_harness(&id()?, value).map_err(err)?;
+            }
+            "evaluations" => {
+                let o: TaskOutcome = self.decode(tree, hex(key), value).map_err(err)?;
+                let task = String::from_utf8_lossy(&key[id().map(|_| 16)?..]).into_owned();
+                if task != o.task.to_string() {
+                    return Err(format!(
+                        "the outcome filed under `{task}` is of `{}`",
+                        o.task
+                    ));
+                }
+            }
+            "lineage" => {
+                id()?;
+                self.decode::<Lineage>(tree, hex(key), value).map_err(err)?;
+            }
+            "jobs" => {
+                let n = <[u8; 8]>::try_from(key)
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| "a key of `jobs` is an 8-byte job number".to_owned())?;
+                if serde_json::from_slice::<StoredJob>(value).is_err() {
+                    self.decode::<JobRecord>(tree, hex(key), value)
+                        .map_err(err)?;
+                }
+                return Ok(Some(n));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
     /// Writes a batch: outcomes, harnesses, lineage and run values first, job records last
     /// (each tree's part atomically). Not yet durable: see [`Store::flush`].
     pub fn apply(&self, w: Writes) -> Result<(), Error> {
@@ -649,6 +899,124 @@ mod tests {
             },
             state: JobState::Pending,
             attempts: 1,
+        }
+    }
+
+    /// A dump loads into a new store with every record equal, job numbers go on after the
+    /// loaded ones, and bad dumps are errors naming the line, with nothing written.
+    #[test]
+    fn a_dump_loads_into_a_new_store_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let h = harness(10);
+        let mut text = Vec::new();
+        let last;
+        {
+            let s = Store::open(&a).expect("opens");
+            s.put_harness(&h).expect("put");
+            s.record_evaluation(&h.id(), &outcome(3, true))
+                .expect("put");
+            s.record_evaluation(&h.id(), &outcome(4, false))
+                .expect("put");
+            s.put_lineage(
+                &h.id(),
+                &Lineage {
+                    parents: vec![],
+                    operator: "seed".into(),
+                    adopted: vec![],
+                    job: None,
+                    at_ms: 0,
+                },
+            )
+            .expect("put");
+            for _ in 0..5 {
+                s.next_job_id().expect("id");
+            }
+            last = s.next_job_id().expect("id");
+            s.put_job(&job(last, &h)).expect("put");
+            s.set_meta("best", &h.id()).expect("put");
+            std::fs::write(a.join("status.json"), br#"{"phase":"final"}"#).expect("write");
+            let n = s.dump(&mut text, &["status.json"]).expect("dumps");
+            assert_eq!(
+                n, 7,
+                "1 harness, 2 outcomes, 1 lineage, 1 job, 1 meta, 1 file"
+            );
+        }
+        let s = Store::open(&b).expect("opens");
+        let n = s
+            .load(&mut text.as_slice(), "run.jsonl", &["status.json"])
+            .expect("loads");
+        assert_eq!(n, 7);
+        assert_eq!(s.harness(&h.id()).expect("get"), Some(h.clone()));
+        assert_eq!(s.evaluations(&h.id()).expect("get").len(), 2);
+        assert_eq!(s.job(last).expect("get"), Some(job(last, &h)));
+        assert_eq!(s.meta::<HarnessId>("best").expect("get"), Some(h.id()));
+        assert_eq!(
+            s.lineage(&h.id()).expect("get").map(|l| l.operator),
+            Some("seed".into())
+        );
+        assert_eq!(
+            std::fs::read(b.join("status.json")).expect("read"),
+            br#"{"phase":"final"}"#
+        );
+        assert!(s.next_job_id().expect("id").0 > last.0, "job numbers go on");
+        let mut again = Vec::new();
+        s.dump(&mut again, &["status.json"]).expect("dumps");
+        assert_eq!(again, text, "a loaded store dumps the same text");
+
+        // Into a store that holds records: refused.
+        let e = s
+            .load(&mut text.as_slice(), "run.jsonl", &[])
+            .expect_err("not empty");
+        assert!(matches!(e, Error::NotEmpty { .. }), "{e}");
+
+        // Bad lines: each named, nothing written.
+        let line = String::from_utf8(text.clone()).expect("utf8");
+        let first = line.lines().next().expect("a line");
+        let cases = [
+            ("not json".to_owned(), "line 2"),
+            (
+                first.replace("\"meta\"", "\"metas\""),
+                "unknown tree `metas`",
+            ),
+            (
+                first.replace("\"key\":\"", "\"key\":\"zz"),
+                "not hexadecimal",
+            ),
+            (
+                format!(
+                    r#"{{"tree":"harnesses","key":"{}","value":{{}}}}"#,
+                    hex(&h.id().0)
+                ),
+                "harnesses",
+            ),
+            (
+                line.lines()
+                    .find(|l| l.contains("evaluations"))
+                    .expect("an outcome")
+                    .replace("\"seed\":3", "\"seed\":9"),
+                "filed under",
+            ),
+            (
+                r#"{"file":"../etc","value":{}}"#.to_owned(),
+                "not one a store keeps",
+            ),
+        ];
+        for (k, (bad, expect)) in cases.iter().enumerate() {
+            let c = dir.path().join(format!("c{k}"));
+            let s = Store::open(&c).expect("opens");
+            let dump = format!("{first}\n{bad}\n");
+            let e = s
+                .load(&mut dump.as_bytes(), "bad.jsonl", &["status.json"])
+                .expect_err("refused");
+            let text = e.to_string();
+            assert!(text.starts_with("bad.jsonl, line 2: "), "{text}");
+            assert!(text.contains(expect), "{text}");
+            assert_eq!(
+                s.meta::<HarnessId>("best").expect("get"),
+                None,
+                "nothing written"
+            );
         }
     }
 

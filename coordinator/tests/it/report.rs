@@ -195,6 +195,38 @@ fn a_real_run_reports_and_exports_its_best_harness() {
     assert!(ran["progress"]["mean"].is_number(), "{ran}");
 }
 
+/// A real run copied to text and back (`hx store dump`, `hx store load`) reads as the
+/// original: the same status with the same paired differences, the same report; loading
+/// again into the copy is refused.
+#[test]
+fn a_dumped_run_loads_into_a_new_store_as_the_original() {
+    let Run { dir, store, .. } = shared_run();
+    let dump = dir.join("run.jsonl");
+    let copy = dir.join("copy");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).expect("an old copy is removed");
+    }
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    hx(dir, &["store", "dump", &path(store), "--out", &path(&dump)]);
+    hx(dir, &["store", "load", &path(&copy), &path(&dump)]);
+    let status = |s: &Path| hx(dir, &["status", &path(s), "--json"]);
+    assert_eq!(status(&copy), status(store));
+    let page = |s: &Path, out: &str| {
+        hx(dir, &["report", &path(s), "--out", out]);
+        std::fs::read_to_string(dir.join(out)).expect("a page")
+    };
+    assert_eq!(page(&copy, "copy.html"), page(store, "original.html"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["store", "load", &path(&copy), &path(&dump)])
+        .current_dir(dir)
+        .output()
+        .expect("hx runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already holds"), "{stderr}");
+}
+
 #[test]
 #[ignore = "needs chromium; scripts/test installs it and runs ignored tests"]
 fn every_plot_of_a_real_run_is_laid_out_in_a_browser() {
