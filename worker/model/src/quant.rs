@@ -239,7 +239,10 @@ impl QActs {
         self.s.reserve(nb);
         self.q.reserve(nb * BLOCK);
         #[cfg(target_arch = "x86_64")]
-        if matches!(isa.0, Level::Avx2 | Level::AvxVnni | Level::Amx) {
+        if matches!(
+            isa.0,
+            Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx
+        ) {
             self.q.resize(nb * BLOCK, 0);
             for (block, q) in x.chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)) {
                 // SAFETY: these levels are only made on CPUs with AVX2 and FMA; both hold
@@ -330,6 +333,9 @@ enum Level {
     /// AVX2 with FMA and AVX-VNNI's byte dot product.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     AvxVnni,
+    /// The matmul in AVX-512 (F, BW and VNNI), two blocks per vector; AVX2 for attention.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
     /// AMX tiles for the matmul (with AVX-512F for its float part); AVX2 for attention.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Amx,
@@ -348,6 +354,12 @@ impl Isa {
             if is_x86_feature_detected!("avxvnni") {
                 out.push(Isa(Level::AvxVnni));
             }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                out.push(Isa(Level::Avx512));
+            }
             if amx::supported() {
                 out.push(Isa(Level::Amx));
             }
@@ -355,12 +367,15 @@ impl Isa {
         out
     }
 
-    /// The fastest kernels this CPU runs (`HX_NO_AMX` set: not the AMX ones; `HX_NO_VNNI`
-    /// set: not the AVX-VNNI ones).
+    /// The fastest kernels this CPU runs (`HX_NO_AMX` set: not the AMX ones; `HX_NO_AVX512`
+    /// set: not the AVX-512 ones; `HX_NO_VNNI` set: not the AVX-VNNI ones).
     pub fn detect() -> Isa {
         let mut all = Isa::available();
         if std::env::var_os("HX_NO_AMX").is_some() {
             all.retain(|i| i.0 != Level::Amx);
+        }
+        if std::env::var_os("HX_NO_AVX512").is_some() {
+            all.retain(|i| i.0 != Level::Avx512);
         }
         if std::env::var_os("HX_NO_VNNI").is_some() {
             all.retain(|i| i.0 != Level::AvxVnni);
@@ -376,6 +391,7 @@ impl fmt::Display for Isa {
             Level::Scalar => "scalar",
             Level::Avx2 => "AVX2",
             Level::AvxVnni => "AVX-VNNI",
+            Level::Avx512 => "AVX-512",
             Level::Amx => "AMX",
         })
     }
@@ -906,6 +922,110 @@ mod x86 {
     kernel!(tile_vnni, "avx2,fma,avxvnni", |a, b| {
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
     });
+
+    /// The tile of the kernels above with AVX-512: two blocks per 512-bit vector (one
+    /// `vpdpbusd` over 64 bytes, one conversion, one multiply and one fused multiply-add for
+    /// both), so half the instructions per block; an odd last block fills the lower half and
+    /// zeros the upper. Each output is the same products in a different order of float
+    /// additions (the two blocks' lanes meet at the end), so it agrees with the 256-bit
+    /// kernels within rounding, not bit for bit; like them, it is the same in any batch.
+    ///
+    /// # Safety
+    /// As for the kernels above, on a CPU with AVX-512F, AVX-512BW and AVX-512 VNNI.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn tile_avx512<const R: usize, const N: usize>(
+        kind: Kind,
+        w: [WRow<'_>; R],
+        x: [XRow<'_>; N],
+    ) -> [[f32; N]; R] {
+        let nb = w[0].d.len();
+        let mask = _mm256_set1_epi8(0x0f);
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        for b in (0..nb).step_by(2) {
+            let two = b + 1 < nb;
+            let mut wu = [_mm512_setzero_si512(); R];
+            let mut wneg: [__mmask64; R] = [0; R];
+            let mut wd = [_mm512_setzero_ps(); R];
+            for r in 0..R {
+                let d1 = if two { w[r].d[b + 1] } else { 0.0 };
+                wd[r] = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                    _mm512_castps_pd(_mm512_set1_ps(w[r].d[b])),
+                    _mm256_castps_pd(_mm256_set1_ps(d1)),
+                ));
+                match kind {
+                    Kind::Q4_1 => {
+                        // SAFETY: blocks b (and b + 1 when `two`) lie inside w[r].q, 16
+                        // bytes each.
+                        let raw = unsafe {
+                            let p = w[r].q.as_ptr().add(b * 16);
+                            if two {
+                                _mm256_loadu_si256(p.cast())
+                            } else {
+                                _mm256_zextsi128_si256(_mm_loadu_si128(p.cast()))
+                            }
+                        };
+                        let lo = _mm256_and_si256(raw, mask);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
+                        // [lo b, lo b+1, hi b, hi b+1] in 128-bit lanes, reordered to the
+                        // activations' [b: 0..16, 16..32; b+1: 0..16, 16..32].
+                        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                        wu[r] = _mm512_shuffle_i64x2::<0b11_01_10_00>(v, v);
+                    }
+                    Kind::Q8_0 => {
+                        // SAFETY: blocks b (and b + 1 when `two`) lie inside w[r].q, 32
+                        // bytes each.
+                        let v = unsafe {
+                            let p = w[r].q.as_ptr().add(b * 32);
+                            if two {
+                                _mm512_loadu_si512(p.cast())
+                            } else {
+                                _mm512_zextsi256_si512(_mm256_loadu_si256(p.cast()))
+                            }
+                        };
+                        // Unsigned magnitudes; the signs move onto the activations.
+                        wu[r] = _mm512_abs_epi8(v);
+                        wneg[r] = _mm512_movepi8_mask(v);
+                    }
+                }
+            }
+            for j in 0..N {
+                // SAFETY: blocks b (and b + 1 when `two`) and their broadcast scales lie
+                // inside x[j].
+                let (xv, xd) = unsafe {
+                    let (q, dv) = (x[j].q.as_ptr().add(b * 32), x[j].dv.as_ptr().add(b * 8));
+                    if two {
+                        (_mm512_loadu_si512(q.cast()), _mm512_loadu_ps(dv))
+                    } else {
+                        (
+                            _mm512_zextsi256_si512(_mm256_loadu_si256(q.cast())),
+                            _mm512_zextps256_ps512(_mm256_loadu_ps(dv)),
+                        )
+                    }
+                };
+                for r in 0..R {
+                    let xs = match kind {
+                        Kind::Q8_0 => _mm512_mask_sub_epi8(xv, wneg[r], _mm512_setzero_si512(), xv),
+                        Kind::Q4_1 => xv,
+                    };
+                    let sum =
+                        _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wu[r], xs));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(sum, xd), wd[r], acc[r][j]);
+                }
+            }
+        }
+        let mut out = [[0f32; N]; R];
+        for r in 0..R {
+            for j in 0..N {
+                let a = acc[r][j];
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+                out[r][j] = hsum(_mm256_add_ps(_mm512_castps512_ps256(a), hi));
+                if kind == Kind::Q4_1 {
+                    out[r][j] += w[r].m.iter().zip(x[j].s).map(|(m, s)| m * s).sum::<f32>();
+                }
+            }
+        }
+        out
+    }
 }
 
 /// `a . b` over f32 (attention scores), vectorized where the CPU allows.
@@ -915,7 +1035,7 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::dot_f32(a, b) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe { x86::dot_f32(a, b) },
         _ => {
             let mut acc = [0f32; 8];
             let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -936,7 +1056,9 @@ pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
     match isa.0 {
         // SAFETY: as in `dot_f32`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::axpy_f32(y, a, x) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+            x86::axpy_f32(y, a, x)
+        },
         _ => {
             for (o, v) in y.iter_mut().zip(x) {
                 *o += a * v;
@@ -986,7 +1108,7 @@ pub fn softmax(isa: Isa, s: &mut [f32]) {
     match isa.0 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::softmax(s) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe { x86::softmax(s) },
         _ => softmax_scalar(s),
     }
 }
@@ -1001,7 +1123,9 @@ pub fn silu_mul(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
     match isa.0 {
         // SAFETY: as in `softmax`; the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::silu_mul(gate, up, out) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+            x86::silu_mul(gate, up, out)
+        },
         _ => {
             for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
                 *o = g / (1.0 + (-g).exp()) * u;
@@ -1048,7 +1172,9 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the shapes are checked above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Amx => unsafe { x86::attend_group(a, out) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+            x86::attend_group(a, out)
+        },
         _ => {
             let kv = a.positions();
             for (qh, oh) in a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd)) {
@@ -1089,6 +1215,8 @@ fn tile<const R: usize, const N: usize>(
         Level::Avx2 | Level::Amx => unsafe { x86::tile_avx2(kind, w, x) },
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => unsafe { x86::tile_vnni(kind, w, x) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::tile_avx512(kind, w, x) },
         _ => tile_scalar(kind, w, x),
     }
 }
@@ -1116,7 +1244,8 @@ impl Out {
     }
 }
 
-/// Weight rows `r0..r1` against every activation row.
+/// Weight rows `r0..r1` against every activation row. Every output is the same sum, in the
+/// same order, whatever the tiles.
 fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
     let n = x.n;
     let mut r = r0;
@@ -1126,9 +1255,13 @@ fn rows_into(isa: Isa, w: &QMatrix, x: &QActs, r0: usize, r1: usize, out: Out) {
         weight_rows::<4>(isa, w, x, r, out);
         r += 4;
     }
-    // Two weight rows against four activation rows: each activation block loaded is used
-    // twice (the activations of a long batch live in L2, not L1). Every output is the same
-    // sum, in the same order, as in a one-row tile.
+    // Against four activation rows: with AVX-512's 32 registers four weight rows, otherwise
+    // two, so each activation block loaded is used four or two times (the activations of a
+    // long batch live in L2, not L1).
+    while isa.0 == Level::Avx512 && n >= 4 && r + 4 <= r1 {
+        weight_rows::<4>(isa, w, x, r, out);
+        r += 4;
+    }
     while n >= 4 && r + 2 <= r1 {
         weight_rows::<2>(isa, w, x, r, out);
         r += 2;
@@ -1501,7 +1634,7 @@ mod tests {
         let mut team = Team::new(2);
         for isa in Isa::available() {
             for w in [&w4, &w8] {
-                for n in [4, 7, 9] {
+                for n in [4, 7, 9, 23, 37] {
                     let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
                     let mut batch = Vec::new();
                     matmul(
@@ -1775,12 +1908,22 @@ mod tests {
     fn a_team_runs_every_member_at_most_once_and_every_piece_once() {
         for threads in [1, 2, 3] {
             let mut team = Team::new(threads);
-            let mut helped = 0;
+            let shared = Arc::clone(&team.shared);
             for round in 0..2000u32 {
                 let ran = std::sync::Mutex::new(Vec::new());
+                // Every hundredth job, the caller's share waits (at most 10 s) for every
+                // helper to join, and the helpers are slow: each must then run, and be
+                // waited for.
+                let wait = round % 100 == 0;
                 team.run(&|k| {
-                    if k > 0 && round % 100 == 0 {
-                        // A helper that joined is waited for, however slow.
+                    if wait && k == 0 {
+                        let t = std::time::Instant::now();
+                        while (shared.state.load(Ordering::Acquire) & JOINED) < threads as u64 - 1 {
+                            assert!(t.elapsed().as_secs() < 10, "the helpers never joined");
+                            std::thread::yield_now();
+                        }
+                    }
+                    if wait && k > 0 {
                         std::thread::sleep(std::time::Duration::from_millis(2));
                     }
                     ran.lock().expect("lock").push(k);
@@ -1792,10 +1935,9 @@ mod tests {
                 assert_eq!(ran.len(), before, "a member ran twice: {ran:?}");
                 assert_eq!(ran[0], 0, "the caller always runs");
                 assert!(ran.iter().all(|&k| k < threads), "{ran:?}");
-                helped += ran.len() - 1;
-            }
-            if threads > 1 {
-                assert!(helped > 0, "helpers never joined a job");
+                if wait {
+                    assert_eq!(ran, (0..threads).collect::<Vec<_>>(), "round {round}");
+                }
             }
             let mut data = vec![0u32; 103];
             for _ in 0..200 {
