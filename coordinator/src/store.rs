@@ -658,18 +658,20 @@ impl Store {
             what: "writing the dump".into(),
             cause,
         };
+        let mut write = |line: &DumpLine| -> Result<(), Error> {
+            serde_json::to_writer(&mut *out, line).map_err(|e| io(e.into()))?;
+            out.write_all(b"\n").map_err(io)
+        };
         let mut n = 0;
         for name in TREES {
             for kv in self.tree(name).iter() {
                 let (k, v) = kv.map_err(|e| self.db(e))?;
                 let value: serde_json::Value = self.decode(name, hex(&k), &v)?;
-                let line = DumpLine::Record {
+                write(&DumpLine::Record {
                     tree: name.into(),
                     key: hex(&k),
                     value,
-                };
-                serde_json::to_writer(&mut *out, &line).map_err(|e| io(e.into()))?;
-                out.write_all(b"\n").map_err(io)?;
+                })?;
                 n += 1;
             }
         }
@@ -683,12 +685,10 @@ impl Store {
                     what: format!("reading {}", path.display()),
                     cause: e.into(),
                 })?;
-            let line = DumpLine::File {
+            write(&DumpLine::File {
                 file: file.into(),
                 value,
-            };
-            serde_json::to_writer(&mut *out, &line).map_err(|e| io(e.into()))?;
-            out.write_all(b"\n").map_err(io)?;
+            })?;
             n += 1;
         }
         out.flush().map_err(io)?;
@@ -800,7 +800,8 @@ impl Store {
             }
             "evaluations" => {
                 let o: TaskOutcome = self.decode(tree, hex(key), value).map_err(err)?;
-                let task = String::from_utf8_lossy(&key[id().map(|_| 16)?..]).into_owned();
+                id()?;
+                let task = String::from_utf8_lossy(&key[16..]).into_owned();
                 if task != o.task.to_string() {
                     return Err(format!(
                         "the outcome filed under `{task}` is of `{}`",
