@@ -647,15 +647,15 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
     progress.finish();
     let st = st?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        outln!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        print_status(&st);
+        print_status(&st)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(st: &crate::search::Status) {
-    println!(
+fn print_status(st: &crate::search::Status) -> Result<()> {
+    outln!(
         "run {}: {}; {} of {} episodes, {} tokens, {:.0}s; {} candidates ({} children refused, {} already known); {} jobs in flight, {} workers",
         st.run,
         st.phase,
@@ -670,21 +670,23 @@ fn print_status(st: &crate::search::Status) {
         st.workers
     );
     if let Some((id, r)) = &st.best {
-        println!(
+        outln!(
             "best on the search split: {} {r} (Wilson at the racing confidence); median {:.1}%",
             id.short(),
             st.median * 100.0
         );
         if let Some(p) = &st.best_progress {
-            println!(
+            outln!(
                 "  its progress {p} (t interval); median progress {:.2}",
                 st.median_progress
             );
         }
     }
-    println!(
+    outln!(
         "search episodes {} (racing and the cache) vs {} evaluating every candidate on the full batch; {} episodes in all",
-        st.evaluations, st.episodes_without_racing, st.episodes_run
+        st.evaluations,
+        st.episodes_without_racing,
+        st.episodes_run
     );
     for o in &st.operators {
         let gates = if o.gate_passed + o.gate_failed > 0 {
@@ -697,7 +699,7 @@ fn print_status(st: &crate::search::Status) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "operator {}: {} children, {} refused, beat their parent {} of {} compared, {} tokens{gates}; drawn with weight {:.2}",
             o.operator,
             o.children,
@@ -710,7 +712,7 @@ fn print_status(st: &crate::search::Status) {
     }
     for w in &st.worker_beats {
         let up_s = w.sent_ms.saturating_sub(w.started_ms) as f64 / 1000.0;
-        println!(
+        outln!(
             "worker {}: {} of {} jobs busy, {} jobs and {} episodes done ({:.2} jobs/s), {}",
             w.worker,
             w.busy,
@@ -722,20 +724,21 @@ fn print_status(st: &crate::search::Status) {
         );
     }
     if let Some(why) = &st.stopped {
-        println!("stopped: {why}");
+        outln!("stopped: {why}");
     }
     if let Some(f) = &st.final_ {
-        print_final(f, "");
+        print_final(f, "")?;
     } else if let Some(f) = &st.final_so_far {
-        println!("final stage so far (the tasks played until now; the run goes on):");
-        print_final(f, "  ");
-        print_paired(f, &st.paired_so_far, "  ");
+        outln!("final stage so far (the tasks played until now; the run goes on):");
+        print_final(f, "  ")?;
+        print_paired(f, &st.paired_so_far, "  ")?;
     }
+    Ok(())
 }
 
 /// The final stage's scores: the finalists on the select split, then every harness of the
 /// held-out comparison on the test and heldout splits, each line indented by `indent`.
-fn print_final(f: &crate::search::Final, indent: &str) {
+fn print_final(f: &crate::search::Final, indent: &str) -> Result<()> {
     let progress = |of: &[(HarnessId, Mean)], id: &HarnessId| {
         of.iter()
             .find(|(p, _)| p == id)
@@ -744,7 +747,7 @@ fn print_final(f: &crate::search::Final, indent: &str) {
     };
     for (id, r) in &f.select {
         let p = progress(&f.select_progress, id);
-        println!("{indent}select split: {} {r}{p}", id.short());
+        outln!("{indent}select split: {} {r}{p}", id.short());
     }
     for (name, rates, of, tokens) in [
         ("test split", &f.test, &f.test_progress, &f.test_tokens),
@@ -762,16 +765,21 @@ fn print_final(f: &crate::search::Final, indent: &str) {
                 .find(|(h, _)| h == id)
                 .map(|(_, t)| format!(", {t:.0} tokens per task"))
                 .unwrap_or_default();
-            println!("{indent}{name}: {} ({}) {r}{p}{t}", id.short(), f.role(id));
+            outln!("{indent}{name}: {} ({}) {r}{p}{t}", id.short(), f.role(id));
         }
     }
-    println!("{indent}(95% intervals: Wilson for success, t for progress)");
+    outln!("{indent}(95% intervals: Wilson for success, t for progress)");
+    Ok(())
 }
 
 /// The chosen harness minus each other harness of `f` on the same tasks.
-fn print_paired(f: &crate::search::Final, paired: &[crate::search::Paired], indent: &str) {
+fn print_paired(
+    f: &crate::search::Final,
+    paired: &[crate::search::Paired],
+    indent: &str,
+) -> Result<()> {
     for p in paired {
-        println!(
+        outln!(
             "{indent}chosen minus {} ({}) on {} (same tasks, 95% t): success {}, progress {}",
             p.other.short(),
             f.role(&p.other),
@@ -780,6 +788,7 @@ fn print_paired(f: &crate::search::Final, paired: &[crate::search::Paired], inde
             p.progress
         );
     }
+    Ok(())
 }
 
 fn status(run: &str, json: bool) -> Result<ExitCode> {
@@ -800,11 +809,11 @@ fn status(run: &str, json: bool) -> Result<ExitCode> {
     if json {
         let mut v = serde_json::to_value(&st)?;
         v["paired"] = serde_json::to_value(&paired)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_status(&st);
+        print_status(&st)?;
         if let Some(f) = &st.final_ {
-            print_paired(f, &paired, "");
+            print_paired(f, &paired, "")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -860,7 +869,7 @@ fn report(run: &str, out: &Path) -> Result<ExitCode> {
     let view = crate::report::RunView::load(&store)?;
     let page = crate::report::html(&view)?;
     std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
-    println!("{}", out.display());
+    outln!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -868,7 +877,7 @@ fn export(run: &str, top: usize, out: &Path) -> Result<ExitCode> {
     let store = open_store(run)?;
     let files = crate::export::export(&store, top, out)?;
     for f in files {
-        println!("{}", f.display());
+        outln!("{}", f.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1001,9 +1010,9 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             "wall_s": secs,
             "outcomes": episodes.iter().map(|e| &e.outcome).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "{} on {}/{} seeds {}..{}: success {} (95% Wilson), progress {} (95% t), mean steps {steps:.1}, mean tokens {tokens:.0}, rewrites {rewrites} ({kept} kept), {secs:.0}s",
             a.harness.display(),
             a.suite,
@@ -1014,7 +1023,7 @@ fn run_harness(a: RunArgs) -> Result<ExitCode> {
             progress
         );
         for e in &errors {
-            println!("  error: {e}");
+            outln!("  error: {e}");
         }
     }
     Ok(if errors.is_empty() {
@@ -1032,7 +1041,7 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
     match cmd {
         ModelCommand::Fetch => {
             let path = fetch::ensure_default(&mut say)?;
-            println!("{}", path.display());
+            outln!("{}", path.display());
         }
         ModelCommand::Ask {
             question,
@@ -1049,7 +1058,7 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
             let t = std::time::Instant::now();
             let g = m.generate(&GenerateRequest::new(messages, max_tokens))?;
             let secs = t.elapsed().as_secs_f64();
-            println!("{}", g.text);
+            outln!("{}", g.text);
             say(&format!(
                 "{} prompt and {} generated tokens in {secs:.2}s ({:.1} tokens/s)",
                 g.usage.prompt_tokens,
@@ -1320,7 +1329,7 @@ fn finish_bench(
             f("score")
         ));
     }
-    println!("{line}; JSON in {}", out.display());
+    outln!("{line}; JSON in {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

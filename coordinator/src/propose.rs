@@ -156,14 +156,14 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
             distinct.insert(c.harness.id());
         }
         if !a.json {
-            println!(
+            outln!(
                 "answer {}: {:.1} s, failure modes: {}",
                 k + 1,
                 s,
                 one_line(&p.modes)
             );
             for (c, prop) in &p.children {
-                println!(
+                outln!(
                     "  valid: {} -> {} ({}; fixes {:?})",
                     serde_json::to_string(&c.edits)?,
                     c.harness.id().short(),
@@ -172,7 +172,7 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
                 );
             }
             for r in &p.refused {
-                println!("  refused: {}", one_line(r));
+                outln!("  refused: {}", one_line(r));
             }
         }
         answers.push(serde_json::json!({
@@ -205,9 +205,9 @@ pub fn run(a: ProposeArgs, say: &mut dyn FnMut(&str)) -> Result<()> {
             "proposer_tokens": tokens,
             "seconds": secs,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "{} answers: {valid} valid proposals ({} distinct children) and {refused} refused of \
              {read} read; {tokens} proposer tokens, {:.1} s per answer",
             a.samples,

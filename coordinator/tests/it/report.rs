@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use hx_coordinator::search::read_status;
 
@@ -50,9 +50,13 @@ struct Run {
 }
 
 /// The tiny run and its report, made once per test process in cargo's scratch directory.
-fn shared_run() -> &'static Run {
+/// Its users take turns: each holds the guard while it works, since a command that opens the
+/// store takes sled's lock on it and a second one at the same time is refused.
+fn shared_run() -> (&'static Run, MutexGuard<'static, ()>) {
     static RUN: OnceLock<Run> = OnceLock::new();
-    RUN.get_or_init(|| {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let run = RUN.get_or_init(|| {
         hx_model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-run");
@@ -73,7 +77,8 @@ fn shared_run() -> &'static Run {
         );
         assert_eq!(printed.trim(), page.display().to_string());
         Run { dir, store, page }
-    })
+    });
+    (run, turn)
 }
 
 /// What Chromium measured of each figure: (id, width, height, drawn elements).
@@ -125,7 +130,7 @@ document.body.setAttribute('data-probe', JSON.stringify(out));
 
 #[test]
 fn a_real_run_reports_and_exports_its_best_harness() {
-    let Run { dir, store, page } = shared_run();
+    let (Run { dir, store, page }, _turn) = shared_run();
     let st = read_status(store).expect("status");
     assert_eq!(st.phase, "done", "{st:?}");
     let html = std::fs::read_to_string(page).expect("written");
@@ -200,7 +205,7 @@ fn a_real_run_reports_and_exports_its_best_harness() {
 /// again into the copy is refused.
 #[test]
 fn a_dumped_run_loads_into_a_new_store_as_the_original() {
-    let Run { dir, store, .. } = shared_run();
+    let (Run { dir, store, .. }, _turn) = shared_run();
     let dump = dir.join("run.jsonl");
     let copy = dir.join("copy");
     if copy.exists() {
@@ -227,10 +232,28 @@ fn a_dumped_run_loads_into_a_new_store_as_the_original() {
     assert!(stderr.contains("already holds"), "{stderr}");
 }
 
+/// Output into a pipe whose reader has gone (`hx status RUN | head`) ends the command
+/// quietly, not with a panic.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let (Run { dir, store, .. }, _turn) = shared_run();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["status", store.to_str().expect("utf-8")])
+        .current_dir(dir)
+        .stdout(writer)
+        .output()
+        .expect("hx runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 #[ignore = "needs chromium; scripts/test installs it and runs ignored tests"]
 fn every_plot_of_a_real_run_is_laid_out_in_a_browser() {
-    let rows = measure_in_chromium(&shared_run().page);
+    let rows = measure_in_chromium(&shared_run().0.page);
     let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(ids, FIGURES, "{rows:?}");
     for (id, w, h, n) in &rows {
