@@ -209,6 +209,16 @@ const fn p(name: &'static str, ty: T, default: D, doc: &'static str) -> ParamSpe
         ty,
         default,
         doc,
+        id_omits_default: false,
+    }
+}
+
+/// A parameter added to a kind after harness ids were first given out: see
+/// [`ParamSpec::id_omits_default`]. Every parameter added from now on is made with this.
+const fn late(name: &'static str, ty: T, default: D, doc: &'static str) -> ParamSpec {
+    ParamSpec {
+        id_omits_default: true,
+        ..p(name, ty, default, doc)
     }
 }
 
@@ -510,6 +520,15 @@ static SPECS: &[KindSpec] = &[
                 T::Float { min: 0.0, max: 5.0 },
                 D::Float(0.0),
                 "penalty (in nats) per earlier use of the same command in the episode",
+            ),
+            late(
+                "revisit-penalty",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "penalty (in nats) per earlier time the command, sent from the state the world \
+                 is in now, led back to a state already seen (a cycle, or no change); a state \
+                 is named by the commands the world admits, what the agent holds and where it \
+                 is, so a command needed again in a new state is not held against",
             ),
             p(
                 "top-k",

@@ -394,7 +394,16 @@ impl Harness {
 /// The bytes a harness id hashes: a domain tag, then canonical JSON. Changing what these bytes
 /// contain changes every id, so the tag carries a version.
 fn canonical_id(doc: &HarnessDoc) -> HarnessId {
-    let json = serde_json::to_vec(doc).expect("a harness document always serializes");
+    let mut doc = doc.clone();
+    for c in &mut doc.components {
+        let spec = c.kind.spec();
+        c.params.retain(|name, value| {
+            !spec
+                .param(name)
+                .is_some_and(|p| p.id_omits_default && p.default.value().as_ref() == Some(value))
+        });
+    }
+    let json = serde_json::to_vec(&doc).expect("a harness document always serializes");
     let mut hasher = Sha256::new();
     hasher.update(b"hx-harness/1\n");
     hasher.update(&json);
@@ -528,6 +537,46 @@ mod tests {
         assert_eq!(id.to_string().parse::<HarnessId>(), Ok(id));
         assert!("xyz".parse::<HarnessId>().is_err());
         assert!("é".repeat(16).parse::<HarnessId>().is_err());
+    }
+
+    #[test]
+    fn a_parameter_added_later_keeps_ids_at_its_default_and_changes_them_off_it() {
+        let doc = || {
+            let mut d = small().to_doc();
+            d.components[0] = Component::new("act", Kind::LoglikScoring);
+            d.components
+                .push(Component::new("tools", Kind::Tool).with("tool", "admissible-commands"));
+            d
+        };
+        let before = Harness::from_doc(doc()).expect("valid");
+        // `revisit-penalty` came after ids were first given out: the canonical form has it,
+        // the id does not see it at its default.
+        let act = before.component("act").expect("present");
+        assert_eq!(act.param("revisit-penalty"), Some(&ParamValue::Float(0.0)));
+        let mut d = doc();
+        d.components[0]
+            .params
+            .insert("revisit-penalty".into(), ParamValue::Float(0.0));
+        assert_eq!(Harness::from_doc(d).expect("valid").id(), before.id());
+        let mut d = doc();
+        d.components[0]
+            .params
+            .insert("revisit-penalty".into(), ParamValue::Float(1.0));
+        assert_ne!(Harness::from_doc(d).expect("valid").id(), before.id());
+    }
+
+    #[test]
+    fn the_shipped_harnesses_keep_the_ids_their_runs_were_stored_under() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/harnesses");
+        for (file, id) in [
+            ("react.toml", "314443703ad3060c872861215c6ee822"),
+            ("strong.toml", "8ba40a6cb736"),
+        ] {
+            let path = format!("{root}/{file}");
+            let text = std::fs::read_to_string(&path).expect("shipped harness");
+            let h = format::parse_as(&text, format::Format::Toml, &path).expect("valid");
+            assert!(h.id().to_string().starts_with(id), "{file}: {}", h.id());
+        }
     }
 
     #[test]

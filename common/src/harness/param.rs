@@ -276,6 +276,10 @@ pub struct ParamSpec {
     pub default: ParamDefault,
     /// One line saying what it does.
     pub doc: &'static str,
+    /// The parameter joined its kind after harness ids were first given out. At its default
+    /// it is left out of what an id hashes, so adding it left every existing harness's id
+    /// (and every stored run) as it was.
+    pub id_omits_default: bool,
 }
 
 /// Why a value does not fit its spec.

@@ -93,6 +93,8 @@ struct Turn {
     progress: bool,
     /// The world did not carry the command out.
     invalid: bool,
+    /// The state the command was sent from (see [`state_key`]), where the selector read it.
+    from: Option<u64>,
 }
 
 /// The episode's mutable state: memories and counters the components read and write.
@@ -115,6 +117,9 @@ struct State {
     visited: Vec<(String, String)>,
     /// The world's view after the latest step (places, position, inventory).
     view: env::View,
+    /// The state this step's command is chosen in (see [`state_key`]), once the selector has
+    /// read it; the step's [`Turn`] takes it.
+    state: Option<u64>,
     /// Every place the agent has been at, whatever memories the harness has.
     been: std::collections::HashSet<String>,
     plan: Option<String>,
@@ -205,6 +210,7 @@ pub fn run_episode(
         failures: VecDeque::new(),
         visited: Vec::new(),
         view: env.view()?,
+        state: None,
         been: Default::default(),
         plan: None,
         reflections: Vec::new(),
@@ -304,6 +310,7 @@ pub fn run_episode(
             observation: s.observation.clone(),
             progress,
             invalid: s.invalid,
+            from: st.state.take(),
         });
 
         // after-observation: memories, reflection, rewriting.
@@ -691,6 +698,31 @@ fn explores(st: &State, command: &str) -> bool {
         .any(|p| !st.been.contains(p) || st.view.at.as_ref() == Some(p))
 }
 
+/// A name for the state the world is in, from what the world says of it: the commands it
+/// admits (in any order), what the agent holds and where it is. Two states that admit the same
+/// commands with the same hands and place share a name; no suite's phrases are read.
+fn state_key(admissible: &[String], view: &env::View) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut sorted: Vec<&String> = admissible.iter().collect();
+    sorted.sort_unstable();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (sorted, &view.holding, &view.at).hash(&mut h);
+    h.finish()
+}
+
+/// How often `command`, sent from the state `now`, led back to a state the episode had
+/// already been in (a cycle, or a command that changed nothing). The state after a turn is the
+/// next turn's, or `now` after the last one.
+fn revisits(turns: &[Turn], now: u64, command: &str) -> usize {
+    (0..turns.len())
+        .filter(|&i| turns[i].from == Some(now) && turns[i].command == command)
+        .filter(|&i| {
+            let to = turns.get(i + 1).map_or(Some(now), |t| t.from);
+            to.is_some_and(|to| turns[..=i].iter().any(|t| t.from == Some(to)))
+        })
+        .count()
+}
+
 /// The first turn a history window of `n` steps shows out of `len`: the window advances in
 /// blocks of half its size, so between advances the context only grows at its end and the
 /// model's prefix cache covers everything before the newest step.
@@ -719,6 +751,8 @@ fn act(
             if candidates.is_empty() {
                 return Ok("look".into());
             }
+            let now = state_key(&candidates, &st.view);
+            st.state = Some(now);
             if sel.text("focus") == "goal-or-explore" {
                 let goal = &st.goal_words;
                 let focused: Vec<String> = candidates
@@ -749,8 +783,11 @@ fn act(
             st.usage += s.usage;
             let mean = sel.text("normalize") == "mean";
             let goal = &st.goal_words;
-            let (goal_weight, repeat_penalty) =
-                (sel.float("goal-weight"), sel.float("repeat-penalty"));
+            let (goal_weight, repeat_penalty, revisit_penalty) = (
+                sel.float("goal-weight"),
+                sel.float("repeat-penalty"),
+                sel.float("revisit-penalty"),
+            );
             let value = |i: usize| {
                 let ll = if mean {
                     s.logprobs[i] / f64::from(s.tokens[i].max(1))
@@ -762,7 +799,14 @@ fn act(
                     .iter()
                     .filter(|t| t.command == candidates[i])
                     .count();
-                ll + goal_weight * goal_share(goal, &candidates[i]) - repeat_penalty * used as f64
+                let back = if revisit_penalty > 0.0 {
+                    revisits(&st.turns, now, &candidates[i])
+                } else {
+                    0
+                };
+                ll + goal_weight * goal_share(goal, &candidates[i])
+                    - repeat_penalty * used as f64
+                    - revisit_penalty * back as f64
             };
             let temperature = sel.float("temperature");
             let best = if temperature > 0.0 {
@@ -1209,6 +1253,61 @@ mod tests {
         assert_eq!(object("go to cabinet 1").as_deref(), Some("cabinet"));
         assert_eq!(object("pick up the red block").as_deref(), Some("red"));
         assert_eq!(object("look"), None);
+    }
+
+    fn turn(from: u64, command: &str) -> Turn {
+        Turn {
+            command: command.into(),
+            observation: String::new(),
+            progress: false,
+            invalid: false,
+            from: Some(from),
+        }
+    }
+
+    #[test]
+    fn a_command_that_led_back_to_a_state_seen_counts_as_a_revisit() {
+        // States 1 -stack-> 2 -unstack-> 1 -stack-> 2 -unstack-> (now) 1.
+        let turns = [
+            turn(1, "stack"),
+            turn(2, "unstack"),
+            turn(1, "stack"),
+            turn(2, "unstack"),
+        ];
+        // From 1, `stack` led to 2: new the first time, seen the second.
+        assert_eq!(revisits(&turns, 1, "stack"), 1);
+        // Only commands sent from the state asked about count.
+        assert_eq!(revisits(&turns, 1, "unstack"), 0);
+        // One step earlier, in state 2: `unstack` led back to 1 once.
+        assert_eq!(revisits(&turns[..3], 2, "unstack"), 1);
+        assert_eq!(revisits(&turns[..3], 2, "stack"), 0);
+        // A command that changed nothing led back to where it was sent from.
+        assert_eq!(revisits(&[turn(7, "look")], 7, "look"), 1);
+        // A move to a new state is no revisit, and a state nobody read is never one.
+        assert_eq!(revisits(&[turn(7, "go")], 8, "go"), 0);
+        let mut unread = turn(7, "go");
+        unread.from = None;
+        assert_eq!(revisits(&[unread], 7, "go"), 0);
+    }
+
+    #[test]
+    fn a_state_is_named_by_its_commands_in_any_order_hands_and_place() {
+        let view = |holding: &[&str]| env::View {
+            places: Vec::new(),
+            at: None,
+            holding: holding.iter().map(|s| s.to_string()).collect(),
+        };
+        let cmds = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = state_key(&cmds(&["put down x", "stack x on y"]), &view(&["x"]));
+        assert_eq!(
+            a,
+            state_key(&cmds(&["stack x on y", "put down x"]), &view(&["x"]))
+        );
+        assert_ne!(a, state_key(&cmds(&["put down x"]), &view(&["x"])));
+        assert_ne!(
+            a,
+            state_key(&cmds(&["put down x", "stack x on y"]), &view(&[]))
+        );
     }
 
     #[test]
