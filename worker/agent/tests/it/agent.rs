@@ -589,3 +589,120 @@ params.max-steps = 5
     }
     assert!((29..=31).contains(&played), "{played} episodes");
 }
+
+/// Scores a candidate by the first of its phrases it contains: the first phrase best, a
+/// candidate with none worst.
+struct Prefers(&'static [&'static str]);
+
+impl ModelBackend for Prefers {
+    fn describe(&self) -> String {
+        "prefers".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        unreachable!("a log-likelihood selector only scores")
+    }
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        let logprobs: Vec<f64> = r
+            .candidates
+            .iter()
+            .map(|c| {
+                self.0
+                    .iter()
+                    .position(|p| c.contains(p))
+                    .map_or(-9.0, |i| -1.0 - i as f64)
+            })
+            .collect();
+        Ok(Scores {
+            tokens: vec![1; logprobs.len()],
+            per_token: logprobs.iter().map(|l| vec![*l]).collect(),
+            logprobs,
+            usage: Usage::default(),
+        })
+    }
+}
+
+/// The commands an episode sent, from its trace.
+fn sent(ep: &hx_agent::Episode) -> Vec<String> {
+    ep.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { command, .. } => Some(command.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_revisit_penalty_breaks_the_cycle_a_greedy_policy_falls_into() {
+    let harness = |penalty: f64| {
+        parse_as(
+            &format!(
+                r#"
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+params.tool = "admissible-commands"
+params.revisit-penalty = {penalty:.1}
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 20
+"#
+            ),
+            Format::Toml,
+            "test",
+        )
+        .expect("a valid harness")
+    };
+    let task = TaskRef {
+        suite: "blocks".into(),
+        split: Split::Train,
+        seed: 5,
+    };
+    // The model likes stacking and unstacking best, then picking up: taking its best command
+    // moves one block on and off another, back and forth.
+    let model = Prefers(&["stack", "pick up"]);
+    let play = |penalty: f64| {
+        let mut env = hx_env::blocks::Blocks::new();
+        let ep = run_episode(
+            &harness(penalty),
+            &mut env,
+            &task,
+            &model,
+            &Options::default(),
+        )
+        .expect("runs");
+        let cmds = sent(&ep);
+        let mut distinct = cmds.clone();
+        distinct.sort();
+        distinct.dedup();
+        let most = distinct
+            .iter()
+            .map(|d| cmds.iter().filter(|c| *c == d).count())
+            .max()
+            .unwrap_or(0);
+        (distinct.len(), most, cmds)
+    };
+    let (greedy, greedy_most, greedy_cmds) = play(0.0);
+    let (penalized, penalized_most, penalized_cmds) = play(5.0);
+    assert!(
+        greedy_most >= 5,
+        "the greedy policy cycles: {greedy_cmds:?}"
+    );
+    assert!(
+        penalized > greedy && penalized_most < greedy_most,
+        "with the penalty, {penalized} commands (one sent {penalized_most} times): \
+         {penalized_cmds:?}; without, {greedy} ({greedy_most}): {greedy_cmds:?}"
+    );
+}
