@@ -915,16 +915,7 @@ mod tests {
             .unwrap();
         let mut lineage = HashMap::new();
         for h in [&react, &strong] {
-            lineage.insert(
-                h.id(),
-                Lineage {
-                    parents: vec![],
-                    operator: "seed".into(),
-                    adopted: vec![],
-                    job: None,
-                    at_ms: 0,
-                },
-            );
+            lineage.insert(h.id(), Lineage::seed(None));
         }
         lineage.insert(
             child.id(),

@@ -634,16 +634,7 @@ impl<'a> Search<'a> {
         for h in self.seeds.clone() {
             if !self.cands.contains_key(&h.id()) {
                 self.store.put_harness(&h)?;
-                self.store.put_lineage(
-                    &h.id(),
-                    &Lineage {
-                        parents: vec![],
-                        operator: "seed".into(),
-                        adopted: vec![],
-                        job: None,
-                        at_ms: 0,
-                    },
-                )?;
+                self.store.put_lineage(&h.id(), &Lineage::seed(None))?;
                 self.cands.insert(
                     h.id(),
                     Cand {
@@ -1205,13 +1196,10 @@ impl<'a> Search<'a> {
                 job: Some(record.job.id),
                 at_ms: self.elapsed().as_millis() as u64,
             }),
-            (_, Some(child)) => self.store.lineage(&child.id())?.or(Some(Lineage {
-                parents: vec![],
-                operator: "seed".into(),
-                adopted: vec![],
-                job: Some(record.job.id),
-                at_ms: 0,
-            })),
+            (_, Some(child)) => self
+                .store
+                .lineage(&child.id())?
+                .or(Some(Lineage::seed(Some(record.job.id)))),
             _ => None,
         };
         let new = self.store.record_answer(

@@ -116,6 +116,19 @@ pub struct Lineage {
     pub at_ms: u64,
 }
 
+impl Lineage {
+    /// A seed's: no parents, made at the start, by `job` if a job carried it.
+    pub fn seed(job: Option<JobId>) -> Lineage {
+        Lineage {
+            parents: vec![],
+            operator: "seed".into(),
+            adopted: vec![],
+            job,
+            at_ms: 0,
+        }
+    }
+}
+
 /// Where a job stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
@@ -919,17 +932,7 @@ mod tests {
                 .expect("put");
             s.record_evaluation(&h.id(), &outcome(4, false))
                 .expect("put");
-            s.put_lineage(
-                &h.id(),
-                &Lineage {
-                    parents: vec![],
-                    operator: "seed".into(),
-                    adopted: vec![],
-                    job: None,
-                    at_ms: 0,
-                },
-            )
-            .expect("put");
+            s.put_lineage(&h.id(), &Lineage::seed(None)).expect("put");
             for _ in 0..5 {
                 s.next_job_id().expect("id");
             }
@@ -1082,13 +1085,7 @@ mod tests {
         let h = harness(12);
         let mut record = job(s.next_job_id().expect("id"), &h);
         record.state = JobState::Done;
-        let lineage = Lineage {
-            parents: vec![],
-            operator: "seed".into(),
-            adopted: vec![],
-            job: Some(record.job.id),
-            at_ms: 0,
-        };
+        let lineage = Lineage::seed(Some(record.job.id));
         let outcomes = [outcome(0, true), outcome(1, false)];
         let answer = Answer {
             record: &record,
