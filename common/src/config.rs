@@ -373,6 +373,11 @@ pub struct RacingOptions {
     pub confidence: f64,
     /// At the end: how many of the best candidates are scored on the select split.
     pub finalists: usize,
+    /// The seeds join the finalists on the select split, so a candidate is chosen only where
+    /// it does better there than the harnesses the search started from; where none does, the
+    /// chosen harness is a seed (the search found nothing better). The best of many
+    /// candidates on the same search tasks is flattered by luck, and this is the check.
+    pub seeds_in_select: bool,
     /// Select-split tasks per finalist.
     pub select_tasks: u32,
     /// Test-split tasks the chosen harness and each seed harness are scored on at the very
@@ -414,6 +419,7 @@ impl Default for RacingOptions {
             rungs: vec![4, 8, 16],
             confidence: 0.95,
             finalists: 3,
+            seeds_in_select: true,
             select_tasks: 24,
             test_tasks: 100,
             heldout_tasks: 0,

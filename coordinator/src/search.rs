@@ -1712,13 +1712,20 @@ impl<'a> Search<'a> {
                 .rank(&a.fitness())
                 .then(a.harness.id().cmp(&b.harness.id()))
         });
-        let finalists: Vec<Harness> = ranked
+        let mut finalists: Vec<Harness> = ranked
             .into_iter()
             .take(self.exp.racing.finalists)
             .map(|c| c.harness.clone())
             .collect();
         if finalists.is_empty() {
             return Ok(Final::default());
+        }
+        if self.exp.racing.seeds_in_select {
+            for s in &self.seeds {
+                if !finalists.iter().any(|f| f.id() == s.id()) {
+                    finalists.push(s.clone());
+                }
+            }
         }
         let select_split = self.exp.suites[0].select_split;
         (self.say)(&format!(
@@ -1730,9 +1737,15 @@ impl<'a> Search<'a> {
         let fits = self.evaluate_on(&finalists, select_split, self.exp.racing.select_tasks)?;
         let select: Vec<(HarnessId, Fitness)> =
             finalists.iter().map(|h| h.id()).zip(fits).collect();
+        // On a tie a seed is kept: a change needs evidence.
+        let is_seed = |id: &HarnessId| self.seeds.iter().any(|s| s.id() == *id);
         let best = select
             .iter()
-            .max_by(|a, b| a.1.rank(&b.1).then(b.0.cmp(&a.0)))
+            .max_by(|a, b| {
+                a.1.rank(&b.1)
+                    .then(is_seed(&a.0).cmp(&is_seed(&b.0)))
+                    .then(b.0.cmp(&a.0))
+            })
             .map(|(id, _)| *id)
             .expect("finalists");
         let chosen = self.cands[&best].harness.clone();
