@@ -522,6 +522,14 @@ static SPECS: &[KindSpec] = &[
                 "penalty (in nats) per earlier use of the same command in the episode",
             ),
             late(
+                "goal-match",
+                T::Choice(&["words", "in-order"]),
+                D::Text("words"),
+                "what `goal-weight` rewards: the share of the goal's words a candidate names \
+                 (`words`), or the share it names in the goal's order (`in-order`, the longest \
+                 common subsequence: `stack A on B` then differs from `stack B on A`)",
+            ),
+            late(
                 "revisit-penalty",
                 T::Float { min: 0.0, max: 5.0 },
                 D::Float(0.0),

@@ -110,6 +110,8 @@ struct State {
     example: String,
     /// The goal's content words (see [`goal_words`]).
     goal_words: Vec<String>,
+    /// The goal's content words in their order (see [`content_words`]).
+    goal_sequence: Vec<String>,
     intro: String,
     turns: Vec<Turn>,
     notes: Vec<String>,
@@ -199,6 +201,7 @@ pub fn run_episode(
         sampling: task.seed ^ options.stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         chosen_logprobs: Vec::new(),
         goal_words: goal_words(&reset.goal),
+        goal_sequence: content_words(&reset.goal),
         goal: reset.goal,
         commands: reset
             .commands
@@ -619,18 +622,46 @@ const FILLER: &[&str] = &[
     "into", "onto", "then", "from", "look", "its", "for", "this", "there",
 ];
 
-/// The goal's content words (lower case, no filler, no numbers).
-fn goal_words(goal: &str) -> Vec<String> {
-    let mut words: Vec<String> = goal
-        .split(|c: char| !c.is_alphanumeric())
+/// A text's content words in their order (lower case, no filler, no numbers).
+fn content_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
         .map(str::to_lowercase)
         .filter(|w| {
             w.len() >= 3 && !FILLER.contains(&w.as_str()) && !w.chars().all(|c| c.is_ascii_digit())
         })
-        .collect();
+        .collect()
+}
+
+/// The goal's content words, sorted, without repeats.
+fn goal_words(goal: &str) -> Vec<String> {
+    let mut words = content_words(goal);
     words.sort();
     words.dedup();
     words
+}
+
+/// The share of the goal's content words (`goal`, in order, see [`content_words`]) that
+/// `command` names in the same order: the longest common subsequence over the goal's length.
+/// Unlike [`goal_share`] it tells `stack the red block on the blue block` from the reverse.
+fn goal_order_share(goal: &[String], command: &str) -> f64 {
+    if goal.is_empty() {
+        return 0.0;
+    }
+    let cmd = content_words(command);
+    // One row of the longest-common-subsequence table at a time.
+    let mut prev = vec![0usize; cmd.len() + 1];
+    for g in goal {
+        let mut row = vec![0usize; cmd.len() + 1];
+        for (j, c) in cmd.iter().enumerate() {
+            row[j + 1] = if g == c {
+                prev[j] + 1
+            } else {
+                row[j].max(prev[j + 1])
+            };
+        }
+        prev = row;
+    }
+    prev[cmd.len()] as f64 / goal.len() as f64
 }
 
 /// The share of `goal`'s words that `command` names.
@@ -782,7 +813,14 @@ fn act(
             })?;
             st.usage += s.usage;
             let mean = sel.text("normalize") == "mean";
-            let goal = &st.goal_words;
+            let in_order = sel.text("goal-match") == "in-order";
+            let goal_bonus = |c: &str| {
+                if in_order {
+                    goal_order_share(&st.goal_sequence, c)
+                } else {
+                    goal_share(&st.goal_words, c)
+                }
+            };
             let (goal_weight, repeat_penalty, revisit_penalty) = (
                 sel.float("goal-weight"),
                 sel.float("repeat-penalty"),
@@ -804,7 +842,7 @@ fn act(
                 } else {
                     0
                 };
-                ll + goal_weight * goal_share(goal, &candidates[i])
+                ll + goal_weight * goal_bonus(&candidates[i])
                     - repeat_penalty * used as f64
                     - revisit_penalty * back as f64
             };
@@ -1195,6 +1233,23 @@ mod tests {
     fn the_closest_admissible_command_shares_most_words() {
         let a = vec!["go to fridge 1".to_owned(), "open fridge 1".to_owned()];
         assert_eq!(closest("open the fridge", &a), "open fridge 1");
+    }
+
+    #[test]
+    fn the_in_order_share_tells_a_goal_fact_from_its_reverse() {
+        let g = content_words("have that the magenta block is on top of the orange block");
+        let share = |c: &str| goal_order_share(&g, c);
+        let right = share("stack the magenta block on top of the orange block");
+        assert_eq!(right, 1.0, "{g:?}");
+        assert!(share("stack the orange block on top of the magenta block") < right);
+        assert!(share("stack the magenta block on top of the blue block") < right);
+        // The word share cannot tell them apart.
+        let words = goal_words("have that the magenta block is on top of the orange block");
+        assert_eq!(
+            goal_share(&words, "stack the orange block on top of the magenta block"),
+            goal_share(&words, "stack the magenta block on top of the orange block")
+        );
+        assert_eq!(goal_order_share(&[], "look"), 0.0);
     }
 
     #[test]
