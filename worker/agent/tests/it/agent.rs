@@ -369,10 +369,12 @@ impl ModelBackend for Recording {
     }
 }
 
-#[test]
-fn top_k_scores_only_the_goals_most_relevant_commands() {
-    let h = parse_as(
-        r#"
+/// A harness of a history window and a log-likelihood selector over the admissible commands,
+/// with `act` (one `key = value` line) among the selector's parameters, for `max_steps`.
+fn loglik_harness(act: &str, max_steps: u32) -> Harness {
+    parse_as(
+        &format!(
+            r#"
 [[components]]
 name = "history"
 kind = "history-window"
@@ -387,17 +389,23 @@ params.tool = "admissible-commands"
 name = "act"
 kind = "loglik-scoring"
 params.tool = "admissible-commands"
-params.top-k = 3
+params.{act}
 
 [[components]]
 name = "steps"
 kind = "step-budget"
-params.max-steps = 6
-"#,
+params.max-steps = {max_steps}
+"#
+        ),
         Format::Toml,
         "test",
     )
-    .expect("a valid harness");
+    .expect("a valid harness")
+}
+
+#[test]
+fn top_k_scores_only_the_goals_most_relevant_commands() {
+    let h = loglik_harness("top-k = 3", 6);
     let model = Recording {
         asked: Mutex::new(Vec::new()),
     };
@@ -454,33 +462,7 @@ impl ModelBackend for Hashing {
 
 #[test]
 fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
-    let h = parse_as(
-        r#"
-[[components]]
-name = "history"
-kind = "history-window"
-
-[[components]]
-name = "admissible"
-kind = "tool"
-stages = ["after-model"]
-params.tool = "admissible-commands"
-
-[[components]]
-name = "act"
-kind = "loglik-scoring"
-params.tool = "admissible-commands"
-params.temperature = 1.0
-
-[[components]]
-name = "steps"
-kind = "step-budget"
-params.max-steps = 5
-"#,
-        Format::Toml,
-        "test",
-    )
-    .expect("a valid harness");
+    let h = loglik_harness("temperature = 1.0", 5);
     let mut env = Household::new();
     let one = |stream| {
         let o = Options {
@@ -490,20 +472,11 @@ params.max-steps = 5
         run_episode(&h, &mut Household::new(), &task(), &Hashing, &o).expect("runs")
     };
     let streams: Vec<_> = (0..4).map(one).collect();
-    let commands = |e: &hx_agent::Episode| -> Vec<String> {
-        e.events
-            .iter()
-            .filter_map(|ev| match ev {
-                Event::Step { command, .. } => Some(command.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     // Streams replay different draws; stream 0 is the plain episode, and replays the same.
-    assert!(streams.iter().any(|e| commands(e) != commands(&streams[0])));
+    assert!(streams.iter().any(|e| sent(e) != sent(&streams[0])));
     assert_eq!(
-        commands(&streams[0]),
-        commands(&run_episode(&h, &mut env, &task(), &Hashing, &Options::default()).expect("runs"))
+        sent(&streams[0]),
+        sent(&run_episode(&h, &mut env, &task(), &Hashing, &Options::default()).expect("runs"))
     );
     let best = hx_agent::run_best_of(&h, &mut env, &task(), &Hashing, &Options::default(), 4)
         .expect("runs");
@@ -514,7 +487,7 @@ params.max-steps = 5
         .fold(f64::NEG_INFINITY, f64::max);
     assert_eq!(certainty(&best), top);
     let first_top = streams.iter().find(|e| certainty(e) == top).expect("one");
-    assert_eq!(commands(&best), commands(first_top));
+    assert_eq!(sent(&best), sent(first_top));
     // It pays for every episode it played.
     assert_eq!(
         best.outcome.tokens,
@@ -532,7 +505,7 @@ params.max-steps = 5
         &|_, _| {},
     );
     let e = many.into_iter().next().expect("one").expect("runs");
-    assert_eq!(commands(&e), commands(&best));
+    assert_eq!(sent(&e), sent(&best));
     assert_eq!(e.outcome.tokens, best.outcome.tokens);
     // And a fraction plays one more episode on that share of the tasks: 1.5 on 20 tasks
     // plays 30 episodes, each task once or twice.
@@ -568,7 +541,7 @@ params.max-steps = 5
         match hx_common::harness::catalog::best_of_episodes(1.5, t.seed) {
             1 => {
                 assert_eq!(played_as, Some(h.id()), "{t}");
-                assert_eq!(commands(b), commands(a), "{t}");
+                assert_eq!(sent(b), sent(a), "{t}");
                 let o = |e: &hx_agent::Episode| {
                     (
                         e.outcome.won,
@@ -634,37 +607,7 @@ fn sent(ep: &hx_agent::Episode) -> Vec<String> {
 
 #[test]
 fn a_revisit_penalty_breaks_the_cycle_a_greedy_policy_falls_into() {
-    let harness = |penalty: f64| {
-        parse_as(
-            &format!(
-                r#"
-[[components]]
-name = "history"
-kind = "history-window"
-
-[[components]]
-name = "admissible"
-kind = "tool"
-stages = ["after-model"]
-params.tool = "admissible-commands"
-
-[[components]]
-name = "act"
-kind = "loglik-scoring"
-params.tool = "admissible-commands"
-params.revisit-penalty = {penalty:.1}
-
-[[components]]
-name = "steps"
-kind = "step-budget"
-params.max-steps = 20
-"#
-            ),
-            Format::Toml,
-            "test",
-        )
-        .expect("a valid harness")
-    };
+    let harness = |penalty: f64| loglik_harness(&format!("revisit-penalty = {penalty:.1}"), 20);
     let task = TaskRef {
         suite: "blocks".into(),
         split: Split::Train,
