@@ -14,7 +14,8 @@
 //!   cannot (a greedy selector needs a goal bonus and a repeat penalty together to beat a
 //!   sampled one);
 //! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
-//! - **crossover**: each role's components come from one parent or the other.
+//! - **crossover**: each role's components come from one parent or the other, and a component
+//!   both have takes each of its differing parameters from either.
 
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -363,19 +364,23 @@ fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
     v.shuffle(rng);
 }
 
-/// Crossover by role: each role's components come from `a` or `b` (a coin per role); edges
-/// between components the child keeps come from both. Tries other coins if a draw makes an
-/// invalid harness; fails if none of its tries is valid and different from both parents.
+/// Crossover by role, then by parameter: each role's components come from `a` or `b` (a coin
+/// per role); a component the other parent has too, by name and kind, then takes each
+/// parameter on which the two differ from either parent (a coin per parameter), so a change
+/// one line found in the action selector (a repeat penalty) meets one another line found in
+/// it (a revisit penalty), which whole-component crossover can never join. Edges between
+/// components the child keeps come from both. Tries other coins if a draw makes an invalid
+/// harness; fails if none of its tries is valid and different from both parents.
 pub fn crossover(a: &Harness, b: &Harness, seed: u64) -> Result<Child, NoValidChild> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut last = String::from("every draw equalled a parent");
     for _ in 0..TRIES {
         let mut components: Vec<Component> = Vec::new();
         for role in Role::ALL {
-            let from = if rng.random_bool(0.5) { a } else { b };
+            let (from, other) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
             for c in from.with_role(role) {
                 if !components.iter().any(|k| k.name == c.name) {
-                    components.push(c.clone());
+                    components.push(mix_params(c, other, &mut rng));
                 }
             }
         }
@@ -402,4 +407,86 @@ pub fn crossover(a: &Harness, b: &Harness, seed: u64) -> Result<Child, NoValidCh
         }
     }
     Err(NoValidChild(format!("crossover: {last}")))
+}
+
+/// `c` with each parameter on which it differs from `other`'s component of the same name and
+/// kind taken from one or the other (a coin each); `c` itself where `other` has no such
+/// component. A parameter a component leaves out is at its default, so leaving it out is the
+/// same as taking the default.
+fn mix_params(c: &Component, other: &Harness, rng: &mut ChaCha8Rng) -> Component {
+    let Some(o) = other.component(&c.name).filter(|o| o.kind == c.kind) else {
+        return c.clone();
+    };
+    let mut mixed = c.clone();
+    let names: std::collections::BTreeSet<&String> =
+        c.params.keys().chain(o.params.keys()).collect();
+    for name in names {
+        if c.params.get(name) != o.params.get(name) && rng.random_bool(0.5) {
+            match o.params.get(name) {
+                Some(v) => mixed.params.insert(name.clone(), v.clone()),
+                None => mixed.params.remove(name),
+            };
+        }
+    }
+    mixed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::format;
+
+    fn react() -> Harness {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/harnesses/react.toml"
+        );
+        let text = std::fs::read_to_string(path).expect("shipped harness");
+        format::parse_as(&text, format::Format::Toml, path).expect("valid")
+    }
+
+    fn with_act(h: &Harness, param: &str, value: f64) -> Harness {
+        h.apply(&Edit::SetParameter {
+            component: "act".into(),
+            param: param.into(),
+            value: ParamValue::Float(value),
+        })
+        .expect("valid edit")
+    }
+
+    #[test]
+    fn crossover_joins_parameter_changes_two_lines_made_in_one_component() {
+        let base = react();
+        let a = with_act(&base, "repeat-penalty", 1.0);
+        let b = with_act(&base, "revisit-penalty", 3.0);
+        let mut joined = 0;
+        for seed in 0..40 {
+            let child = crossover(&a, &b, seed).expect("a child differs from both parents");
+            let act = child.harness.action_selector();
+            // Every parameter comes from one parent or the other.
+            assert!(
+                [0.0, 1.0].contains(&act.float("repeat-penalty")),
+                "seed {seed}"
+            );
+            assert!(
+                [0.0, 3.0].contains(&act.float("revisit-penalty")),
+                "seed {seed}"
+            );
+            assert_ne!(child.harness.id(), a.id());
+            assert_ne!(child.harness.id(), b.id());
+            if act.float("repeat-penalty") == 1.0 && act.float("revisit-penalty") == 3.0 {
+                joined += 1;
+            }
+        }
+        // Two of the four mixes are new (both changes, or neither): about half the children
+        // join both changes; whole-component crossover never could.
+        assert!((10..=30).contains(&joined), "joined {joined} of 40");
+    }
+
+    #[test]
+    fn crossover_of_parents_that_differ_nowhere_else_fails_with_a_reason() {
+        let a = react();
+        let e = crossover(&a, &a.clone(), 1).expect_err("no child differs from both");
+        assert!(e.0.starts_with("crossover:"), "{e}");
+    }
 }
