@@ -435,6 +435,19 @@ pub fn run_best_of(
     Ok(e)
 }
 
+/// Whether a component's part of the context is rewritten every step (memories of failures and
+/// places, notes, the tools' answers but the goal's). The runtime puts these parts after all
+/// the others, whatever the harness's order, so the prompt changes only at its end between
+/// window advances and the model's prefix cache reuses the rest; the others keep the
+/// harness's order.
+fn changes_every_step(c: &Component) -> bool {
+    match c.kind {
+        Kind::FailureMemory | Kind::VisitedLog | Kind::Scratchpad => true,
+        Kind::Tool => c.tool() != Some("goal"),
+        _ => false,
+    }
+}
+
 /// The context the `before-model` components assemble, as chat messages.
 fn context(
     h: &Harness,
@@ -444,8 +457,14 @@ fn context(
 ) -> Result<Vec<Message>, Error> {
     let mut system = String::new();
     let mut parts: Vec<String> = Vec::new();
+    let mut volatile: Vec<String> = Vec::new();
     let mut history_shown = false;
     for c in h.schedule(Stage::BeforeModel) {
+        let parts = if changes_every_step(c) {
+            &mut volatile
+        } else {
+            &mut parts
+        };
         match c.kind {
             Kind::SystemPrompt => system = st.fill(c.text("text")),
             Kind::TaskFraming => parts.push(st.fill(c.text("text"))),
@@ -522,6 +541,7 @@ fn context(
             _ => {}
         }
     }
+    parts.append(&mut volatile);
     if !history_shown {
         // Without a history window the model still sees where it is now.
         let last = st

@@ -348,6 +348,17 @@ fn exemplars_come_only_from_train_tasks() {
 /// list it was asked to score.
 struct Recording {
     asked: Mutex<Vec<Vec<String>>>,
+    /// The last message of each request.
+    prompts: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn new() -> Recording {
+        Recording {
+            asked: Mutex::new(Vec::new()),
+            prompts: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl ModelBackend for Recording {
@@ -359,6 +370,12 @@ impl ModelBackend for Recording {
     }
     fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
         self.asked.lock().expect("lock").push(r.candidates.clone());
+        let last = r
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        self.prompts.lock().expect("lock").push(last);
         let logprobs = vec![-1.0; r.candidates.len()];
         Ok(Scores {
             tokens: vec![1; logprobs.len()],
@@ -406,9 +423,7 @@ params.max-steps = {max_steps}
 #[test]
 fn top_k_scores_only_the_goals_most_relevant_commands() {
     let h = loglik_harness("top-k = 3", 6);
-    let model = Recording {
-        asked: Mutex::new(Vec::new()),
-    };
+    let model = Recording::new();
     let mut env = Household::new();
     let goal = env.reset(&task()).expect("resets").goal.to_lowercase();
     let ep = run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
@@ -428,6 +443,74 @@ fn top_k_scores_only_the_goals_most_relevant_commands() {
         })
         .count();
     assert!(named >= 1, "goal {goal:?}, scored {first:?}");
+}
+
+#[test]
+fn text_that_changes_every_step_goes_after_the_rest_whatever_the_harness_order() {
+    // By name, the inventory tool (`a-carried`) runs before the goal and the history; the
+    // runtime still shows it last, so the prompt changes only at its end.
+    let h = parse_as(
+        r#"
+[[components]]
+name = "a-carried"
+kind = "tool"
+params.tool = "inventory"
+
+[[components]]
+name = "goal"
+kind = "task-framing"
+params.text = "Your task is to: {goal}"
+
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+params.tool = "admissible-commands"
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 3
+"#,
+        Format::Toml,
+        "test",
+    )
+    .expect("a valid harness");
+    let first = h
+        .schedule(hx_common::harness::catalog::Stage::BeforeModel)
+        .first()
+        .map(|c| c.name.clone());
+    assert_eq!(
+        first.as_deref(),
+        Some("a-carried"),
+        "the harness's own order"
+    );
+    let model = Recording::new();
+    let mut env = Household::new();
+    run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    let prompts = model.prompts.lock().expect("lock");
+    assert_eq!(prompts.len(), 3);
+    for p in prompts.iter() {
+        let parts: Vec<&str> = p.split("\n\n").collect();
+        assert!(parts[0].starts_with("Your task is to: "), "{p}");
+        let tail = parts[parts.len() - 2];
+        assert!(tail.starts_with("You are carrying: "), "{p}");
+        assert_eq!(parts.last(), Some(&"Your next command:"), "{p}");
+    }
+    // The part before the tail grows only at its end: each prompt's history extends the last.
+    for w in prompts.windows(2) {
+        let before = w[0].rsplit_once("\n\nYou are carrying").expect("tail").0;
+        assert!(w[1].starts_with(before), "{}\n---\n{}", w[0], w[1]);
+    }
 }
 
 /// Scores each candidate by a fixed function of its text, so a sampled policy has preferences
