@@ -53,9 +53,16 @@ fn quickstart() -> String {
     std::fs::read_to_string(configs_dir().join("quickstart.toml")).expect("quickstart exists")
 }
 
+/// `text` with `from` replaced by `to`; fails if `from` is not there, so a test that edits the
+/// shipped quickstart notices when the file changes under it.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the quickstart has no `{from}`");
+    text.replace(from, to)
+}
+
 #[test]
 fn an_unknown_key_is_named_with_its_line() {
-    let text = quickstart().replace("tournament = 2", "tournamnet = 2");
+    let text = edit(&quickstart(), "tournament = 2", "tournamnet = 2");
     let err = parse_toml::<Experiment>(&text, "quickstart.toml", &[]).expect_err("unknown key");
     let msg = err.to_string();
     assert!(matches!(err, Error::Parse { .. }));
@@ -68,7 +75,7 @@ fn an_unknown_key_is_named_with_its_line() {
 
 #[test]
 fn an_out_of_range_value_is_named_with_its_key() {
-    let text = quickstart().replace("immigrant-rate = 0.1", "immigrant-rate = 1.5");
+    let text = edit(&quickstart(), "immigrant-rate = 0.05", "immigrant-rate = 1.5");
     let exp: Experiment = parse_toml(&text, "quickstart.toml", &[]).expect("parses");
     let msg = exp
         .validate("quickstart.toml")
@@ -95,9 +102,10 @@ fn a_worker_file_with_a_bad_url_names_the_key() {
 fn a_proposer_section_is_read_and_checked() {
     let with = format!(
         "{}\n[proposer]\nproposals = 4\nmax-gates = 1\n\n[proposer.model]\nbackend = \"openai\"\nbase-url = \"http://127.0.0.1:8000/v1\"\nmodel = \"big\"\n",
-        quickstart().replace(
-            "jobs-in-flight = 2",
-            "jobs-in-flight = 2\noperators = [\"parametric\", \"reflective\"]"
+        edit(
+            &quickstart(),
+            "operators = [\"parametric\", \"structural\"]",
+            "operators = [\"parametric\", \"reflective\"]"
         )
     );
     let exp: Experiment = parse_toml(&with, "q.toml", &[]).expect("parses");
@@ -119,9 +127,10 @@ fn a_proposer_section_is_read_and_checked() {
         Some(hx_common::config::ModelOptions::Embedded { threads: 1, .. })
     ));
     // Reflective needs a proposer; an unknown operator is named.
-    let text = quickstart().replace(
-        "jobs-in-flight = 2",
-        "jobs-in-flight = 2\noperators = [\"reflective\", \"telepathy\"]",
+    let text = edit(
+        &quickstart(),
+        "operators = [\"parametric\", \"structural\"]",
+        "operators = [\"reflective\", \"telepathy\"]",
     );
     let exp: Experiment = parse_toml(&text, "q.toml", &[]).expect("parses");
     let msg = exp.validate("q.toml").expect_err("invalid").to_string();
