@@ -726,6 +726,9 @@ fn print_status(st: &crate::search::Status) -> Result<()> {
     if let Some(why) = &st.stopped {
         outln!("stopped: {why}");
     }
+    if let Some(stage) = &st.stage {
+        outln!("final stage now: {stage}");
+    }
     if let Some(f) = &st.final_ {
         print_final(f, "")?;
     } else if let Some(f) = &st.final_so_far {

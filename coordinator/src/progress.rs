@@ -105,9 +105,18 @@ pub fn summary(st: &Status, tokens_per_s: f64) -> String {
             format!("best {} {:.0}%{p}", id.short(), 100.0 * r.rate)
         })
         .unwrap_or_else(|| "best -".into());
+    let phase = match &st.stage {
+        Some(s) => format!(
+            "{} ({} {}/{})",
+            st.phase,
+            s.split,
+            s.done,
+            s.harnesses as u64 * u64::from(s.tasks)
+        ),
+        None => st.phase.clone(),
+    };
     format!(
-        "{}: {best}, median {:.0}%, {} in flight, {} workers, {:.0} tokens/s",
-        st.phase,
+        "{phase}: {best}, median {:.0}%, {} in flight, {} workers, {:.0} tokens/s",
         100.0 * st.median,
         st.in_flight,
         st.workers,
@@ -135,6 +144,29 @@ mod tests {
         assert_eq!(
             summary(&st, 123.4),
             "searching: best 010101010101 50%, median 25%, 3 in flight, 2 workers, 123 tokens/s"
+        );
+    }
+
+    #[test]
+    fn in_the_final_stage_the_summary_says_how_far_its_step_has_got() {
+        let st = Status {
+            phase: "final".into(),
+            stage: Some(crate::search::StageProgress {
+                split: hx_common::task::Split::Validation,
+                harnesses: 5,
+                tasks: 32,
+                done: 40,
+            }),
+            ..Status::default()
+        };
+        assert!(
+            summary(&st, 1.0).starts_with("final (validation 40/160): best -"),
+            "{}",
+            summary(&st, 1.0)
+        );
+        assert_eq!(
+            st.stage.expect("a stage").to_string(),
+            "validation split 40 of 160 episodes (5 harnesses x 32 tasks)"
         );
     }
 }

@@ -313,6 +313,37 @@ pub struct Status {
     /// played so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paired_so_far: Vec<Paired>,
+    /// The final stage's step now running (select, heldout or test split) and how far it has
+    /// got, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageProgress>,
+}
+
+/// How far one step of the final stage has got: `harnesses` each on `tasks` tasks of `split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageProgress {
+    /// The split being played.
+    pub split: Split,
+    /// Harnesses scored on it.
+    pub harnesses: usize,
+    /// Tasks each.
+    pub tasks: u32,
+    /// Episodes recorded so far (of `harnesses * tasks`).
+    pub done: u64,
+}
+
+impl std::fmt::Display for StageProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} split {} of {} episodes ({} harnesses x {} tasks)",
+            self.split,
+            self.done,
+            self.harnesses as u64 * u64::from(self.tasks),
+            self.harnesses,
+            self.tasks
+        )
+    }
 }
 
 /// The lineage operator of a comparison arm.
@@ -468,6 +499,8 @@ pub struct Search<'a> {
     pub peak_in_flight: usize,
     /// The harnesses of the final stage's held-out comparison and their roles, once chosen.
     final_roles: Vec<(HarnessId, String)>,
+    /// The final stage's step now running: its split, harnesses and tasks each.
+    stage: Option<(Split, Vec<HarnessId>, u32)>,
 }
 
 /// The archive's axes: harness size (components) and model tokens per step, each in five
@@ -565,6 +598,7 @@ impl<'a> Search<'a> {
             promotions: None,
             peak_in_flight: 0,
             final_roles: Vec::new(),
+            stage: None,
         };
         s.load()?;
         Ok(s)
@@ -1436,6 +1470,21 @@ impl<'a> Search<'a> {
         } else {
             None
         };
+        let stage = self.stage.as_ref().map(|(split, ids, n)| StageProgress {
+            split: *split,
+            harnesses: ids.len(),
+            tasks: *n,
+            done: ids
+                .iter()
+                .map(|id| {
+                    self.store.evaluations(id).map_or(0, |os| {
+                        os.iter()
+                            .filter(|o| o.task.split == *split && o.task.seed < u64::from(*n))
+                            .count() as u64
+                    })
+                })
+                .sum(),
+        });
         let without: u64 = self.cands.values().filter(|c| !c.search.is_empty()).count() as u64
             * u64::from(*self.rungs().last().expect("rungs"));
         Status {
@@ -1463,6 +1512,7 @@ impl<'a> Search<'a> {
             final_so_far: so_far.as_ref().map(|(f, _)| f.clone()),
             paired_so_far: so_far.map(|(_, p)| p).unwrap_or_default(),
             final_,
+            stage,
         }
     }
 
@@ -1605,6 +1655,16 @@ impl<'a> Search<'a> {
     /// where the base is scored here too, those tasks take the base's recorded outcome
     /// instead of being played twice.
     fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Fitness>> {
+        self.stage = Some((split, harnesses.iter().map(Harness::id).collect(), n));
+        // The step's start in the status at once (it may take hours).
+        self.checkpoint("final", None, None)?;
+        let fits = self.play_on(harnesses, split, n);
+        self.stage = None;
+        fits
+    }
+
+    /// [`Search::evaluate_on`]'s work.
+    fn play_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Fitness>> {
         let task = |seed: u64| TaskRef {
             suite: self.suite().to_owned(),
             split,

@@ -912,6 +912,10 @@ fn the_status_shows_the_final_stage_so_far() {
     let (st, log) = run_scripted(exp, seeds, &Store::open(whole.path()).expect("opens"));
     assert!(st.final_.is_some() && st.final_so_far.is_none());
     assert!(st.paired_so_far.is_empty());
+    assert_eq!(
+        st.stage, None,
+        "no step of the final stage runs once it has ended"
+    );
     let answers = log.lock().unwrap().splits.len();
     // The same run killed twelve answers before its end: in the middle of the test split
     // (five harnesses, five jobs each).
@@ -949,6 +953,14 @@ fn the_status_shows_the_final_stage_so_far() {
         assert_eq!(rate.trials, outs.len() as u64, "{id}");
         assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
     }
+    // The step now running is the test split, and its count is the store's.
+    let stage = st.stage.expect("the final stage's step");
+    assert_eq!((stage.split, stage.tasks), (Split::Test, 10));
+    assert_eq!(stage.harnesses, f.roles.len());
+    assert_eq!(
+        stage.done,
+        f.test.iter().map(|(_, r)| r.trials).sum::<u64>()
+    );
     // Some harness has not played every test task yet, and the pairs count only the tasks
     // both played.
     assert!(f.test.iter().any(|(_, r)| r.trials < 10), "{:?}", f.test);
