@@ -710,6 +710,15 @@ fn print_status(st: &crate::search::Status) -> Result<()> {
             o.weight()
         );
     }
+    for p in &st.params {
+        outln!(
+            "parameter {}: moved by {} parametric children compared, {} beat their parent; drawn with weight {:.2}",
+            p.param,
+            p.compared,
+            p.improved,
+            p.weight()
+        );
+    }
     for w in &st.worker_beats {
         let up_s = w.sent_ms.saturating_sub(w.started_ms) as f64 / 1000.0;
         outln!(

@@ -301,6 +301,9 @@ pub struct Status {
     /// What each variation operator has made, and how often it beat its parent.
     #[serde(default)]
     pub operators: Vec<OperatorStat>,
+    /// What moving each parameter did, for the parameters parametric children have moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamStat>,
     /// Why the search stopped, once it has.
     pub stopped: Option<String>,
     /// The end of the run, once there.
@@ -426,6 +429,27 @@ fn operator_name(op: &MutationOp) -> &'static str {
         MutationOp::Text { .. } => "text",
         MutationOp::Apply { .. } => "adopt",
         MutationOp::Reflect { .. } => "reflective",
+    }
+}
+
+/// What moving one parameter did over the run (`hx status`, status.json): the parametric
+/// children that moved it and were compared with their parent, and how many of those beat it.
+/// Its weight is how likely the parametric operator is to move it next.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParamStat {
+    /// The parameter, as `kind.name` ([`hx_common::harness::mutate::param_key`]).
+    pub param: String,
+    /// Parametric children that moved it and were compared with their parent.
+    pub compared: u64,
+    /// Of those, children that beat their parent.
+    pub improved: u64,
+}
+
+impl ParamStat {
+    /// The smoothed rate at which moving it helped, as [`OperatorStat::weight`]: 1/2 with no
+    /// record.
+    pub fn weight(&self) -> f64 {
+        (1 + self.improved) as f64 / (2 + self.compared) as f64
     }
 }
 
@@ -1054,7 +1078,21 @@ impl<'a> Search<'a> {
                 let limits = hx_common::harness::mutate::Limits {
                     episode_steps: Some(self.exp.budget.episode_steps),
                 };
-                match hx_common::harness::mutate::offline(&parent, &spec, limits) {
+                let made = match spec.op {
+                    // Which parameters move is weighted by how often moving each has helped.
+                    MutationOp::Parametric => {
+                        let weights = self
+                            .param_stats()
+                            .into_iter()
+                            .map(|(k, st)| (k, st.weight()))
+                            .collect();
+                        Some(hx_common::harness::mutate::parametric_weighted(
+                            &parent, limits, &weights, spec.seed,
+                        ))
+                    }
+                    _ => hx_common::harness::mutate::offline(&parent, &spec, limits),
+                };
+                match made {
                     Some(made) => (Some(made), vec![parent.id()], String::new()),
                     None => {
                         // Text mutation needs the model: the worker makes the child.
@@ -1337,27 +1375,10 @@ impl<'a> Search<'a> {
             let st = stats.entry(c.operator.clone()).or_default();
             st.children += 1;
             st.tokens += c.feedback.tokens;
-            let Some(parent) = c.parents.first().and_then(|p| self.cands.get(p)) else {
-                continue;
-            };
-            // On the child's tasks only, and only where the parent played them all.
-            let theirs: Vec<&TaskOutcome> = c
-                .search
-                .keys()
-                .filter_map(|seed| parent.search.get(seed))
-                .collect();
-            if theirs.len() < c.search.len() {
-                continue;
+            if let Some(beat) = self.beat_parent(c) {
+                st.compared += 1;
+                st.improved += u64::from(beat);
             }
-            let wins = |os: &mut dyn Iterator<Item = &TaskOutcome>| {
-                os.fold((0u64, 0.0f64), |(w, p), o| {
-                    (w + u64::from(o.won), p + f64::from(o.score))
-                })
-            };
-            let (cw, cp) = wins(&mut c.search.values());
-            let (pw, pp) = wins(&mut theirs.into_iter());
-            st.compared += 1;
-            st.improved += u64::from(cw > pw || (cw == pw && cp > pp));
         }
         for (op, n) in &self.refused {
             stats.entry(op.clone()).or_default().refused = *n;
@@ -1370,6 +1391,51 @@ impl<'a> Search<'a> {
         }
         for (op, st) in stats.iter_mut() {
             st.operator = op.clone();
+        }
+        stats
+    }
+
+    /// Whether `c` beat its first parent on the child's search tasks (more wins, or as many
+    /// and more progress); `None` where the parent is unknown or has not played them all.
+    fn beat_parent(&self, c: &Cand) -> Option<bool> {
+        let parent = c.parents.first().and_then(|p| self.cands.get(p))?;
+        let theirs: Vec<&TaskOutcome> = c
+            .search
+            .keys()
+            .filter_map(|seed| parent.search.get(seed))
+            .collect();
+        if theirs.len() < c.search.len() {
+            return None;
+        }
+        let wins = |os: &mut dyn Iterator<Item = &TaskOutcome>| {
+            os.fold((0u64, 0.0f64), |(w, p), o| {
+                (w + u64::from(o.won), p + f64::from(o.score))
+            })
+        };
+        let (cw, cp) = wins(&mut c.search.values());
+        let (pw, pp) = wins(&mut theirs.into_iter());
+        Some(cw > pw || (cw == pw && cp > pp))
+    }
+
+    /// Per parameter, what the parametric children that moved it did against their parents.
+    fn param_stats(&self) -> BTreeMap<String, ParamStat> {
+        let mut stats: BTreeMap<String, ParamStat> = BTreeMap::new();
+        for c in self.cands.values() {
+            if c.operator != "parametric" || c.search.is_empty() {
+                continue;
+            }
+            let (Some(beat), Some(parent)) = (
+                self.beat_parent(c),
+                c.parents.first().and_then(|p| self.cands.get(p)),
+            ) else {
+                continue;
+            };
+            for key in hx_common::harness::mutate::changed_params(&parent.harness, &c.harness) {
+                let st = stats.entry(key.clone()).or_default();
+                st.param = key;
+                st.compared += 1;
+                st.improved += u64::from(beat);
+            }
         }
         stats
     }
@@ -1508,6 +1574,7 @@ impl<'a> Search<'a> {
             median_progress,
             history: self.history.clone(),
             operators: self.operator_stats().into_values().collect(),
+            params: self.param_stats().into_values().collect(),
             stopped,
             final_so_far: so_far.as_ref().map(|(f, _)| f.clone()),
             paired_so_far: so_far.map(|(_, p)| p).unwrap_or_default(),

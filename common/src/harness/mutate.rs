@@ -12,7 +12,8 @@
 //! - **parametric**: move one numeric, choice or flag parameter within its range, or two or
 //!   three at once (half the children), so a search can cross a valley that one move at a time
 //!   cannot (a greedy selector needs a goal bonus and a repeat penalty together to beat a
-//!   sampled one);
+//!   sampled one); the search may weight which parameters move ([`parametric_weighted`]) by
+//!   how often moving each has helped;
 //! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
 //! - **crossover**: each role's components come from one parent or the other, and a component
 //!   both have takes each of its differing parameters from either.
@@ -96,7 +97,7 @@ pub fn offline(
         MutationOp::Structural => {
             first_valid(parent, "structural", structural(parent, limits, &mut rng))
         }
-        MutationOp::Parametric => parametric_child(parent, limits, &mut rng),
+        MutationOp::Parametric => parametric_child(parent, limits, None, &mut rng),
         MutationOp::Apply { edits } => parent
             .apply_all(edits)
             .map_err(|e| NoValidChild(e.to_string()))
@@ -133,9 +134,58 @@ fn first_valid(
 
 /// One to three parameter moves on distinct parameters, each accepted by the algebra and
 /// changing the harness: one in half the children, two or three in a quarter each.
+/// Preference for moving each parameter, by [`param_key`]; a parameter not named here weighs
+/// [`UNRATED`].
+pub type ParamWeights = std::collections::BTreeMap<String, f64>;
+
+/// The weight of a parameter [`ParamWeights`] does not name: an even prior, as the operator
+/// bandit gives an operator without a record.
+pub const UNRATED: f64 = 0.5;
+
+/// A parameter's name across harnesses: its component's kind and its own name
+/// (`loglik-scoring.repeat-penalty`), so what one line learned about moving it holds for
+/// another line whose component has another name.
+pub fn param_key(kind: Kind, param: &str) -> String {
+    format!("{}.{param}", kind.as_str())
+}
+
+/// The parameters (by [`param_key`]) whose values differ between `parent` and `child`, on the
+/// components both have by name and kind.
+pub fn changed_params(parent: &Harness, child: &Harness) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in child.components() {
+        let Some(p) = parent.component(&c.name).filter(|p| p.kind == c.kind) else {
+            continue;
+        };
+        for spec in c.spec().params {
+            if c.param(spec.name) != p.param(spec.name) {
+                out.push(param_key(c.kind, spec.name));
+            }
+        }
+    }
+    out
+}
+
+/// The parametric operator with `weights` over which parameters to move: the moves are tried
+/// in an order drawn with probability proportional to their parameters' weights (weighted
+/// sampling without replacement), where the plain operator tries them in uniform random
+/// order (as it does with no weights at all, so a search that has learned nothing yet makes
+/// the plain operator's children). Seeded like [`offline`]: the same seed and weights make the
+/// same child.
+pub fn parametric_weighted(
+    parent: &Harness,
+    limits: Limits,
+    weights: &ParamWeights,
+    seed: u64,
+) -> Result<Child, NoValidChild> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    parametric_child(parent, limits, Some(weights), &mut rng)
+}
+
 fn parametric_child(
     parent: &Harness,
     limits: Limits,
+    weights: Option<&ParamWeights>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Child, NoValidChild> {
     let want = match rng.random_range(0..4) {
@@ -146,7 +196,10 @@ fn parametric_child(
     let mut harness = parent.clone();
     let mut edits = Vec::new();
     let mut last = String::from("no candidate edit");
-    for edit in parametric(parent, limits, rng).into_iter().take(TRIES) {
+    for edit in parametric(parent, limits, weights, rng)
+        .into_iter()
+        .take(TRIES)
+    {
         if edits.len() == want {
             break;
         }
@@ -302,9 +355,15 @@ fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Compon
     Some(c)
 }
 
-/// Candidate parameter moves in random order.
-fn parametric(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
+/// Candidate parameter moves in random order: uniform without `weights`, else drawn by them.
+fn parametric(
+    h: &Harness,
+    limits: Limits,
+    weights: Option<&ParamWeights>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Edit> {
     let mut out = Vec::new();
+    let mut keys = Vec::new();
     for c in h.components().filter(|c| c.kind.searched()) {
         for p in c.spec().params {
             let current = c.param(p.name);
@@ -353,9 +412,27 @@ fn parametric(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
                 param: p.name.to_owned(),
                 value,
             });
+            keys.push(param_key(c.kind, p.name));
         }
     }
-    shuffle(&mut out, rng);
+    match weights.filter(|w| !w.is_empty()) {
+        None => shuffle(&mut out, rng),
+        Some(w) => {
+            // Efraimidis and Spirakis: the largest u^(1/w) first is a draw without
+            // replacement with probability proportional to w.
+            let mut keyed: Vec<(f64, Edit)> = out
+                .into_iter()
+                .zip(&keys)
+                .map(|(e, k)| {
+                    let weight = w.get(k).copied().unwrap_or(UNRATED).max(1e-6);
+                    let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+                    (u.powf(1.0 / weight), e)
+                })
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            out = keyed.into_iter().map(|(_, e)| e).collect();
+        }
+    }
     out
 }
 
@@ -481,6 +558,54 @@ mod tests {
         // Two of the four mixes are new (both changes, or neither): about half the children
         // join both changes; whole-component crossover never could.
         assert!((10..=30).contains(&joined), "joined {joined} of 40");
+    }
+
+    #[test]
+    fn weighted_parametric_moves_the_parameters_that_helped_more_often() {
+        let base = react();
+        let key = param_key(Kind::LoglikScoring, "repeat-penalty");
+        let moved = |weights: &ParamWeights| {
+            (0..200)
+                .filter(|&seed| {
+                    let child = parametric_weighted(&base, Limits::default(), weights, seed)
+                        .expect("a child");
+                    changed_params(&base, &child.harness).contains(&key)
+                })
+                .count()
+        };
+        let even = moved(&ParamWeights::new());
+        let mut favoured = ParamWeights::new();
+        favoured.insert(key.clone(), 8.0);
+        let more = moved(&favoured);
+        // With every parameter at the prior, the repeat penalty is one of a dozen; weighted 16
+        // times the prior, it is among the moves of most children.
+        assert!(even < 100, "moved in {even} of 200 at even weights");
+        assert!(
+            more > 140 && more > 2 * even,
+            "moved in {more} of 200 when favoured, {even} at even"
+        );
+        // Same seed, same weights: the same child.
+        let a = parametric_weighted(&base, Limits::default(), &favoured, 7).expect("a child");
+        let b = parametric_weighted(&base, Limits::default(), &favoured, 7).expect("a child");
+        assert_eq!(a.harness.id(), b.harness.id());
+    }
+
+    #[test]
+    fn changed_params_names_each_move_by_kind_and_parameter() {
+        let base = react();
+        let child = with_act(
+            &with_act(&base, "repeat-penalty", 1.0),
+            "revisit-penalty",
+            2.0,
+        );
+        assert_eq!(
+            changed_params(&base, &child),
+            vec![
+                "loglik-scoring.repeat-penalty".to_owned(),
+                "loglik-scoring.revisit-penalty".to_owned()
+            ]
+        );
+        assert!(changed_params(&base, &base).is_empty());
     }
 
     #[test]

@@ -75,7 +75,11 @@ fn an_unknown_key_is_named_with_its_line() {
 
 #[test]
 fn an_out_of_range_value_is_named_with_its_key() {
-    let text = edit(&quickstart(), "immigrant-rate = 0.05", "immigrant-rate = 1.5");
+    let text = edit(
+        &quickstart(),
+        "immigrant-rate = 0.05",
+        "immigrant-rate = 1.5",
+    );
     let exp: Experiment = parse_toml(&text, "quickstart.toml", &[]).expect("parses");
     let msg = exp
         .validate("quickstart.toml")

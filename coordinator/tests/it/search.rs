@@ -613,6 +613,31 @@ fn the_bandit_draws_only_the_operators_listed() {
         ops.iter().all(|o| ["parametric", "crossover"].contains(o)),
         "{ops:?}"
     );
+    // Each parametric child compared with its parent credits the one to three parameters it
+    // moved, so the parameter records add up to one to three times the operator's.
+    let op = status
+        .operators
+        .iter()
+        .find(|o| o.operator == "parametric")
+        .expect("parametric");
+    assert!(op.compared > 0, "{op:?}");
+    assert!(!status.params.is_empty());
+    let compared: u64 = status.params.iter().map(|p| p.compared).sum();
+    let improved: u64 = status.params.iter().map(|p| p.improved).sum();
+    assert!(
+        (op.compared..=3 * op.compared).contains(&compared),
+        "{:?}",
+        status.params
+    );
+    assert!(
+        (op.improved..=3 * op.improved).contains(&improved),
+        "{:?}",
+        status.params
+    );
+    for p in &status.params {
+        assert!(p.improved <= p.compared && p.compared > 0, "{p:?}");
+        assert!(p.param.contains('.'), "kind.name: {p:?}");
+    }
 }
 
 #[test]
