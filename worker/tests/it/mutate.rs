@@ -152,13 +152,27 @@ fn crossover_children_are_valid_and_differ_from_both_parents() {
                 valid(&child.harness);
                 assert_ne!(child.harness.id(), a.id());
                 assert_ne!(child.harness.id(), b.id());
-                // Every component comes from one parent or the other.
+                // Every component comes from one parent or the other, and each of its
+                // parameters from that parent or from the other's component of the same name
+                // and kind.
                 for c in child.harness.components() {
+                    let from: Vec<_> = [&a, &b]
+                        .into_iter()
+                        .filter_map(|p| p.component(&c.name))
+                        .filter(|p| p.kind == c.kind)
+                        .collect();
                     assert!(
-                        a.component(&c.name) == Some(c) || b.component(&c.name) == Some(c),
+                        from.iter().any(|p| p.stages == c.stages),
                         "{} is in neither parent",
                         c.name
                     );
+                    for (name, value) in &c.params {
+                        assert!(
+                            from.iter().any(|p| p.params.get(name) == Some(value)),
+                            "{}.{name} = {value:?} is in neither parent",
+                            c.name
+                        );
+                    }
                 }
                 made += 1;
             }
