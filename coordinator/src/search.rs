@@ -1424,12 +1424,11 @@ impl<'a> Search<'a> {
             if c.operator != "parametric" || c.search.is_empty() {
                 continue;
             }
-            let (Some(beat), Some(parent)) = (
-                self.beat_parent(c),
-                c.parents.first().and_then(|p| self.cands.get(p)),
-            ) else {
+            let Some(beat) = self.beat_parent(c) else {
                 continue;
             };
+            // `beat_parent` found the first parent.
+            let parent = &self.cands[&c.parents[0]];
             for key in hx_common::harness::mutate::changed_params(&parent.harness, &c.harness) {
                 let st = stats.entry(key.clone()).or_default();
                 st.param = key;
