@@ -32,6 +32,10 @@ use hx_common::task::{TaskBatch, TaskRef};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// How long [`Store::open`] waits for a lock to clear before it says
+/// another process holds the store.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What went wrong with a store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -324,22 +328,35 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl Store {
     /// Opens (or creates) the store in directory `path`.
+    ///
+    /// A store this process has just closed can stay locked for a moment:
+    /// sled's flusher thread releases the file lock after `Drop` returns
+    /// (sled issue 1234). So a lock is retried for up to [`LOCK_WAIT`]
+    /// before it is reported as held by another process.
     pub fn open(path: &Path) -> Result<Store, Error> {
-        let db = sled::Config::new().path(path).open().map_err(|cause| {
-            let locked = matches!(&cause, sled::Error::Io(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("lock"));
-            if locked {
-                Error::Locked {
-                    path: path.to_owned(),
-                }
-            } else {
-                Error::Open {
-                    path: path.to_owned(),
-                    cause,
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(cause) => {
+                    let locked = matches!(&cause, sled::Error::Io(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.to_string().contains("lock"));
+                    if !locked {
+                        return Err(Error::Open {
+                            path: path.to_owned(),
+                            cause,
+                        });
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Locked {
+                            path: path.to_owned(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
                 }
             }
-        })?;
+        };
         let tree = |name: &str| {
             db.open_tree(name).map_err(|cause| Error::Open {
                 path: path.to_owned(),
@@ -1022,6 +1039,19 @@ mod tests {
                 "nothing written"
             );
         }
+    }
+
+    #[test]
+    fn a_store_held_open_is_reported_locked_after_the_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = Store::open(dir.path()).expect("opens");
+        let started = std::time::Instant::now();
+        match Store::open(dir.path()) {
+            Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("a held store opened twice"),
+        }
+        assert!(started.elapsed() >= LOCK_WAIT, "gave up before the wait");
     }
 
     #[test]
