@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use hx_common::config::Experiment;
+use hx_common::harness::catalog::Kind;
 use hx_common::harness::{Harness, HarnessId};
 use hx_common::protocol::{
     self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
@@ -179,8 +180,9 @@ pub struct Final {
     /// Mean progress on the held-out split, in `heldout`'s order.
     #[serde(default)]
     pub heldout_progress: Vec<(HarnessId, Mean)>,
-    /// What each harness of the final stage is: `chosen`, `seed`, `arm`, the equal-budget
-    /// baseline, the chosen harness with rewriting off.
+    /// What each harness of the final stage is: `chosen`, `seed`, `arm`, `floor` (the random
+    /// admissible agent among the arms), the equal-budget baseline, the chosen harness with
+    /// rewriting off.
     #[serde(default)]
     pub roles: Vec<(HarnessId, String)>,
     /// Model tokens per task on the test split, in `test`'s order (the equal-budget
@@ -355,6 +357,16 @@ const ARM: &str = "arm";
 const EQUAL_BUDGET: &str = "equal-budget";
 /// The lineage operator of the chosen harness with its rewriting switched off.
 const REWRITING_OFF: &str = "rewriting-off";
+
+/// What a comparison arm is in the final stage: `floor` for the random-admissible agent (its
+/// action selector asks no model), `arm` for any other.
+fn arm_role(h: &Harness) -> &'static str {
+    if h.action_selector().kind == Kind::RandomChoice {
+        "floor"
+    } else {
+        "arm"
+    }
+}
 
 /// Whether a lineage operator marks a harness scored only in the final stage, never a
 /// candidate.
@@ -1881,7 +1893,7 @@ impl<'a> Search<'a> {
             .seeds
             .iter()
             .map(|s| (s, "seed"))
-            .chain(self.arms.iter().map(|a| (a, "arm")))
+            .chain(self.arms.iter().map(|a| (a, arm_role(a))))
         {
             if !test_set.iter().any(|t| t.id() == s.id()) {
                 test_set.push(s.clone());

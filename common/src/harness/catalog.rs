@@ -172,6 +172,7 @@ pub enum Kind {
     TokenBudget,
     LoopGuard,
     BestOf,
+    RandomChoice,
 }
 
 /// What the catalog says about one kind.
@@ -722,6 +723,23 @@ static SPECS: &[KindSpec] = &[
               with cost, not with a better agent); the final stage uses it for the \
               equal-budget baseline",
     },
+    KindSpec {
+        kind: Kind::RandomChoice,
+        role: Role::ActionSelection,
+        singleton: Some(ACTION_SELECTOR),
+        stages: &[BeforeModel, AfterModel],
+        default_stages: &[AfterModel],
+        params: &[p(
+            "tool",
+            T::ToolRef,
+            D::Text("admissible-commands"),
+            "the tool listing the candidates",
+        )],
+        doc: "picks one of the commands the world admits uniformly at random (seeded by the \
+              task and step), with no model call: the random-admissible floor, as a harness \
+              that the final stage can score beside the others on the same tasks. The search \
+              never inserts or tunes it",
+    },
 ];
 
 /// The most episodes [`Kind::BestOf`] plays per task.
@@ -745,9 +763,9 @@ impl Kind {
 
     /// Whether variation operators (mutation, crossover's repairs, mid-task rewrites) may
     /// insert or tune it: all but [`Kind::BestOf`], which changes what a task costs rather
-    /// than how the agent acts.
+    /// than how the agent acts, and [`Kind::RandomChoice`], the floor, which ignores the model.
     pub fn searched(self) -> bool {
-        self != Kind::BestOf
+        !matches!(self, Kind::BestOf | Kind::RandomChoice)
     }
 
     /// What the catalog says about this kind.
@@ -780,6 +798,7 @@ impl Kind {
             Kind::TokenBudget => "token-budget",
             Kind::LoopGuard => "loop-guard",
             Kind::BestOf => "best-of",
+            Kind::RandomChoice => "random-choice",
         }
     }
 }

@@ -331,7 +331,7 @@ fn check_membership(components: &[Component], out: &mut Vec<Violation>) {
             at: "harness".into(),
             detail: format!(
                 "{n} action selectors ({:?}); a harness needs exactly one of free-generation, \
-                 loglik-scoring or sample-vote",
+                 loglik-scoring, sample-vote or random-choice",
                 groups.get(ACTION_SELECTOR).cloned().unwrap_or_default()
             ),
         }),

@@ -794,8 +794,18 @@ fn act(
     env: &mut dyn Environment,
     trace: &mut Trace,
 ) -> Result<String, Error> {
-    let messages = context(h, st, env, trace)?;
     let sel = h.action_selector();
+    if sel.kind == Kind::RandomChoice {
+        // The floor asks no model, so it assembles no context.
+        let candidates = env.admissible_commands()?;
+        if candidates.is_empty() {
+            return Ok("look".into());
+        }
+        let uniform = vec![0.0; candidates.len()];
+        let i = sample_softmax(&uniform, 1.0, st.sampling ^ (u64::from(st.step) << 32));
+        return Ok(candidates[i].clone());
+    }
+    let messages = context(h, st, env, trace)?;
     match sel.kind {
         Kind::LoglikScoring => {
             let mut candidates = env.admissible_commands()?;

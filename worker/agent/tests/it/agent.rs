@@ -732,3 +732,47 @@ fn a_revisit_penalty_breaks_the_cycle_a_greedy_policy_falls_into() {
          {penalized_cmds:?}; without, {greedy} ({greedy_most}): {greedy_cmds:?}"
     );
 }
+
+#[test]
+fn the_random_floor_sends_admissible_commands_asks_no_model_and_replays() {
+    let h = parse_as(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/harnesses/random.toml"
+        ))
+        .expect("the shipped random harness"),
+        Format::Toml,
+        "random.toml",
+    )
+    .expect("a valid harness");
+    let task = |seed| TaskRef {
+        suite: "blocks".into(),
+        split: Split::Train,
+        seed,
+    };
+    let model = Recording::new();
+    let play = |seed| {
+        let mut env = hx_env::blocks::Blocks::new();
+        run_episode(&h, &mut env, &task(seed), &model, &Options::default()).expect("runs")
+    };
+    let first = play(3);
+    assert!(model.asked.lock().expect("lock").is_empty());
+    assert!(model.prompts.lock().expect("lock").is_empty());
+    assert_eq!(first.outcome.tokens, 0);
+    let cmds = sent(&first);
+    assert!(cmds.len() > 1, "{cmds:?}");
+    // Replayed in a fresh world, each command was one the world admitted at that step.
+    let mut env = hx_env::blocks::Blocks::new();
+    env.reset(&task(3)).expect("resets");
+    for c in &cmds {
+        let admissible = env.admissible_commands().expect("lists");
+        assert!(admissible.contains(c), "{c:?} not in {admissible:?}");
+        env.step(c).expect("steps");
+    }
+    // The same task replays the same episode, and the draws vary within it.
+    assert_eq!(sent(&play(3)), cmds);
+    let mut distinct = cmds.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 2, "{cmds:?}");
+}
