@@ -37,7 +37,7 @@ fn shipped_configs_check_out() {
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
     assert!(stdout.contains("configs/quickstart.toml: ok (run quickstart, 1 seed harness)"));
     assert!(
-        stdout.contains("configs/blocks.toml: ok (run blocks, 1 seed harness, 1 comparison arm)"),
+        stdout.contains("configs/blocks.toml: ok (run blocks, 1 seed harness, 2 comparison arms)"),
         "{stdout}"
     );
 
