@@ -35,7 +35,9 @@ fn shipped_configs_check_out() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
-    assert!(stdout.contains("configs/quickstart.toml: ok (run quickstart, 1 seed harness)"));
+    assert!(stdout.contains(
+        "configs/quickstart.toml: ok (run quickstart, 1 seed harness, 1 comparison arm)"
+    ));
     assert!(
         stdout.contains("configs/blocks.toml: ok (run blocks, 1 seed harness, 2 comparison arms)"),
         "{stdout}"
