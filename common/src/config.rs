@@ -388,7 +388,8 @@ pub struct RacingOptions {
     pub heldout_tasks: u32,
     /// Score an equal-budget baseline beside the chosen harness on those tasks: the first
     /// seed with a `best-of` component whose episodes per task match the chosen harness's
-    /// tokens per task on the search split (test-time scaling at the same cost).
+    /// tokens per task on the search and select splits (test-time scaling at the same cost;
+    /// the held-out splits are not read to set it).
     pub equal_budget: bool,
     /// Score the chosen harness with its in-task rewriting switched off (its rewrite policy
     /// removed) on those tasks too, where it has one.

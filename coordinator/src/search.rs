@@ -1994,42 +1994,78 @@ impl<'a> Search<'a> {
 
     /// The equal-budget baseline for the chosen harness `best`: the first seed with a
     /// `best-of` component playing as many episodes per task as the chosen harness's tokens
-    /// per episode are a multiple of the seed's, both measured on the search tasks both
-    /// played (the test and heldout splits are not read to set it). `None`, said why, where
-    /// the chosen harness is the seed or spends no more than 5% above it per task: the seed
-    /// is then its own equal-budget baseline.
+    /// per episode are a multiple of the seed's, both measured on the tasks both played on the
+    /// search and select splits (the test and heldout splits are not read to set it; the
+    /// select split's tasks triple the evidence of a chosen harness raced only to an early
+    /// rung). `None`, said why, where the chosen harness is the seed or spends no more than 5%
+    /// above it per task: the seed is then its own equal-budget baseline. A run resumed after
+    /// its final stage began keeps the baseline it made then.
     fn equal_budget(&mut self, best: &HarnessId) -> Result<Option<(Harness, String)>> {
-        let Some(seed) = self.seeds.first() else {
+        let Some(seed) = self.seeds.first().cloned() else {
             return Ok(None);
         };
         if seed.id() == *best {
             (self.say)("final: the chosen harness is the seed; no equal-budget baseline needed");
             return Ok(None);
         }
+        let role = |h: &Harness| format!("equal-budget: seed best of {:.2}", h.best_of_samples());
+        for h in self.store.harnesses()? {
+            let Some(l) = self.store.lineage(&h.id())? else {
+                continue;
+            };
+            if l.operator == EQUAL_BUDGET && l.parents == [*best] {
+                (self.say)(&format!(
+                    "final: equal-budget baseline {} as made before (best of {:.2})",
+                    h.id().short(),
+                    h.best_of_samples()
+                ));
+                let r = role(&h);
+                return Ok(Some((h, r)));
+            }
+        }
         let (Some(c), Some(s)) = (self.cands.get(best), self.cands.get(&seed.id())) else {
             return Ok(None);
         };
-        let common: Vec<u64> = c
+        // Tokens of both on each task both played: the search split, then the select split.
+        let mut pairs: Vec<(u64, u64)> = c
             .search
-            .keys()
-            .filter(|k| s.search.contains_key(k))
-            .copied()
+            .iter()
+            .filter_map(|(k, o)| s.search.get(k).map(|so| (o.tokens, so.tokens)))
             .collect();
-        let mean = |cand: &Cand| {
-            let os: Vec<&TaskOutcome> = if common.is_empty() {
-                cand.search.values().collect()
-            } else {
-                common.iter().map(|k| &cand.search[k]).collect()
-            };
-            os.iter().map(|o| o.tokens as f64).sum::<f64>() / os.len().max(1) as f64
+        let on_search = pairs.len();
+        let select = TaskRef {
+            suite: self.suite().to_owned(),
+            split: self.exp.suites[0].select_split,
+            seed: 0,
         };
-        let (theirs, ours) = (mean(c), mean(s));
+        for n in 0..u64::from(self.exp.racing.select_tasks) {
+            let t = TaskRef {
+                seed: n,
+                ..select.clone()
+            };
+            if let (Some(a), Some(b)) = (
+                self.store.evaluation(best, &t)?,
+                self.store.evaluation(&seed.id(), &t)?,
+            ) {
+                pairs.push((a.tokens, b.tokens));
+            }
+        }
+        let mean = |os: Vec<u64>| os.iter().sum::<u64>() as f64 / os.len().max(1) as f64;
+        let (theirs, ours) = if pairs.is_empty() {
+            let all = |cand: &Cand| cand.search.values().map(|o| o.tokens).collect();
+            (mean(all(c)), mean(all(s)))
+        } else {
+            (
+                mean(pairs.iter().map(|p| p.0).collect()),
+                mean(pairs.iter().map(|p| p.1).collect()),
+            )
+        };
         let ratio = theirs / ours.max(1.0);
         let name = seed.id().short();
         if ratio <= 1.05 {
             (self.say)(&format!(
-                "final: the chosen harness spends {theirs:.0} tokens per search episode, the \
-                 seed {name} {ours:.0}: the seed is its own equal-budget baseline"
+                "final: the chosen harness spends {theirs:.0} tokens per episode, the seed \
+                 {name} {ours:.0}: the seed is its own equal-budget baseline"
             ));
             return Ok(None);
         }
@@ -2039,15 +2075,14 @@ impl<'a> Search<'a> {
             .map_err(|e| anyhow::anyhow!("the equal-budget baseline of {name}: {e}"))?;
         (self.say)(&format!(
             "final: equal-budget baseline {}: seed {name} best of {:.2} episodes per task \
-             ({theirs:.0} against {ours:.0} tokens per search episode on {} common tasks)",
+             ({theirs:.0} against {ours:.0} tokens per episode on {on_search} search and {} \
+             select tasks both played)",
             h.id().short(),
             h.best_of_samples(),
-            common.len()
+            pairs.len() - on_search
         ));
-        Ok(Some((
-            h.clone(),
-            format!("equal-budget: seed best of {:.2}", h.best_of_samples()),
-        )))
+        let r = role(&h);
+        Ok(Some((h, r)))
     }
 }
 

@@ -470,6 +470,81 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
 }
 
 /// A chosen harness with a rewrite policy is also scored without it, on the same tasks.
+/// A run resumed after its final stage began keeps the equal-budget baseline it made then,
+/// even where the search record would now set another (a run started on an earlier build):
+/// its partly played held-out tasks stay one harness's.
+#[test]
+fn a_resumed_final_stage_keeps_its_equal_budget_baseline() {
+    // A whole run with an equal-budget baseline (the first of ten run seeds that has one),
+    // to learn its chosen harness and how many jobs come before the held-out splits.
+    let (exp, seeds, best, made, before_heldout) = (3..13)
+        .find_map(|run_seed| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut exp, seeds) = experiment_with(dir.path(), 60, r#"seeds = ["react.toml"]"#);
+            exp.run.seed = run_seed;
+            exp.racing.heldout_tasks = 10;
+            let store = Store::open(dir.path()).expect("opens");
+            let (status, log) = run_scripted(exp.clone(), seeds.clone(), &store);
+            let f = status.final_.expect("a final");
+            let made = f
+                .roles
+                .iter()
+                .find(|(_, r)| r.starts_with("equal-budget"))?
+                .0;
+            let log = log.lock().unwrap();
+            let before = log
+                .splits
+                .iter()
+                .filter(|s| !matches!(s, Split::Test | Split::Heldout))
+                .count();
+            Some((exp, seeds, f.best.expect("a best"), made, before))
+        })
+        .expect("one of ten runs chooses a harness costlier than the seed");
+    // The same run killed before its last select-split answer: no baseline made yet. One
+    // made "by an earlier build" goes into the store, with another number of episodes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut exp = exp;
+    exp.run.store = Some(dir.path().to_path_buf());
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    run_killed(&exp, &seeds, &store, &log, before_heldout - 1, false);
+    let planted = seeds[0].with_best_of(3.0).expect("a best-of");
+    assert_ne!(planted.id(), made);
+    store.put_harness(&planted).expect("writes");
+    store
+        .put_lineage(
+            &planted.id(),
+            &hx_coordinator::store::Lineage {
+                parents: vec![best],
+                operator: "equal-budget".into(),
+                adopted: vec![],
+                job: None,
+                at_ms: 0,
+            },
+        )
+        .expect("writes");
+    let mut bus = Scripted::new(&log, None);
+    let mut say = |_: &str| {};
+    let st = Search::new(exp, seeds, &store, &mut bus, true, &mut say)
+        .expect("resumes")
+        .run()
+        .expect("finishes");
+    let f = st.final_.expect("a final");
+    assert_eq!(f.best, Some(best));
+    let eb: Vec<HarnessId> = f
+        .roles
+        .iter()
+        .filter(|(_, r)| r.starts_with("equal-budget"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(eb, vec![planted.id()], "{:?}", f.roles);
+    assert!(
+        f.test
+            .iter()
+            .any(|(id, r)| *id == planted.id() && r.trials == 10)
+    );
+}
+
 #[test]
 fn the_chosen_harness_is_scored_with_its_rewriting_off() {
     let dir = tempfile::tempdir().expect("tempdir");
