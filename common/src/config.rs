@@ -435,7 +435,8 @@ impl Default for RacingOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct BudgetOptions {
-    /// Episodes evaluated at most.
+    /// Search episodes, all candidates together: no job is sent once those recorded and out
+    /// reach it, so a run ends within one job of it.
     pub evaluations: u64,
     /// Model tokens at most.
     pub tokens: u64,

@@ -805,6 +805,16 @@ impl<'a> Search<'a> {
         self.cands.values().map(|c| c.search.len() as u64).sum()
     }
 
+    /// Search episodes recorded, and those out in jobs.
+    fn committed_evaluations(&self) -> u64 {
+        self.search_evaluations()
+            + self
+                .out
+                .values()
+                .map(|r| r.job.tasks.tasks().count() as u64)
+                .sum::<u64>()
+    }
+
     /// Seeds of the search split that candidate `c` still needs for its next rung, unless it
     /// is clearly below the incumbent ([`Fitness::clearly_below`]).
     fn promotion(&self, c: &Cand) -> Option<Vec<u64>> {
@@ -1696,9 +1706,17 @@ impl<'a> Search<'a> {
             let spent = self.spent();
             let mut fresh = Vec::new();
             if spent.is_none() {
-                while self.out.len() + fresh.len() < bound {
+                // Episodes out count against the evaluation budget, so the run ends within
+                // one job of it rather than `jobs-in-flight` jobs past it.
+                let mut committed = self.committed_evaluations();
+                while self.out.len() + fresh.len() < bound
+                    && committed < self.exp.budget.evaluations
+                {
                     match self.next_job()? {
-                        Some(j) => fresh.push(j),
+                        Some(j) => {
+                            committed += j.job.tasks.tasks().count() as u64;
+                            fresh.push(j);
+                        }
                         None => break,
                     }
                 }
