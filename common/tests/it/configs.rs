@@ -108,7 +108,7 @@ fn a_proposer_section_is_read_and_checked() {
         "{}\n[proposer]\nproposals = 4\nmax-gates = 1\n\n[proposer.model]\nbackend = \"openai\"\nbase-url = \"http://127.0.0.1:8000/v1\"\nmodel = \"big\"\n",
         edit(
             &quickstart(),
-            "operators = [\"parametric\", \"structural\"]",
+            "operators = [\"parametric\"]",
             "operators = [\"parametric\", \"reflective\"]"
         )
     );
@@ -133,7 +133,7 @@ fn a_proposer_section_is_read_and_checked() {
     // Reflective needs a proposer; an unknown operator is named.
     let text = edit(
         &quickstart(),
-        "operators = [\"parametric\", \"structural\"]",
+        "operators = [\"parametric\"]",
         "operators = [\"reflective\", \"telepathy\"]",
     );
     let exp: Experiment = parse_toml(&text, "q.toml", &[]).expect("parses");
