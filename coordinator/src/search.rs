@@ -2051,15 +2051,12 @@ impl<'a> Search<'a> {
             .filter_map(|(k, o)| s.search.get(k).map(|so| (o.tokens, so.tokens)))
             .collect();
         let on_search = pairs.len();
-        let select = TaskRef {
-            suite: self.suite().to_owned(),
-            split: self.exp.suites[0].select_split,
-            seed: 0,
-        };
+        let select = self.exp.suites[0].select_split;
         for n in 0..u64::from(self.exp.racing.select_tasks) {
             let t = TaskRef {
+                suite: self.suite().to_owned(),
+                split: select,
                 seed: n,
-                ..select.clone()
             };
             if let (Some(a), Some(b)) = (
                 self.store.evaluation(best, &t)?,
@@ -2068,16 +2065,14 @@ impl<'a> Search<'a> {
                 pairs.push((a.tokens, b.tokens));
             }
         }
-        let mean = |os: Vec<u64>| os.iter().sum::<u64>() as f64 / os.len().max(1) as f64;
-        let (theirs, ours) = if pairs.is_empty() {
+        let (theirs, ours): (Vec<u64>, Vec<u64>) = if pairs.is_empty() {
             let all = |cand: &Cand| cand.search.values().map(|o| o.tokens).collect();
-            (mean(all(c)), mean(all(s)))
+            (all(c), all(s))
         } else {
-            (
-                mean(pairs.iter().map(|p| p.0).collect()),
-                mean(pairs.iter().map(|p| p.1).collect()),
-            )
+            pairs.iter().copied().unzip()
         };
+        let mean = |xs: &[u64]| xs.iter().sum::<u64>() as f64 / xs.len().max(1) as f64;
+        let (theirs, ours) = (mean(&theirs), mean(&ours));
         let ratio = theirs / ours.max(1.0);
         let name = seed.id().short();
         if ratio <= 1.05 {

@@ -393,30 +393,46 @@ arms = ["strong.toml"]"#,
     }
 }
 
-/// The final stage's equal-budget baseline: the seed with a `best-of` whose episodes per task
-/// are the chosen harness's tokens per search episode over the seed's, set from the search
-/// split alone, scored on the same held-out tasks, and spending within 10% of the chosen
-/// harness there.
-#[test]
-fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
-    // A run whose chosen harness costs more than the seed (the scripted world favours bigger
-    // harnesses, but which child wins depends on the run's seed): the first of ten.
-    let (_dir, store, status, log, seeds) = (3..13)
+/// A whole scripted run, seeded from `react` alone, whose final stage has an equal-budget
+/// baseline (its chosen harness costs more than the seed; the scripted world favours bigger
+/// harnesses, but which child wins depends on the run's seed): the first of ten run seeds.
+#[allow(clippy::type_complexity)]
+fn with_an_equal_budget_baseline(
+    test_tasks: u32,
+    heldout_tasks: u32,
+) -> (
+    tempfile::TempDir,
+    Store,
+    Experiment,
+    Vec<Harness>,
+    hx_coordinator::search::Status,
+    Arc<Mutex<Log>>,
+) {
+    (3..13)
         .find_map(|run_seed| {
             let dir = tempfile::tempdir().expect("tempdir");
             let (mut exp, seeds) = experiment_with(dir.path(), 60, r#"seeds = ["react.toml"]"#);
             exp.run.seed = run_seed;
-            exp.racing.test_tasks = 40;
-            exp.racing.heldout_tasks = 40;
+            exp.racing.test_tasks = test_tasks;
+            exp.racing.heldout_tasks = heldout_tasks;
             let store = Store::open(dir.path()).expect("opens");
-            let (status, log) = run_scripted(exp, seeds.clone(), &store);
+            let (status, log) = run_scripted(exp.clone(), seeds.clone(), &store);
             let f = status.final_.as_ref().expect("a final");
             f.roles
                 .iter()
                 .any(|(_, r)| r.starts_with("equal-budget"))
-                .then_some((dir, store, status, log, seeds))
+                .then_some((dir, store, exp, seeds, status, log))
         })
-        .expect("one of ten runs chooses a harness costlier than the seed");
+        .expect("one of ten runs chooses a harness costlier than the seed")
+}
+
+/// The final stage's equal-budget baseline: the seed with a `best-of` whose episodes per task
+/// are the chosen harness's tokens per episode over the seed's, set from the search and select
+/// splits (never the held-out ones), scored on the same held-out tasks, and spending within
+/// 10% of the chosen harness there.
+#[test]
+fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
+    let (_dir, store, _, seeds, status, log) = with_an_equal_budget_baseline(40, 40);
     let f = status.final_.expect("a final");
     let best = f.best.expect("a best");
     let react = seeds[0].id();
@@ -486,37 +502,29 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
     assert!(taken > 0 && played > 0, "{taken} taken, {played} played");
 }
 
-/// A chosen harness with a rewrite policy is also scored without it, on the same tasks.
 /// A run resumed after its final stage began keeps the equal-budget baseline it made then,
 /// even where the search record would now set another (a run started on an earlier build):
 /// its partly played held-out tasks stay one harness's.
 #[test]
 fn a_resumed_final_stage_keeps_its_equal_budget_baseline() {
-    // A whole run with an equal-budget baseline (the first of ten run seeds that has one),
-    // to learn its chosen harness and how many jobs come before the held-out splits.
-    let (exp, seeds, best, made, before_heldout) = (3..13)
-        .find_map(|run_seed| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let (mut exp, seeds) = experiment_with(dir.path(), 60, r#"seeds = ["react.toml"]"#);
-            exp.run.seed = run_seed;
-            exp.racing.heldout_tasks = 10;
-            let store = Store::open(dir.path()).expect("opens");
-            let (status, log) = run_scripted(exp.clone(), seeds.clone(), &store);
-            let f = status.final_.expect("a final");
-            let made = f
-                .roles
-                .iter()
-                .find(|(_, r)| r.starts_with("equal-budget"))?
-                .0;
-            let log = log.lock().unwrap();
-            let before = log
-                .splits
-                .iter()
-                .filter(|s| !matches!(s, Split::Test | Split::Heldout))
-                .count();
-            Some((exp, seeds, f.best.expect("a best"), made, before))
-        })
-        .expect("one of ten runs chooses a harness costlier than the seed");
+    // A whole run, to learn its chosen harness and how many jobs come before the held-out
+    // splits.
+    let (_whole, _, exp, seeds, status, log) = with_an_equal_budget_baseline(10, 10);
+    let f = status.final_.expect("a final");
+    let best = f.best.expect("a best");
+    let made = f
+        .roles
+        .iter()
+        .find(|(_, r)| r.starts_with("equal-budget"))
+        .expect("an equal-budget baseline")
+        .0;
+    let before_heldout = log
+        .lock()
+        .unwrap()
+        .splits
+        .iter()
+        .filter(|s| !matches!(s, Split::Test | Split::Heldout))
+        .count();
     // The same run killed before its last select-split answer: no baseline made yet. One
     // made "by an earlier build" goes into the store, with another number of episodes.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -562,6 +570,7 @@ fn a_resumed_final_stage_keeps_its_equal_budget_baseline() {
     );
 }
 
+/// A chosen harness with a rewrite policy is also scored without it, on the same tasks.
 #[test]
 fn the_chosen_harness_is_scored_with_its_rewriting_off() {
     let dir = tempfile::tempdir().expect("tempdir");
