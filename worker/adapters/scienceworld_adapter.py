@@ -3,9 +3,9 @@
 environment protocol (documented in hx's worker/env/src/external.rs).
 
     {"op":"reset","task":"scienceworld/test/17"}  -> observation, goal, commands, example,
-                                                     walkthrough, places, at, holding
+                                                     walkthrough, places, at, holding, state
     {"op":"step","command":"open door to kitchen"} -> observation, done, won, score, places, at,
-                                                     holding
+                                                     holding, state
     {"op":"admissible"}                           -> {"commands":[...]}
     {"op":"close"}                                -> (exit)
 
@@ -108,7 +108,9 @@ class World:
         self.started = False
 
     def view(self, look, inventory):
-        """The world's view for hx: rooms seen, the room the agent is in, what it carries."""
+        """The world's view for hx: rooms seen, the room the agent is in, what it carries, and
+        the state as ScienceWorld's own `look around` tells it (an observation often only says
+        what the latest command did)."""
         at = ROOM.search(look)
         if at:
             self.at = at.group(1)
@@ -120,7 +122,7 @@ class World:
             line = line.strip()
             if line and not line.startswith(INVENTORY_HEADER):
                 holding.append(line.split(",")[0])
-        return {"places": list(self.places), "at": self.at, "holding": holding}
+        return {"places": list(self.places), "at": self.at, "holding": holding, "state": look.strip()}
 
     def reset(self, task):
         suite, split, seed = task.split("/")

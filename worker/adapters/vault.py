@@ -9,7 +9,7 @@ hx's worker/env/src/external.rs:
                                                "commands":"go east, ...", "example":"go east",
                                                "walkthrough":[...]}
     {"op":"step","command":"go east"}       -> {"observation":..., "done":..., "won":..., "score":...}
-    (reset and step replies may add the view: "places", "at", "holding")
+    (reset and step replies may add the view: "places", "at", "holding", "state")
     {"op":"admissible"}                     -> {"commands":[...]}
     {"op":"close"}                          -> (exit)
     any failure                             -> {"error":"why"}
@@ -47,11 +47,13 @@ class Vault:
         self.opened = False
 
     def view(self):
-        """The optional view fields: rooms are the places, the key is what can be held."""
+        """The optional view fields: rooms are the places, the key is what can be held, the
+        state is what `look` would say."""
         return {
             "places": [f"room {r + 1}" for r in range(self.rooms)],
             "at": f"room {self.at + 1}",
             "holding": ["key"] if self.holding else [],
+            "state": self.describe(),
         }
 
     def describe(self):

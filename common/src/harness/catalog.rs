@@ -134,6 +134,7 @@ pub const TOOLS: &[&str] = &[
     "map",
     "unvisited",
     "goal",
+    "state",
 ];
 
 /// The algebra operations a rewrite policy may allow; names match [`super::Edit`]'s variants.

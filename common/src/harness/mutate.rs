@@ -306,7 +306,16 @@ fn structural(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
             }
             continue;
         }
-        if let Some(c) = component_for(h, kind, rng).filter(|c| !limits.inert(c)) {
+        if kind == Kind::Tool {
+            // Each tool is a component of its own: one insert per tool not offered yet, so a
+            // new tool is as likely a move as a new component of any other kind.
+            for tool in TOOLS.iter().filter(|t| h.tool(t).is_none()) {
+                out.push(Edit::Insert {
+                    component: Component::new(fresh_name(h, kind), kind).with("tool", *tool),
+                    edges: Vec::new(),
+                });
+            }
+        } else if let Some(c) = component_for(h, kind, rng).filter(|c| !limits.inert(c)) {
             out.push(Edit::Insert {
                 component: c,
                 edges: Vec::new(),
@@ -325,7 +334,7 @@ fn structural(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
 }
 
 /// A new component of `kind` with its required parameters filled in, or `None` where hx has
-/// nothing sensible to fill in.
+/// nothing sensible to fill in (tools: [`structural`] offers each tool as its own insert).
 fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Component> {
     let mut c = Component::new(fresh_name(h, kind), kind);
     for p in kind.spec().params {
@@ -333,10 +342,6 @@ fn component_for(h: &Harness, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Compon
             continue;
         }
         let value = match (kind, p.name) {
-            (Kind::Tool, "tool") => {
-                let free: Vec<&&str> = TOOLS.iter().filter(|t| h.tool(t).is_none()).collect();
-                ParamValue::Text((**free.choose(rng)?).to_owned())
-            }
             // Hints any world can use: no suite's commands or objects.
             (Kind::Hint, "text") => ParamValue::Text(
                 (*[
@@ -529,6 +534,28 @@ mod tests {
             value: ParamValue::Float(value),
         })
         .expect("valid edit")
+    }
+
+    #[test]
+    fn every_tool_not_offered_yet_is_a_structural_move_of_its_own() {
+        let h = react();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let inserted: std::collections::BTreeSet<String> =
+            menu(&h, 1000, Limits::default(), &mut rng)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Edit::Insert { component, .. } if component.kind == Kind::Tool => {
+                        component.tool().map(str::to_owned)
+                    }
+                    _ => None,
+                })
+                .collect();
+        let free: std::collections::BTreeSet<String> = TOOLS
+            .iter()
+            .filter(|t| **t != "admissible-commands")
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(inserted, free, "react offers only the admissible list");
     }
 
     #[test]

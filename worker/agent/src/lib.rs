@@ -532,6 +532,7 @@ fn context(
                         "inventory" => "You are carrying",
                         "map" => "Places seen and what is there",
                         "unvisited" => "Places not visited yet",
+                        "state" => "Now",
                         _ => "Goal",
                     };
                     let shown: Vec<String> = items.into_iter().take(max).collect();
@@ -570,8 +571,8 @@ fn view(obs: &str, compact: bool) -> String {
         .replace("You arrive at ", "At ")
 }
 
-/// A tool's items. Tools read only the episode's own observations and the environment's
-/// admissible list: deterministic, with no shell, files or network.
+/// A tool's items. Tools read only the episode's own observations, the environment's
+/// admissible list and its [`env::View`]: deterministic, with no shell, files or network.
 fn tool(name: &str, st: &State, env: &mut dyn Environment) -> Result<Vec<String>, Error> {
     Ok(match name {
         "admissible-commands" => env.admissible_commands()?,
@@ -589,6 +590,7 @@ fn tool(name: &str, st: &State, env: &mut dyn Environment) -> Result<Vec<String>
             .cloned()
             .collect(),
         "goal" => vec![st.goal.clone()],
+        "state" => st.view.state.iter().cloned().collect(),
         _ => Vec::new(),
     })
 }
@@ -1381,6 +1383,7 @@ mod tests {
             places: Vec::new(),
             at: None,
             holding: holding.iter().map(|s| s.to_string()).collect(),
+            state: None,
         };
         let cmds = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let a = state_key(&cmds(&["put down x", "stack x on y"]), &view(&["x"]));

@@ -496,11 +496,13 @@ impl Environment for Blocks {
         STEP_LIMIT
     }
 
-    /// Blocksworld has no places to go to; the hand holds at most one block.
+    /// Blocksworld has no places to go to; the hand holds at most one block; the state is every
+    /// fact, as the first observation states them.
     fn view(&mut self) -> Result<View, Error> {
         let w = self.world.as_ref().ok_or(Error::NotStarted)?;
         Ok(View {
             holding: w.held().map(|b| w.name(b)).into_iter().collect(),
+            state: Some(w.describe()),
             ..View::default()
         })
     }
@@ -576,19 +578,26 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_scores_partial_progress() {
+    fn the_environment_scores_partial_progress_and_states_how_things_stand() {
         let mut env = Blocks::new();
         let t = TaskRef {
             suite: SUITE.into(),
             split: Split::Train,
             seed: 7,
         };
-        env.reset(&t).expect("resets");
+        let intro = env.reset(&t).expect("resets").observation;
+        let state = |env: &mut Blocks| env.view().expect("a view").state.expect("a state");
+        // The view states every fact, as the first observation does, and follows the world.
+        assert!(intro.ends_with(&format!("{}.", state(&mut env))), "{intro}");
         let plan = generate(&t).expect("generates").plan;
         let mut last = None;
         for cmd in &plan {
+            let before = state(&mut env);
             let s = env.step(cmd).expect("steps");
             assert!(s.score.is_some_and(|x| (0.0..=1.0).contains(&x)));
+            let now = state(&mut env);
+            assert_ne!(before, now, "{cmd} changes the state");
+            assert_eq!(Some(now), env.world().map(World::describe));
             last = Some(s);
         }
         let last = last.expect("plans are not empty");

@@ -11,16 +11,18 @@
 //! |--------------------------------------------------|---------------------------------------------------------------------|
 //! | `{"op":"reset","task":"alfworld/test/17"}`       | `{"observation":"...","goal":"...","step_limit":50,"commands":"go to X, ...","example":"go to fridge 1"}` (all but `observation` and `goal` optional) |
 //! | `{"op":"step","command":"go to fridge 1"}`       | `{"observation":"...","done":false,"won":false,"score":0.5,"invalid":false}` (`score` optional, in `[0, 1]`; `invalid` optional: the world did not carry the command out) |
+//! | `{"op":"admissible"}`                            | `{"commands":["look","go to fridge 1"]}`                            |
+//! | `{"op":"close"}`                                 | none: the adapter exits                                             |
 //!
 //! A reset reply may carry `"walkthrough":[...]`, the game's own solution from this start:
 //! `hx tasks check` replays it as the suite's expert; agents never see it.
 //!
 //! Reset and step replies may also carry the world's view (all optional): `"places":[...]`
-//! (what the agent can go to; kept until named again), `"at":"fridge 1"` (where it is now)
-//! and `"holding":[...]` (what it holds now). Memories and tools read these instead of
-//! parsing observations; a world that sends none simply has no places or inventory.
-//! | `{"op":"admissible"}`                            | `{"commands":["look","go to fridge 1"]}`                            |
-//! | `{"op":"close"}`                                 | none: the adapter exits                                             |
+//! (what the agent can go to; kept until named again), `"at":"fridge 1"` (where it is now),
+//! `"holding":[...]` (what it holds now) and `"state":"..."` (how things stand now in the
+//! world's own words, where an observation only tells what the latest command did). Memories
+//! and tools read these instead of parsing observations; a world that sends none simply has no
+//! places, inventory or state.
 //!
 //! Any request may instead be answered `{"error":"why"}`; hx reports it as the adapter's error
 //! and the adapter stays usable. Everything else is a fault that ends the adapter process: a
@@ -116,6 +118,8 @@ struct ResetReply {
     at: Option<String>,
     #[serde(default)]
     holding: Option<Vec<String>>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 /// The optional view fields a reset or step reply may carry (see [`View`]). They are
@@ -125,6 +129,7 @@ struct ViewFields {
     places: Option<Vec<String>>,
     at: Option<String>,
     holding: Option<Vec<String>>,
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +148,8 @@ struct StepReply {
     at: Option<String>,
     #[serde(default)]
     holding: Option<Vec<String>>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -165,13 +172,15 @@ pub struct External {
 
 impl External {
     /// Takes the view fields a reply carried: places stay until the adapter names new ones;
-    /// position and inventory are as the latest reply says (absent: nowhere, nothing).
+    /// position, inventory and state are as the latest reply says (absent: nowhere, nothing,
+    /// no account).
     fn see(&mut self, v: ViewFields) {
         if let Some(p) = v.places {
             self.view.places = p;
         }
         self.view.at = v.at;
         self.view.holding = v.holding.unwrap_or_default();
+        self.view.state = v.state;
     }
 }
 
@@ -427,6 +436,7 @@ impl Environment for External {
             places: reply.places,
             at: reply.at,
             holding: reply.holding,
+            state: reply.state,
         });
         Ok(Reset {
             observation: reply.observation,
@@ -464,6 +474,7 @@ impl Environment for External {
             places: reply.places,
             at: reply.at,
             holding: reply.holding,
+            state: reply.state,
         });
         Ok(Step {
             observation: reply.observation,

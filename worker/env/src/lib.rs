@@ -88,6 +88,11 @@ pub struct View {
     pub at: Option<String>,
     /// What the agent holds.
     pub holding: Vec<String>,
+    /// How things stand now in the world's own words (blocks: every fact, as PlanBench states
+    /// a state), where the world says so; an observation may only tell what the latest
+    /// command did. The `state` tool shows it, and it names the state the revisit prior
+    /// tracks. `None` where the world gives no such account.
+    pub state: Option<String>,
 }
 
 /// Why an environment could not reset or step.

@@ -6,8 +6,9 @@ use std::sync::Mutex;
 
 use hx_agent::trace::{self, Event};
 use hx_agent::{Options, exemplars, run_episode};
-use hx_common::harness::Harness;
+use hx_common::harness::catalog::Kind;
 use hx_common::harness::format::{Format, parse_as};
+use hx_common::harness::{Component, Edit, Harness};
 use hx_common::task::{Split, TaskRef};
 use hx_env::Environment;
 use hx_env::household::Household;
@@ -350,13 +351,20 @@ struct Recording {
     asked: Mutex<Vec<Vec<String>>>,
     /// The last message of each request.
     prompts: Mutex<Vec<String>>,
+    /// Phrases scored as [`Prefers`] scores them; none: every candidate alike.
+    prefers: &'static [&'static str],
 }
 
 impl Recording {
     fn new() -> Recording {
+        Recording::preferring(&[])
+    }
+
+    fn preferring(prefers: &'static [&'static str]) -> Recording {
         Recording {
             asked: Mutex::new(Vec::new()),
             prompts: Mutex::new(Vec::new()),
+            prefers,
         }
     }
 }
@@ -376,7 +384,11 @@ impl ModelBackend for Recording {
             .map(|m| m.content.clone())
             .unwrap_or_default();
         self.prompts.lock().expect("lock").push(last);
-        let logprobs = vec![-1.0; r.candidates.len()];
+        let logprobs: Vec<f64> = r
+            .candidates
+            .iter()
+            .map(|c| preference(self.prefers, c))
+            .collect();
         Ok(Scores {
             tokens: vec![1; logprobs.len()],
             per_token: logprobs.iter().map(|l| vec![*l]).collect(),
@@ -650,6 +662,18 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
 /// candidate with none worst.
 struct Prefers(&'static [&'static str]);
 
+/// The log-probability [`Prefers`] gives `candidate`: -1 for the first phrase, -2 for the
+/// second, ..., -9 for none (-1 for every candidate when there are no phrases).
+fn preference(phrases: &[&str], candidate: &str) -> f64 {
+    if phrases.is_empty() {
+        return -1.0;
+    }
+    phrases
+        .iter()
+        .position(|p| candidate.contains(p))
+        .map_or(-9.0, |i| -1.0 - i as f64)
+}
+
 impl ModelBackend for Prefers {
     fn describe(&self) -> String {
         "prefers".into()
@@ -658,16 +682,7 @@ impl ModelBackend for Prefers {
         unreachable!("a log-likelihood selector only scores")
     }
     fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
-        let logprobs: Vec<f64> = r
-            .candidates
-            .iter()
-            .map(|c| {
-                self.0
-                    .iter()
-                    .position(|p| c.contains(p))
-                    .map_or(-9.0, |i| -1.0 - i as f64)
-            })
-            .collect();
+        let logprobs: Vec<f64> = r.candidates.iter().map(|c| preference(self.0, c)).collect();
         Ok(Scores {
             tokens: vec![1; logprobs.len()],
             per_token: logprobs.iter().map(|l| vec![*l]).collect(),
@@ -731,6 +746,55 @@ fn a_revisit_penalty_breaks_the_cycle_a_greedy_policy_falls_into() {
         "with the penalty, {penalized} commands (one sent {penalized_most} times): \
          {penalized_cmds:?}; without, {greedy} ({greedy_most}): {greedy_cmds:?}"
     );
+}
+
+/// The `state` tool shows the world's own account of how things stand, at the end of every
+/// prompt, following the world step by step; a world without one shows nothing.
+#[test]
+fn the_state_tool_shows_how_things_stand_now() {
+    let mut h = loglik_harness("temperature = 0.0", 4);
+    let now = Component::new("now", Kind::Tool).with("tool", "state");
+    h = h
+        .apply(&Edit::Insert {
+            component: now,
+            edges: Vec::new(),
+        })
+        .expect("a tool inserts");
+    let blocks = TaskRef {
+        suite: "blocks".into(),
+        split: Split::Train,
+        seed: 5,
+    };
+    let model = Recording::preferring(&["pick up", "stack", "put down"]);
+    let mut env = hx_env::blocks::Blocks::new();
+    let ep = run_episode(&h, &mut env, &blocks, &model, &Options::default()).expect("runs");
+    let prompts = model.prompts.lock().expect("lock");
+    assert_eq!(prompts.len() as u32, ep.outcome.steps);
+    // Replay the same commands on a fresh world: each prompt ends with its state then.
+    let mut replay = hx_env::blocks::Blocks::new();
+    replay.reset(&blocks).expect("resets");
+    let mut states = Vec::new();
+    for (p, cmd) in prompts.iter().zip(sent(&ep)) {
+        let state = replay.view().expect("a view").state.expect("blocks states");
+        let parts: Vec<&str> = p.split("\n\n").collect();
+        assert_eq!(parts[parts.len() - 2], format!("Now: {state}."), "{p}");
+        states.push(state);
+        replay.step(&cmd).expect("steps");
+    }
+    states.dedup();
+    assert!(
+        states.len() > 1,
+        "the state follows the world: {states:?} {:?}",
+        sent(&ep)
+    );
+
+    // Household gives no such account: the tool adds nothing.
+    let model = Recording::new();
+    let mut env = Household::new();
+    run_episode(&h, &mut env, &task(), &model, &Options::default()).expect("runs");
+    for p in model.prompts.lock().expect("lock").iter() {
+        assert!(!p.contains("Now:"), "{p}");
+    }
 }
 
 #[test]

@@ -356,6 +356,7 @@ impl Environment for Household {
                 .map(|o| w.objects[o].name.clone())
                 .into_iter()
                 .collect(),
+            state: None,
         })
     }
 }

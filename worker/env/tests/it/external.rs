@@ -45,10 +45,18 @@ fn play(env: &mut External) -> Result<(bool, u32, f32), Error> {
         let s = env.step(cmd)?;
         steps += 1;
         score = s.score.unwrap_or(score);
-        // The adapter's view comes through: where the agent is, what it holds.
+        // The adapter's view comes through: where the agent is, what it holds, how things
+        // stand (what `look` would say, naming the room the agent is in).
         let v = env.view()?;
         assert!(
             v.at.as_ref().is_some_and(|at| v.places.contains(at)),
+            "{v:?}"
+        );
+        let at = v.at.as_deref().unwrap_or_default();
+        assert!(
+            v.state
+                .as_deref()
+                .is_some_and(|s| s.starts_with(&format!("You are in {at} of "))),
             "{v:?}"
         );
         if cmd == "take key" {

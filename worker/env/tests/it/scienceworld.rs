@@ -58,6 +58,14 @@ fn gold_paths_win_through_the_shipped_adapter() {
     gold_path_wins(env.as_mut(), "scienceworld/train/30");
     let v = env.view().expect("a view");
     assert!(v.at.is_some() && !v.places.is_empty(), "{v:?}");
+    // The state is ScienceWorld's own `look around`, naming the room the agent is in.
+    let at = v.at.as_deref().unwrap_or_default();
+    assert!(
+        v.state
+            .as_deref()
+            .is_some_and(|s| s.starts_with(&format!("This room is called the {at}."))),
+        "{v:?}"
+    );
 }
 
 #[test]
