@@ -815,11 +815,26 @@ impl<'a> Search<'a> {
                 .sum::<u64>()
     }
 
+    /// The candidate `c` plays exactly as, if any: one that played every search task `c`
+    /// played (at least its first rung) with the same outcome, steps, score and tokens, and
+    /// has played more tasks than `c` (or as many and a smaller id). Token counts differ as
+    /// soon as a prompt or a command does, so such a `c` (a component that does nothing here,
+    /// such as a budget never reached) is a copy of a harness already raced: racing it
+    /// further would spend episodes on outcomes already known, so it is not promoted and is
+    /// not a parent. In blocks-7, three such children took 192 of the search's 720 episodes.
+    fn clone_of(&self, c: &Cand) -> Option<HarnessId> {
+        clone_of(&self.cands, self.rungs(), c)
+    }
+
     /// Seeds of the search split that candidate `c` still needs for its next rung, unless it
-    /// is clearly below the incumbent ([`Fitness::clearly_below`]).
+    /// is clearly below the incumbent ([`Fitness::clearly_below`]) or plays exactly as
+    /// another candidate ([`Self::clone_of`]).
     fn promotion(&self, c: &Cand) -> Option<Vec<u64>> {
         let r = self.rung(c);
         let target = *self.rungs().get(r)?;
+        if self.clone_of(c).is_some() {
+            return None;
+        }
         if r > 0
             && let Some(inc) = self.incumbent()
             && inc.harness.id() != c.harness.id()
@@ -970,7 +985,10 @@ impl<'a> Search<'a> {
             let mut evaluated: Vec<(&Cand, Fitness)> = self
                 .cands
                 .values()
-                .filter(|c| !c.search.is_empty())
+                .filter(|c| {
+                    !c.search.is_empty()
+                        && clone_of(&self.cands, &self.exp.racing.rungs, c).is_none()
+                })
                 .map(|c| (c, c.fitness()))
                 .collect();
             // In id order, so ties in the ranking fall the same way on every run.
@@ -1367,8 +1385,13 @@ impl<'a> Search<'a> {
                 grew = Some(id);
             }
             let c = &self.cands[&id];
+            let twin = on_search
+                .then(|| self.clone_of(c))
+                .flatten()
+                .map(|t| format!(", plays exactly as {}: not raced further", t.short()))
+                .unwrap_or_default();
             let line = format!(
-                "{} {} ({}): {} on {} {} ({} new), rung {}",
+                "{} {} ({}): {} on {} {} ({} new), rung {}{twin}",
                 record.job.id,
                 id.short(),
                 c.operator,
@@ -2099,6 +2122,32 @@ impl<'a> Search<'a> {
     }
 }
 
+/// [`Search::clone_of`] over `cands`, racing by `rungs`.
+fn clone_of(cands: &HashMap<HarnessId, Cand>, rungs: &[u32], c: &Cand) -> Option<HarnessId> {
+    let first = u64::from(*rungs.first()?);
+    if (c.search.len() as u64) < first {
+        return None;
+    }
+    let same = |a: &TaskOutcome, b: &TaskOutcome| {
+        (a.won, a.steps, a.tokens, a.score.to_bits())
+            == (b.won, b.steps, b.tokens, b.score.to_bits())
+    };
+    let id = c.harness.id();
+    cands
+        .values()
+        .filter(|d| {
+            let did = d.harness.id();
+            d.search.len() > c.search.len() || (d.search.len() == c.search.len() && did < id)
+        })
+        .filter(|d| {
+            c.search
+                .iter()
+                .all(|(seed, o)| d.search.get(seed).is_some_and(|p| same(o, p)))
+        })
+        .map(|d| d.harness.id())
+        .min()
+}
+
 fn humantime_format(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
@@ -2155,6 +2204,68 @@ mod tests {
                 wall_ms: 1,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_candidate_that_plays_exactly_as_another_is_a_clone() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/harnesses/react.toml"
+        ))
+        .expect("shipped harness");
+        let react = hx_common::harness::format::parse_as(
+            &text,
+            hx_common::harness::format::Format::Toml,
+            "react.toml",
+        )
+        .expect("valid");
+        let variant = |t: f64| {
+            react
+                .apply(&hx_common::harness::Edit::SetParameter {
+                    component: "act".into(),
+                    param: "temperature".into(),
+                    value: hx_common::harness::param::ParamValue::Float(t),
+                })
+                .expect("valid edit")
+        };
+        let cand = |harness: Harness, outs: Vec<TaskOutcome>| Cand {
+            harness,
+            search: outs.into_iter().map(|o| (o.task.seed, o)).collect(),
+            busy: false,
+            feedback: Feedback::default(),
+            operator: "structural".into(),
+            parents: Vec::new(),
+            confidence: 0.9,
+        };
+        let played = outcomes(&[1.0, 0.2, 0.5, 0.0, 1.0, 0.3, 0.6, 0.1]);
+        let rungs = [4, 8];
+        let parent = cand(react.clone(), played.clone());
+        let same = cand(variant(0.5), played[..4].to_vec());
+        let mut off = played[..4].to_vec();
+        off[2].tokens += 1;
+        let other = cand(variant(0.7), off);
+        let short = cand(variant(0.9), played[..2].to_vec());
+        let mut cands = HashMap::new();
+        for c in [&parent, &same, &other, &short] {
+            cands.insert(c.harness.id(), c.clone());
+        }
+        assert_eq!(clone_of(&cands, &rungs, &same), Some(react.id()));
+        assert_eq!(clone_of(&cands, &rungs, &parent), None, "it played more");
+        assert_eq!(clone_of(&cands, &rungs, &other), None, "one prompt differs");
+        assert_eq!(
+            clone_of(&cands, &rungs, &short),
+            None,
+            "its first rung is not done"
+        );
+        // Two twins alone: exactly one of them goes on.
+        let twins = [cand(variant(0.3), played[..4].to_vec()), same.clone()];
+        let cands: HashMap<HarnessId, Cand> =
+            twins.iter().map(|c| (c.harness.id(), c.clone())).collect();
+        let stopped = twins
+            .iter()
+            .filter(|c| clone_of(&cands, &rungs, c).is_some())
+            .count();
+        assert_eq!(stopped, 1);
     }
 
     #[test]
