@@ -656,7 +656,7 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
 
 fn print_status(st: &crate::search::Status) -> Result<()> {
     outln!(
-        "run {}: {}; {} of {} episodes, {} tokens, {:.0}s; {} candidates ({} children refused, {} already known); {} jobs in flight, {} workers",
+        "run {}: {}; {} of {} episodes, {} tokens, {:.0}s; {} candidates ({} children refused, {} already known, {} playing exactly as another); {} jobs in flight, {} workers",
         st.run,
         st.phase,
         st.evaluations,
@@ -666,6 +666,7 @@ fn print_status(st: &crate::search::Status) -> Result<()> {
         st.candidates,
         st.invalid_children,
         st.cache_hits,
+        st.clones,
         st.in_flight,
         st.workers
     );

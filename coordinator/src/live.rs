@@ -140,6 +140,12 @@ pub fn metrics(st: &Status) -> String {
         st.cache_hits as f64,
     );
     gauge(
+        "clones",
+        "Candidates that played exactly as another on their first rung (not raced further).",
+        "gauge",
+        st.clones as f64,
+    );
+    gauge(
         "episodes_run_total",
         "Episodes run (racing and the cache skip the rest).",
         "counter",

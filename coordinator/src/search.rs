@@ -284,6 +284,10 @@ pub struct Status {
     pub invalid_children: u64,
     /// Children that were already known (their work was skipped).
     pub cache_hits: u64,
+    /// Candidates that played exactly as another on their first rung, so were not raced
+    /// further ([`Search::clone_of`]).
+    #[serde(default)]
+    pub clones: usize,
     /// Episodes run, against what evaluating every candidate on every rung would have cost.
     pub episodes_run: u64,
     /// See `episodes_run`.
@@ -754,33 +758,31 @@ impl<'a> Search<'a> {
             .count()
     }
 
-    /// The incumbent: best lower bound among candidates with the most rungs done.
-    fn incumbent(&self) -> Option<&Cand> {
-        let top = self
-            .cands
-            .values()
-            .filter(|c| !c.search.is_empty())
-            .map(|c| self.rung(c))
-            .max()?;
+    /// The candidates racing, incumbent, selection and the final stage rank: those with
+    /// search episodes, less each copy of another ([`Self::clone_of`]), whose few lucky
+    /// episodes must not stand for the twin that went on.
+    fn raced(&self) -> impl Iterator<Item = &Cand> {
         self.cands
             .values()
-            .filter(|c| self.rung(c) == top && !c.search.is_empty())
-            .max_by(|a, b| {
-                a.fitness()
-                    .rank(&b.fitness())
-                    .then(b.harness.id().cmp(&a.harness.id()))
-            })
+            .filter(|c| !c.search.is_empty() && self.clone_of(c).is_none())
+    }
+
+    /// The incumbent: best lower bound among candidates with the most rungs done.
+    fn incumbent(&self) -> Option<&Cand> {
+        let top = self.raced().map(|c| self.rung(c)).max()?;
+        self.raced().filter(|c| self.rung(c) == top).max_by(|a, b| {
+            a.fitness()
+                .rank(&b.fitness())
+                .then(b.harness.id().cmp(&a.harness.id()))
+        })
     }
 
     fn best(&self) -> Option<&Cand> {
-        self.cands
-            .values()
-            .filter(|c| !c.search.is_empty())
-            .max_by(|a, b| {
-                a.fitness()
-                    .rank(&b.fitness())
-                    .then(b.harness.id().cmp(&a.harness.id()))
-            })
+        self.raced().max_by(|a, b| {
+            a.fitness()
+                .rank(&b.fitness())
+                .then(b.harness.id().cmp(&a.harness.id()))
+        })
     }
 
     /// Which budget is spent, if any.
@@ -871,7 +873,7 @@ impl<'a> Search<'a> {
         let Some(mine) = mean(c) else {
             return false;
         };
-        let mut all: Vec<f64> = self.cands.values().filter_map(mean).collect();
+        let mut all: Vec<f64> = self.raced().filter_map(mean).collect();
         all.sort_by(f64::total_cmp);
         // The lower median: with two candidates, the weaker one is not stopped by the other.
         let median = all[(all.len() - 1) / 2];
@@ -1558,12 +1560,7 @@ impl<'a> Search<'a> {
     }
 
     fn status(&self, phase: &str, stopped: Option<String>, final_: Option<Final>) -> Status {
-        let fits: Vec<Fitness> = self
-            .cands
-            .values()
-            .filter(|c| !c.search.is_empty())
-            .map(Cand::fitness)
-            .collect();
+        let fits: Vec<Fitness> = self.raced().map(Cand::fitness).collect();
         let median_of = |f: &dyn Fn(&Fitness) -> f64| {
             let mut xs: Vec<f64> = fits.iter().map(f).collect();
             xs.sort_by(f64::total_cmp);
@@ -1610,6 +1607,11 @@ impl<'a> Search<'a> {
             candidates: self.cands.values().filter(|c| !c.search.is_empty()).count(),
             invalid_children: self.invalid,
             cache_hits: self.cache_hits,
+            clones: self
+                .cands
+                .values()
+                .filter(|c| self.clone_of(c).is_some())
+                .count(),
             episodes_run: self.episodes_run,
             episodes_without_racing: without,
             best: best.map(|(id, f)| (id, f.success)),
@@ -1881,11 +1883,7 @@ impl<'a> Search<'a> {
     /// The final stage: finalists on the select split, then the chosen one and the seeds on
     /// the test split.
     fn finish(&mut self) -> Result<Final> {
-        let mut ranked: Vec<&Cand> = self
-            .cands
-            .values()
-            .filter(|c| !c.search.is_empty())
-            .collect();
+        let mut ranked: Vec<&Cand> = self.raced().collect();
         ranked.sort_by(|a, b| {
             b.fitness()
                 .rank(&a.fitness())

@@ -376,7 +376,15 @@ static SPECS: &[KindSpec] = &[
         stages: &[BeforeModel, AfterModel],
         default_stages: &[BeforeModel],
         params: &[
-            p("tool", T::Choice(TOOLS), D::Required, "which tool"),
+            p(
+                "tool",
+                T::Choice(TOOLS),
+                D::Required,
+                "which tool: `admissible-commands` (what the world admits now), `inventory` \
+                 (what the agent holds), `map` (places seen and what was there), `unvisited` \
+                 (places not visited yet), `goal` (the task), `state` (how things stand now, in \
+                 the world's own words, where it gives them)",
+            ),
             p(
                 "max-items",
                 T::Int { min: 1, max: 200 },
