@@ -394,6 +394,13 @@ pub struct RacingOptions {
     /// Score the chosen harness with its in-task rewriting switched off (its rewrite policy
     /// removed) on those tasks too, where it has one.
     pub rewriting_off: bool,
+    /// Before the held-out comparison, try the chosen harness without each component the
+    /// search added to the first seed, one at a time on the same select tasks, and keep a
+    /// removal where it wins as many of them at no more tokens per episode: the search
+    /// compares a child only with its parent, so a component that stopped mattering once
+    /// later moves came (blocks-7's worked examples, at twice the tokens) stays otherwise.
+    /// Costs one select-split evaluation per such component.
+    pub prune: bool,
     /// Which candidates go on to the next rung: `not-below` (all but those clearly below the
     /// incumbent: their success or progress interval lies below its, or the paired
     /// differences from it on the tasks both played have their interval below zero) or
@@ -426,6 +433,7 @@ impl Default for RacingOptions {
             heldout_tasks: 0,
             equal_budget: true,
             rewriting_off: true,
+            prune: true,
             promote: Promote::NotBelow,
         }
     }

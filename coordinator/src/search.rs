@@ -361,6 +361,10 @@ const ARM: &str = "arm";
 const EQUAL_BUDGET: &str = "equal-budget";
 /// The lineage operator of the chosen harness with its rewriting switched off.
 const REWRITING_OFF: &str = "rewriting-off";
+/// The lineage operator of the chosen harness less a component ([`RacingOptions::prune`]).
+///
+/// [`RacingOptions::prune`]: hx_common::config::RacingOptions::prune
+const PRUNE: &str = "prune";
 
 /// What a comparison arm is in the final stage: `floor` for the random-admissible agent (its
 /// action selector asks no model), `arm` for any other.
@@ -375,7 +379,7 @@ fn arm_role(h: &Harness) -> &'static str {
 /// Whether a lineage operator marks a harness scored only in the final stage, never a
 /// candidate.
 pub fn final_only(operator: &str) -> bool {
-    matches!(operator, ARM | EQUAL_BUDGET | REWRITING_OFF)
+    matches!(operator, ARM | EQUAL_BUDGET | REWRITING_OFF | PRUNE)
 }
 
 /// What one variation operator made over the run (`hx status`, status.json).
@@ -1925,7 +1929,25 @@ impl<'a> Search<'a> {
             })
             .map(|(id, _)| *id)
             .expect("finalists");
-        let chosen = self.cands[&best].harness.clone();
+        let mut select = select;
+        let (best, chosen) = if self.exp.racing.prune {
+            let fit = select
+                .iter()
+                .find(|(id, _)| *id == best)
+                .map(|(_, f)| *f)
+                .expect("the chosen harness is a finalist");
+            let finalist_ids: Vec<HarnessId> = finalists.iter().map(Harness::id).collect();
+            let (chosen, trials) = self.prune(
+                self.cands[&best].harness.clone(),
+                fit,
+                &finalist_ids,
+                select_split,
+            )?;
+            select.extend(trials);
+            (chosen.id(), chosen)
+        } else {
+            (best, self.cands[&best].harness.clone())
+        };
         let mut test_set = vec![chosen.clone()];
         let mut roles = vec![(best, "chosen".to_owned())];
         for (s, role) in self
@@ -2031,6 +2053,102 @@ impl<'a> Search<'a> {
         })
     }
 
+    /// [`RacingOptions::prune`]: `chosen` (its select-split fitness `fit`) without each
+    /// component the first seed lacks, one at a time in the harness's order, each on the same
+    /// select tasks; a removal is kept where it wins at least as many at no more tokens per
+    /// episode, and the next removal starts from it. A removal that gives back one of
+    /// `finalists` (the seed among them) is not tried: the choice already compared it.
+    /// Returns the harness kept and every removal's select fitness. Deterministic, so a resumed
+    /// run (its select episodes cached) comes to the same harness.
+    ///
+    /// [`RacingOptions::prune`]: hx_common::config::RacingOptions::prune
+    fn prune(
+        &mut self,
+        chosen: Harness,
+        fit: Fitness,
+        finalists: &[HarnessId],
+        split: Split,
+    ) -> Result<(Harness, Vec<(HarnessId, Fitness)>)> {
+        let Some(seed) = self.seeds.first() else {
+            return Ok((chosen, Vec::new()));
+        };
+        let added: Vec<(String, Kind)> = chosen
+            .components()
+            .filter(|c| seed.component(&c.name).is_none_or(|s| s.kind != c.kind))
+            .map(|c| (c.name.clone(), c.kind))
+            .collect();
+        if added.is_empty() {
+            return Ok((chosen, Vec::new()));
+        }
+        // A run whose held-out comparison began with this harness before pruning was on (an
+        // earlier build, or the option off) keeps it: its held-out tasks stay one harness's.
+        let pruned_before = self.store.harnesses()?.iter().try_fold(false, |any, h| {
+            Ok::<_, anyhow::Error>(
+                any || self
+                    .store
+                    .lineage(&h.id())?
+                    .is_some_and(|l| l.operator == PRUNE && l.parents == [chosen.id()]),
+            )
+        })?;
+        let held_out_begun = self
+            .store
+            .evaluations(&chosen.id())?
+            .iter()
+            .any(|o| matches!(o.task.split, Split::Heldout | Split::Test));
+        if held_out_begun && !pruned_before {
+            (self.say)(&format!(
+                "final: {} was scored on held-out tasks unpruned; kept as it is",
+                chosen.id().short()
+            ));
+            return Ok((chosen, Vec::new()));
+        }
+        let (mut cur, mut cur_fit) = (chosen, fit);
+        let mut trials = Vec::new();
+        for (name, kind) in added {
+            let Ok(h) = cur.apply(&hx_common::harness::Edit::Remove { name: name.clone() }) else {
+                continue; // a component the harness cannot do without
+            };
+            if finalists.contains(&h.id()) {
+                continue;
+            }
+            if self.store.lineage(&h.id())?.is_none() {
+                self.store.put_harness(&h)?;
+                self.store.put_lineage(
+                    &h.id(),
+                    &Lineage {
+                        parents: vec![cur.id()],
+                        operator: PRUNE.into(),
+                        adopted: vec![],
+                        job: None,
+                        at_ms: 0,
+                    },
+                )?;
+            }
+            let n = self.exp.racing.select_tasks;
+            let f = self
+                .evaluate_on(std::slice::from_ref(&h), split, n)?
+                .pop()
+                .expect("one fitness per harness");
+            let kept =
+                f.success.successes >= cur_fit.success.successes && f.tokens <= cur_fit.tokens;
+            (self.say)(&format!(
+                "final: {} without its {kind} `{name}` is {}: {}/{n} {split} tasks won against {}, {:.0} tokens per episode against {:.0}: {}",
+                cur.id().short(),
+                h.id().short(),
+                f.success.successes,
+                cur_fit.success.successes,
+                f.tokens,
+                cur_fit.tokens,
+                if kept { "kept" } else { "not kept" }
+            ));
+            trials.push((h.id(), f));
+            if kept {
+                (cur, cur_fit) = (h, f);
+            }
+        }
+        Ok((cur, trials))
+    }
+
     /// The equal-budget baseline for the chosen harness `best`: the first seed with a
     /// `best-of` component playing as many episodes per task as the chosen harness's tokens
     /// per episode are a multiple of the seed's, both measured on the tasks both played on the
@@ -2062,12 +2180,14 @@ impl<'a> Search<'a> {
                 return Ok(Some((h, r)));
             }
         }
-        let (Some(c), Some(s)) = (self.cands.get(best), self.cands.get(&seed.id())) else {
+        let Some(s) = self.cands.get(&seed.id()) else {
             return Ok(None);
         };
+        // A pruned choice (no candidate) played the select split alone.
+        let none = BTreeMap::new();
+        let c_search = self.cands.get(best).map_or(&none, |c| &c.search);
         // Tokens of both on each task both played: the search split, then the select split.
-        let mut pairs: Vec<(u64, u64)> = c
-            .search
+        let mut pairs: Vec<(u64, u64)> = c_search
             .iter()
             .filter_map(|(k, o)| s.search.get(k).map(|so| (o.tokens, so.tokens)))
             .collect();
@@ -2087,8 +2207,9 @@ impl<'a> Search<'a> {
             }
         }
         let (theirs, ours): (Vec<u64>, Vec<u64>) = if pairs.is_empty() {
-            let all = |cand: &Cand| cand.search.values().map(|o| o.tokens).collect();
-            (all(c), all(s))
+            let all =
+                |search: &BTreeMap<u64, TaskOutcome>| search.values().map(|o| o.tokens).collect();
+            (all(c_search), all(&s.search))
         } else {
             pairs.iter().copied().unzip()
         };

@@ -39,6 +39,8 @@ struct Scripted {
     /// answer due).
     answers_left: Option<usize>,
     turn: u64,
+    /// Which episodes are won: [`wins`] unless a test sets its own world.
+    rule: fn(&Harness, &TaskRef) -> bool,
 }
 
 impl Scripted {
@@ -48,6 +50,7 @@ impl Scripted {
             log: Arc::clone(log),
             answers_left: answers,
             turn: 0,
+            rule: wins,
         }
     }
 }
@@ -162,7 +165,7 @@ impl JobBus for Scripted {
                 let tokens = (1000 + prompt as u64 * 100)
                     * u64::from(best_of_episodes(child.best_of_samples(), task.seed));
                 TaskOutcome {
-                    won: wins(&child, &task),
+                    won: (self.rule)(&child, &task),
                     task,
                     score: 0.0,
                     steps: 5,
@@ -1105,6 +1108,8 @@ fn the_seed_is_a_finalist_so_a_candidate_must_beat_it_to_be_chosen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut exp, seeds) = experiment_with(dir.path(), 40, r#"seeds = ["react.toml"]"#);
         exp.racing.seeds_in_select = seeds_in_select;
+        // The select split holds the finalists alone (pruning adds its own harnesses there).
+        exp.racing.prune = false;
         // One finalist: in this scripted world a bigger child, not the seed.
         exp.racing.finalists = 1;
         let store = Store::open(dir.path()).expect("opens");
@@ -1145,4 +1150,191 @@ fn the_seed_is_a_finalist_so_a_candidate_must_beat_it_to_be_chosen() {
             );
         }
     }
+}
+
+/// A world where a loop guard wins two tasks in three, one in three without a log of visited
+/// places beside it, and nothing else matters (without a guard a harness wins one in five):
+/// worked examples there cost tokens and win nothing.
+fn a_loop_guard_wins(h: &Harness, task: &TaskRef) -> bool {
+    let has = |k: Kind| h.components().any(|c| c.kind == k);
+    if has(Kind::LoopGuard) {
+        !task.seed.is_multiple_of(3) && (has(Kind::VisitedLog) || task.seed.is_multiple_of(2))
+    } else {
+        task.seed.is_multiple_of(5)
+    }
+}
+
+/// The final stage tries the chosen harness without each component the search added to the
+/// seed, on the same select tasks, and keeps a removal that wins as many at no more tokens:
+/// seeded with `react` and `react` + loop guard + visited log + worked examples (no budget
+/// for children), the examples go and the other two stay. Only the select split is read for
+/// it, and the harness kept is the one the held-out comparison scores; without the option the
+/// seed with the examples is chosen as it is.
+#[test]
+fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
+    let react = format::load(&root.join("react.toml")).expect("loads");
+    let with = |h: &Harness, name: &str, kind: Kind| {
+        h.apply(&Edit::Insert {
+            component: Component::new(name, kind),
+            edges: vec![],
+        })
+        .expect("valid")
+    };
+    let lean = with(
+        &with(&react, "guard", Kind::LoopGuard),
+        "visited",
+        Kind::VisitedLog,
+    );
+    let all = with(&lean, "examples", Kind::FewShot);
+    for prune in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut exp, _) = experiment_with(dir.path(), 4, r#"seeds = ["react.toml"]"#);
+        exp.racing.prune = prune;
+        exp.racing.equal_budget = false;
+        let store = Store::open(dir.path()).expect("opens");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let mut bus = Scripted::new(&log, None);
+        bus.rule = a_loop_guard_wins;
+        let mut said = Vec::new();
+        let mut say = |m: &str| said.push(m.to_owned());
+        let status = Search::new(
+            exp,
+            vec![react.clone(), all.clone()],
+            &store,
+            &mut bus,
+            false,
+            &mut say,
+        )
+        .expect("starts")
+        .run()
+        .expect("runs");
+        let f = status.final_.expect("a final");
+        let best = f.best.expect("a best");
+        let on_test: BTreeSet<HarnessId> = f.test.iter().map(|(id, _)| *id).collect();
+        if !prune {
+            assert_eq!(best, all.id(), "{said:#?}");
+            continue;
+        }
+        assert_eq!(best, lean.id(), "{said:#?}");
+        assert_eq!(
+            on_test,
+            BTreeSet::from([lean.id(), react.id(), all.id()]),
+            "the kept harness and the seeds"
+        );
+        let l = store.lineage(&best).expect("reads").expect("lineage");
+        assert_eq!(l.operator, "prune");
+        assert_eq!(l.parents, [all.id()]);
+        // Its select score is on the same 6 tasks as the finalists'.
+        let sel = f
+            .select
+            .iter()
+            .find(|(id, _)| *id == best)
+            .expect("scored")
+            .1;
+        assert_eq!((sel.trials, sel.successes), (6, 4));
+        let verdicts = |what: &str| -> Vec<bool> {
+            said.iter()
+                .filter(|m| m.contains(what))
+                .map(|m| m.ends_with(": kept"))
+                .collect()
+        };
+        assert_eq!(verdicts("without its few-shot"), [true], "{said:#?}");
+        // Removing the guard or the log wins fewer, whenever it is tried: not kept.
+        let others = [
+            verdicts("without its loop-guard"),
+            verdicts("without its visited-log"),
+        ];
+        assert!(
+            others.iter().all(|v| !v.is_empty() && !v.contains(&true)),
+            "{said:#?}"
+        );
+        // Trials read the select split alone; the held-out splits only the compared harnesses.
+        let log = log.lock().unwrap();
+        for (h, task) in &log.evaluated {
+            if matches!(task.split, Split::Test | Split::Heldout) {
+                assert!(
+                    on_test.iter().any(|id| id.to_string() == *h),
+                    "{h} on {task}"
+                );
+            }
+        }
+        let trials = f.select.len() - 2;
+        assert!(trials >= 3, "{:?}", f.select);
+    }
+}
+
+/// A run whose held-out comparison began before pruning was on (an earlier build, or the
+/// option off) keeps its chosen harness when resumed with it on: the held-out tasks already
+/// played stay one harness's.
+#[test]
+fn a_final_stage_begun_unpruned_is_not_pruned_on_resume() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
+    let react = format::load(&root.join("react.toml")).expect("loads");
+    let all = react
+        .apply(&Edit::Insert {
+            component: Component::new("guard", Kind::LoopGuard),
+            edges: vec![],
+        })
+        .and_then(|h| {
+            h.apply(&Edit::Insert {
+                component: Component::new("visited", Kind::VisitedLog),
+                edges: vec![],
+            })
+        })
+        .and_then(|h| {
+            h.apply(&Edit::Insert {
+                component: Component::new("examples", Kind::FewShot),
+                edges: vec![],
+            })
+        })
+        .expect("valid");
+    let seeds = vec![react, all.clone()];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut exp, _) = experiment_with(dir.path(), 4, r#"seeds = ["react.toml"]"#);
+    exp.racing.equal_budget = false;
+    exp.racing.prune = false;
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    // Two search jobs, six select jobs, then six of the ten held-out ones before the kill.
+    let mut bus = Scripted::new(&log, Some(14));
+    bus.rule = a_loop_guard_wins;
+    let mut say = |_: &str| {};
+    Search::new(
+        exp.clone(),
+        seeds.clone(),
+        &store,
+        &mut bus,
+        false,
+        &mut say,
+    )
+    .expect("starts")
+    .run()
+    .expect_err("killed");
+    assert!(
+        store
+            .evaluations(&all.id())
+            .expect("reads")
+            .iter()
+            .any(|o| o.task.split == Split::Test),
+        "the held-out comparison began"
+    );
+    exp.racing.prune = true;
+    let mut bus = Scripted::new(&log, None);
+    bus.rule = a_loop_guard_wins;
+    let mut said = Vec::new();
+    let mut say = |m: &str| said.push(m.to_owned());
+    let st = Search::new(exp, seeds, &store, &mut bus, true, &mut say)
+        .expect("resumes")
+        .run()
+        .expect("finishes");
+    assert_eq!(
+        st.final_.expect("a final").best,
+        Some(all.id()),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|m| m.contains("unpruned; kept as it is")),
+        "{said:#?}"
+    );
 }
