@@ -186,7 +186,9 @@ struct RunArgs {
     /// Turn in-task rewriting off (for comparing the same harness with and without it).
     #[arg(long)]
     no_rewriting: bool,
-    /// End every episode after this many steps, whatever the harness's own step budget says.
+    /// End every episode after this many steps at most: a cap on top of the harness's own
+    /// step budget and the world's limit, either of which still ends it sooner (`react` and
+    /// `strong` stop themselves at 40).
     #[arg(long, value_name = "N")]
     max_steps: Option<u32>,
     /// Test-time scaling at N times the cost, the equal-budget baseline: play each task N
