@@ -762,7 +762,11 @@ fn print_final(f: &crate::search::Final, indent: &str) -> Result<()> {
     };
     for (id, r) in &f.select {
         let p = progress(&f.select_progress, id);
-        outln!("{indent}select split: {} {r}{p}", id.short());
+        outln!(
+            "{indent}select split: {} ({}) {r}{p}",
+            id.short(),
+            f.role(id)
+        );
     }
     for (name, rates, of, tokens) in [
         ("test split", &f.test, &f.test_progress, &f.test_tokens),

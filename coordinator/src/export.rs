@@ -49,10 +49,11 @@ pub fn ranked(store: &Store) -> Result<Vec<Scored>> {
     let key = |s: &Scored| {
         let id = s.harness.id();
         let chosen = fin.best == Some(id);
+        // Pruning's trials played the select split too, but were not finalists.
         let select = fin
             .select
             .iter()
-            .find(|(f, _)| *f == id)
+            .find(|(f, _)| *f == id && fin.role(f) != crate::search::PRUNE_TRIAL)
             .map_or(-1.0, |(_, r)| r.low);
         (chosen, select, s.on(Split::Train))
     };

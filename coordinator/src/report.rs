@@ -427,6 +427,8 @@ fn scores_svg(view: &RunView) -> Result<String> {
             "best"
         } else if seeds.contains(id) {
             "seed"
+        } else if view.fin.role(id) == crate::search::PRUNE_TRIAL {
+            crate::search::PRUNE_TRIAL
         } else if let Some(l) = view
             .lineage
             .get(id)

@@ -185,6 +185,11 @@ pub struct Final {
     /// rewriting off.
     #[serde(default)]
     pub roles: Vec<(HarnessId, String)>,
+    /// What a harness scored on the select split alone is where it is no finalist: a
+    /// removal pruning tried ([`PRUNE_TRIAL`]), the choice before pruning
+    /// ([`CHOSEN_BEFORE_PRUNING`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select_roles: Vec<(HarnessId, String)>,
     /// Model tokens per task on the test split, in `test`'s order (the equal-budget
     /// baseline's match with the chosen harness is read here).
     #[serde(default)]
@@ -199,6 +204,7 @@ impl Final {
     pub fn role(&self, id: &HarnessId) -> &str {
         self.roles
             .iter()
+            .chain(&self.select_roles)
             .find(|(h, _)| h == id)
             .map_or("finalist", |(_, r)| r.as_str())
     }
@@ -365,6 +371,12 @@ const REWRITING_OFF: &str = "rewriting-off";
 ///
 /// [`RacingOptions::prune`]: hx_common::config::RacingOptions::prune
 const PRUNE: &str = "prune";
+/// The removals [`Search::prune`] tried, each with its select-split fitness.
+type Trials = Vec<(HarnessId, Fitness)>;
+/// The final-stage role of a harness [`Search::prune`] tried and did not keep.
+pub const PRUNE_TRIAL: &str = "prune trial";
+/// The final-stage role of the select split's choice where pruning kept a removal of it.
+pub const CHOSEN_BEFORE_PRUNING: &str = "chosen before pruning";
 
 /// What a comparison arm is in the final stage: `floor` for the random-admissible agent (its
 /// action selector asks no model), `arm` for any other.
@@ -1930,24 +1942,9 @@ impl<'a> Search<'a> {
             .map(|(id, _)| *id)
             .expect("finalists");
         let mut select = select;
-        let (best, chosen) = if self.exp.racing.prune {
-            let fit = select
-                .iter()
-                .find(|(id, _)| *id == best)
-                .map(|(_, f)| *f)
-                .expect("the chosen harness is a finalist");
-            let finalist_ids: Vec<HarnessId> = finalists.iter().map(Harness::id).collect();
-            let (chosen, trials) = self.prune(
-                self.cands[&best].harness.clone(),
-                fit,
-                &finalist_ids,
-                select_split,
-            )?;
-            select.extend(trials);
-            (chosen.id(), chosen)
-        } else {
-            (best, self.cands[&best].harness.clone())
-        };
+        let unpruned = best;
+        let (best, chosen, trials) = self.pruned_choice(&finalists, &select, best, select_split)?;
+        select.extend(trials.iter().copied());
         let mut test_set = vec![chosen.clone()];
         let mut roles = vec![(best, "chosen".to_owned())];
         for (s, role) in self
@@ -2001,6 +1998,16 @@ impl<'a> Search<'a> {
                 roles.push((h.id(), role));
             }
         }
+        // Pruning's harnesses played the select split alone (unless also in the comparison).
+        let mut select_roles = Vec::new();
+        if unpruned != best && !roles.iter().any(|(id, _)| *id == unpruned) {
+            select_roles.push((unpruned, CHOSEN_BEFORE_PRUNING.to_owned()));
+        }
+        for (id, _) in &trials {
+            if !roles.iter().chain(&select_roles).any(|(r, _)| r == id) {
+                select_roles.push((*id, PRUNE_TRIAL.to_owned()));
+            }
+        }
         self.final_roles = roles
             .iter()
             .filter(|(_, r)| !r.is_empty())
@@ -2048,9 +2055,77 @@ impl<'a> Search<'a> {
             heldout,
             heldout_progress,
             roles: roles.into_iter().filter(|(_, r)| !r.is_empty()).collect(),
+            select_roles,
             heldout_tokens: tokens(&held[0]),
             test_tokens: tokens(&held[1]),
         })
+    }
+
+    /// The chosen harness for the held-out comparison: the select split's `best` among
+    /// `finalists` (their fitness there in `select`), pruned where `racing.prune` says
+    /// ([`Search::prune`]); with the select fitness of every removal tried. The choice is
+    /// stored before the held-out comparison begins and a resumed run keeps it, whatever the
+    /// option says now; a run whose held-out comparison began before choices were stored (an
+    /// earlier build) keeps `best` unpruned.
+    fn pruned_choice(
+        &mut self,
+        finalists: &[Harness],
+        select: &[(HarnessId, Fitness)],
+        best: HarnessId,
+        split: Split,
+    ) -> Result<(HarnessId, Harness, Trials)> {
+        const KEY: &str = "final/chosen";
+        let unpruned = self.cands[&best].harness.clone();
+        // (the choice, whether it was pruned), stored when first made.
+        let stored: Option<(HarnessId, bool)> = self.store.meta(KEY)?;
+        let prune = match stored {
+            Some((_, pruned)) => pruned,
+            None if !self.exp.racing.prune => false,
+            None => {
+                let begun = self
+                    .store
+                    .evaluations(&best)?
+                    .iter()
+                    .any(|o| matches!(o.task.split, Split::Heldout | Split::Test));
+                if begun {
+                    (self.say)(&format!(
+                        "final: {} was scored on held-out tasks unpruned; kept as it is",
+                        best.short()
+                    ));
+                }
+                !begun
+            }
+        };
+        let (chosen, trials) = if prune {
+            let fit = select
+                .iter()
+                .find(|(id, _)| *id == best)
+                .map(|(_, f)| *f)
+                .expect("the chosen harness is a finalist");
+            let ids: Vec<HarnessId> = finalists.iter().map(Harness::id).collect();
+            self.prune(unpruned, fit, &ids, split)?
+        } else {
+            (unpruned, Vec::new())
+        };
+        match stored {
+            Some((id, _)) if id != chosen.id() => {
+                let h = self
+                    .store
+                    .harness(&id)?
+                    .ok_or_else(|| anyhow::anyhow!("the stored choice {id} is not in the store"))?;
+                (self.say)(&format!(
+                    "final: {} as chosen before this resumption (now it would be {})",
+                    id.short(),
+                    chosen.id().short()
+                ));
+                Ok((id, h, trials))
+            }
+            Some(_) => Ok((chosen.id(), chosen, trials)),
+            None => {
+                self.store.set_meta(KEY, &(chosen.id(), prune))?;
+                Ok((chosen.id(), chosen, trials))
+            }
+        }
     }
 
     /// [`RacingOptions::prune`]: `chosen` (its select-split fitness `fit`) without each
@@ -2058,8 +2133,8 @@ impl<'a> Search<'a> {
     /// select tasks; a removal is kept where it wins at least as many at no more tokens per
     /// episode, and the next removal starts from it. A removal that gives back one of
     /// `finalists` (the seed among them) is not tried: the choice already compared it.
-    /// Returns the harness kept and every removal's select fitness. Deterministic, so a resumed
-    /// run (its select episodes cached) comes to the same harness.
+    /// Returns the harness kept and every removal's select fitness. Deterministic: a resumed
+    /// run (its select episodes cached) comes to the same harness and plays nothing again.
     ///
     /// [`RacingOptions::prune`]: hx_common::config::RacingOptions::prune
     fn prune(
@@ -2068,7 +2143,7 @@ impl<'a> Search<'a> {
         fit: Fitness,
         finalists: &[HarnessId],
         split: Split,
-    ) -> Result<(Harness, Vec<(HarnessId, Fitness)>)> {
+    ) -> Result<(Harness, Trials)> {
         let Some(seed) = self.seeds.first() else {
             return Ok((chosen, Vec::new()));
         };
@@ -2078,28 +2153,6 @@ impl<'a> Search<'a> {
             .map(|c| (c.name.clone(), c.kind))
             .collect();
         if added.is_empty() {
-            return Ok((chosen, Vec::new()));
-        }
-        // A run whose held-out comparison began with this harness before pruning was on (an
-        // earlier build, or the option off) keeps it: its held-out tasks stay one harness's.
-        let pruned_before = self.store.harnesses()?.iter().try_fold(false, |any, h| {
-            Ok::<_, anyhow::Error>(
-                any || self
-                    .store
-                    .lineage(&h.id())?
-                    .is_some_and(|l| l.operator == PRUNE && l.parents == [chosen.id()]),
-            )
-        })?;
-        let held_out_begun = self
-            .store
-            .evaluations(&chosen.id())?
-            .iter()
-            .any(|o| matches!(o.task.split, Split::Heldout | Split::Test));
-        if held_out_begun && !pruned_before {
-            (self.say)(&format!(
-                "final: {} was scored on held-out tasks unpruned; kept as it is",
-                chosen.id().short()
-            ));
             return Ok((chosen, Vec::new()));
         }
         let (mut cur, mut cur_fit) = (chosen, fit);
@@ -2207,9 +2260,25 @@ impl<'a> Search<'a> {
             }
         }
         let (theirs, ours): (Vec<u64>, Vec<u64>) = if pairs.is_empty() {
-            let all =
-                |search: &BTreeMap<u64, TaskOutcome>| search.values().map(|o| o.tokens).collect();
-            (all(c_search), all(&s.search))
+            // No task both played: each one's mean over what it played on the search and
+            // select splits (a pruned choice played the select split alone).
+            let ours = s.search.values().map(|o| o.tokens).collect();
+            let theirs: Vec<u64> = self
+                .store
+                .evaluations(best)?
+                .iter()
+                .filter(|o| o.task.split == self.search_split() || o.task.split == select)
+                .map(|o| o.tokens)
+                .collect();
+            if theirs.is_empty() {
+                (self.say)(&format!(
+                    "final: no episode of the chosen harness {} on the search or select split \
+                     to set an equal-budget baseline by; none scored",
+                    best.short()
+                ));
+                return Ok(None);
+            }
+            (theirs, ours)
         } else {
             pairs.iter().copied().unzip()
         };

@@ -626,6 +626,12 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a run-level value (nothing where there is none).
+    pub fn remove_meta(&self, key: &str) -> Result<(), Error> {
+        self.meta.remove(key).map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
     /// A run-level value.
     pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         match self.meta.get(key).map_err(|e| self.db(e))? {

@@ -1211,6 +1211,7 @@ fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
         .expect("runs");
         let f = status.final_.expect("a final");
         let best = f.best.expect("a best");
+        let seeds_ids = [react.id(), all.id()];
         let on_test: BTreeSet<HarnessId> = f.test.iter().map(|(id, _)| *id).collect();
         if !prune {
             assert_eq!(best, all.id(), "{said:#?}");
@@ -1261,48 +1262,141 @@ fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
         }
         let trials = f.select.len() - 2;
         assert!(trials >= 3, "{:?}", f.select);
+        // Each harness on the select split says what it is; the trials are not finalists.
+        for (id, _) in &f.select {
+            let want = if *id == best {
+                "chosen"
+            } else if seeds_ids.contains(id) {
+                "seed"
+            } else {
+                "prune trial"
+            };
+            assert_eq!(f.role(id), want, "{id}");
+        }
     }
 }
 
-/// A run whose held-out comparison began before pruning was on (an earlier build, or the
-/// option off) keeps its chosen harness when resumed with it on: the held-out tasks already
-/// played stay one harness's.
+/// The choice the held-out comparison began with stays when a run resumes: a pruned one with
+/// pruning off now (nothing on the select split played again), an unpruned one with pruning on
+/// now, and one from a build that did not store its choice (held-out tasks played, no stored
+/// choice) unpruned.
 #[test]
-fn a_final_stage_begun_unpruned_is_not_pruned_on_resume() {
+fn a_resumed_final_stage_keeps_the_choice_it_began_with() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
     let react = format::load(&root.join("react.toml")).expect("loads");
-    let all = react
-        .apply(&Edit::Insert {
-            component: Component::new("guard", Kind::LoopGuard),
+    let with = |h: &Harness, name: &str, kind: Kind| {
+        h.apply(&Edit::Insert {
+            component: Component::new(name, kind),
             edges: vec![],
         })
-        .and_then(|h| {
-            h.apply(&Edit::Insert {
-                component: Component::new("visited", Kind::VisitedLog),
-                edges: vec![],
-            })
-        })
-        .and_then(|h| {
-            h.apply(&Edit::Insert {
-                component: Component::new("examples", Kind::FewShot),
-                edges: vec![],
-            })
-        })
-        .expect("valid");
+        .expect("valid")
+    };
+    let lean = with(
+        &with(&react, "guard", Kind::LoopGuard),
+        "visited",
+        Kind::VisitedLog,
+    );
+    let all = with(&lean, "examples", Kind::FewShot);
     let seeds = vec![react, all.clone()];
+    // (prune at first, prune on resume, forget the stored choice, the choice kept)
+    for (first, then, forget, kept) in [
+        (true, false, false, lean.id()),
+        (false, true, false, all.id()),
+        (false, true, true, all.id()),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut exp, _) = experiment_with(dir.path(), 4, r#"seeds = ["react.toml"]"#);
+        exp.racing.equal_budget = false;
+        exp.racing.prune = first;
+        let store = Store::open(dir.path()).expect("opens");
+        let log = Arc::new(Mutex::new(Log::default()));
+        // Two search jobs, six select jobs, the trials' (three jobs each where pruning is on),
+        // then six of the held-out jobs before the kill.
+        let answers = 2 + 6 + if first { 9 } else { 0 } + 6;
+        let mut bus = Scripted::new(&log, Some(answers));
+        bus.rule = a_loop_guard_wins;
+        let mut say = |_: &str| {};
+        Search::new(
+            exp.clone(),
+            seeds.clone(),
+            &store,
+            &mut bus,
+            false,
+            &mut say,
+        )
+        .expect("starts")
+        .run()
+        .expect_err("killed");
+        assert!(
+            store
+                .evaluations(&kept)
+                .expect("reads")
+                .iter()
+                .any(|o| o.task.split == Split::Test),
+            "the held-out comparison began with {kept}"
+        );
+        if forget {
+            store.remove_meta("final/chosen").expect("removes");
+        }
+        exp.racing.prune = then;
+        let sent_before = log.lock().unwrap().splits.len();
+        let mut bus = Scripted::new(&log, None);
+        bus.rule = a_loop_guard_wins;
+        let mut said = Vec::new();
+        let mut say = |m: &str| said.push(m.to_owned());
+        let st = Search::new(exp, seeds.clone(), &store, &mut bus, true, &mut say)
+            .expect("resumes")
+            .run()
+            .expect("finishes");
+        assert_eq!(st.final_.expect("a final").best, Some(kept), "{said:#?}");
+        let log = log.lock().unwrap();
+        assert!(
+            !log.splits[sent_before..].contains(&Split::Validation),
+            "the select split played again: {said:#?}"
+        );
+        assert_eq!(
+            said.iter().any(|m| m.contains("unpruned; kept as it is")),
+            forget,
+            "{said:#?}"
+        );
+    }
+}
+
+/// A pruned choice played no search task, and with the seed off the select split the two
+/// share no task: the equal-budget baseline is then set from each one's own episodes (the
+/// pruned choice's on the select split), not dropped.
+#[test]
+fn a_pruned_choice_gets_its_equal_budget_baseline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
+    let react = format::load(&root.join("react.toml")).expect("loads");
+    let with = |h: &Harness, name: &str, kind: Kind| {
+        h.apply(&Edit::Insert {
+            component: Component::new(name, kind),
+            edges: vec![],
+        })
+        .expect("valid")
+    };
+    let lean = with(
+        &with(&react, "guard", Kind::LoopGuard),
+        "visited",
+        Kind::VisitedLog,
+    );
+    let all = with(&lean, "examples", Kind::FewShot);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut exp, _) = experiment_with(dir.path(), 4, r#"seeds = ["react.toml"]"#);
-    exp.racing.equal_budget = false;
-    exp.racing.prune = false;
+    let (mut exp, _) = experiment_with(dir.path(), 12, r#"seeds = ["react.toml"]"#);
+    // Six search tasks each, enough for the seed with the guard to rank first there.
+    exp.racing.rungs = vec![6];
+    exp.racing.seeds_in_select = false;
+    exp.racing.finalists = 1;
     let store = Store::open(dir.path()).expect("opens");
     let log = Arc::new(Mutex::new(Log::default()));
-    // Two search jobs, six select jobs, then six of the ten held-out ones before the kill.
-    let mut bus = Scripted::new(&log, Some(14));
+    let mut bus = Scripted::new(&log, None);
     bus.rule = a_loop_guard_wins;
-    let mut say = |_: &str| {};
-    Search::new(
-        exp.clone(),
-        seeds.clone(),
+    let mut said = Vec::new();
+    let mut say = |m: &str| said.push(m.to_owned());
+    let st = Search::new(
+        exp,
+        vec![react.clone(), all],
         &store,
         &mut bus,
         false,
@@ -1310,31 +1404,22 @@ fn a_final_stage_begun_unpruned_is_not_pruned_on_resume() {
     )
     .expect("starts")
     .run()
-    .expect_err("killed");
+    .expect("runs");
+    let f = st.final_.expect("a final");
+    assert_eq!(f.best, Some(lean.id()), "{said:#?}");
+    let (eb, _) = f
+        .roles
+        .iter()
+        .find(|(_, r)| r.starts_with("equal-budget"))
+        .unwrap_or_else(|| panic!("no equal-budget baseline: {said:#?}"));
+    let h = store.harness(eb).expect("reads").expect("stored");
+    // The scripted tokens per episode: 1000 and 100 per component the prompt holds.
+    let tokens =
+        |h: &Harness| 1000.0 + 100.0 * h.components().filter(|c| c.kind.searched()).count() as f64;
+    let ratio = tokens(&lean) / tokens(&react);
     assert!(
-        store
-            .evaluations(&all.id())
-            .expect("reads")
-            .iter()
-            .any(|o| o.task.split == Split::Test),
-        "the held-out comparison began"
-    );
-    exp.racing.prune = true;
-    let mut bus = Scripted::new(&log, None);
-    bus.rule = a_loop_guard_wins;
-    let mut said = Vec::new();
-    let mut say = |m: &str| said.push(m.to_owned());
-    let st = Search::new(exp, seeds, &store, &mut bus, true, &mut say)
-        .expect("resumes")
-        .run()
-        .expect("finishes");
-    assert_eq!(
-        st.final_.expect("a final").best,
-        Some(all.id()),
-        "{said:#?}"
-    );
-    assert!(
-        said.iter().any(|m| m.contains("unpruned; kept as it is")),
-        "{said:#?}"
+        (h.best_of_samples() - ratio).abs() < 0.01,
+        "{} vs {ratio}",
+        h.best_of_samples()
     );
 }
