@@ -1164,14 +1164,9 @@ fn a_loop_guard_wins(h: &Harness, task: &TaskRef) -> bool {
     }
 }
 
-/// The final stage tries the chosen harness without each component the search added to the
-/// seed, on the same select tasks, and keeps a removal that wins as many at no more tokens:
-/// seeded with `react` and `react` + loop guard + visited log + worked examples (no budget
-/// for children), the examples go and the other two stay. Only the select split is read for
-/// it, and the harness kept is the one the held-out comparison scores; without the option the
-/// seed with the examples is chosen as it is.
-#[test]
-fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
+/// `react`; `react` + loop guard + visited log (what wins in [`a_loop_guard_wins`]); the same
+/// with worked examples (which win nothing there).
+fn guard_world_harnesses() -> (Harness, Harness, Harness) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
     let react = format::load(&root.join("react.toml")).expect("loads");
     let with = |h: &Harness, name: &str, kind: Kind| {
@@ -1187,6 +1182,18 @@ fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
         Kind::VisitedLog,
     );
     let all = with(&lean, "examples", Kind::FewShot);
+    (react, lean, all)
+}
+
+/// The final stage tries the chosen harness without each component the search added to the
+/// seed, on the same select tasks, and keeps a removal that wins as many at no more tokens:
+/// seeded with `react` and `react` + loop guard + visited log + worked examples (no budget
+/// for children), the examples go and the other two stay. Only the select split is read for
+/// it, and the harness kept is the one the held-out comparison scores; without the option the
+/// seed with the examples is chosen as it is.
+#[test]
+fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
+    let (react, lean, all) = guard_world_harnesses();
     for prune in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut exp, _) = experiment_with(dir.path(), 4, r#"seeds = ["react.toml"]"#);
@@ -1282,21 +1289,7 @@ fn pruning_drops_a_component_that_wins_nothing_and_keeps_those_that_do() {
 /// choice) unpruned.
 #[test]
 fn a_resumed_final_stage_keeps_the_choice_it_began_with() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
-    let react = format::load(&root.join("react.toml")).expect("loads");
-    let with = |h: &Harness, name: &str, kind: Kind| {
-        h.apply(&Edit::Insert {
-            component: Component::new(name, kind),
-            edges: vec![],
-        })
-        .expect("valid")
-    };
-    let lean = with(
-        &with(&react, "guard", Kind::LoopGuard),
-        "visited",
-        Kind::VisitedLog,
-    );
-    let all = with(&lean, "examples", Kind::FewShot);
+    let (react, lean, all) = guard_world_harnesses();
     let seeds = vec![react, all.clone()];
     // (prune at first, prune on resume, forget the stored choice, the choice kept)
     for (first, then, forget, kept) in [
@@ -1367,21 +1360,7 @@ fn a_resumed_final_stage_keeps_the_choice_it_began_with() {
 /// pruned choice's on the select split), not dropped.
 #[test]
 fn a_pruned_choice_gets_its_equal_budget_baseline() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/harnesses");
-    let react = format::load(&root.join("react.toml")).expect("loads");
-    let with = |h: &Harness, name: &str, kind: Kind| {
-        h.apply(&Edit::Insert {
-            component: Component::new(name, kind),
-            edges: vec![],
-        })
-        .expect("valid")
-    };
-    let lean = with(
-        &with(&react, "guard", Kind::LoopGuard),
-        "visited",
-        Kind::VisitedLog,
-    );
-    let all = with(&lean, "examples", Kind::FewShot);
+    let (react, lean, all) = guard_world_harnesses();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut exp, _) = experiment_with(dir.path(), 12, r#"seeds = ["react.toml"]"#);
     // Six search tasks each, enough for the seed with the guard to rank first there.
