@@ -52,6 +52,13 @@ fn walkthrough_wins(env: &mut dyn Environment, name: &str) -> usize {
         );
         let s = env.step(cmd).expect("steps");
         assert!(!s.observation.contains("You move the"), "{}", s.observation);
+        // Every step scores the goal's conditions met so far: 1 exactly when won.
+        let score = s.score.expect("ALFWorld steps send a score");
+        assert!(
+            (0.0..=1.0).contains(&score),
+            "{name}: step {i} score {score}"
+        );
+        assert_eq!(score == 1.0, s.won, "{name}: step {i} score {score}, {s:?}");
         if i + 1 == plan.len() {
             assert!(
                 s.won && s.done,
@@ -73,10 +80,10 @@ fn walkthrough_wins(env: &mut dyn Environment, name: &str) -> usize {
 #[ignore = "needs ALFWorld (pip install alfworld) and its games in $ALFWORLD_DATA; scripts/test provides both"]
 fn walkthroughs_win_through_the_shipped_adapter() {
     let mut env = alfworld();
-    // test/0 examines an object under a lamp; test/18 puts a mug on a desk (`put ... in/on`,
+    // test/0 examines an object under a lamp; test/1 puts a mug on a desk (`put ... in/on`,
     // which the game files call `move ... to`).
     assert_eq!(walkthrough_wins(env.as_mut(), "alfworld/test/0"), 4);
-    walkthrough_wins(env.as_mut(), "alfworld/test/18");
+    walkthrough_wins(env.as_mut(), "alfworld/test/1");
     // The same adapter process serves the next episode on another split.
     walkthrough_wins(env.as_mut(), "alfworld/train/0");
     // The view comes from the adapter: places to go, where the agent is, what it holds.
@@ -84,17 +91,50 @@ fn walkthroughs_win_through_the_shipped_adapter() {
     assert!(!v.places.is_empty() && v.at.is_some(), "{v:?}");
 }
 
+/// The scores a game's walkthrough earns step by step.
+fn walkthrough_scores(env: &mut dyn Environment, name: &str) -> Vec<f32> {
+    let r = env.reset(&task(name)).expect("resets");
+    let plan = r.walkthrough.expect("a walkthrough");
+    plan.iter()
+        .map(|cmd| env.step(cmd).expect("steps").score.expect("a score"))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs ALFWorld (pip install alfworld) and its games in $ALFWORLD_DATA; scripts/test provides both"]
+fn the_score_counts_the_goals_conditions_brought_about() {
+    let mut env = alfworld();
+    // test/4 heats an object and places it: half once it is hot, all when placed.
+    assert_eq!(
+        walkthrough_scores(env.as_mut(), "alfworld/test/4"),
+        [0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 1.0]
+    );
+    // test/0 examines an alarm clock under a desk lamp, which already stands in its place at
+    // the start: a third each for the clock held, the agent at the lamp, the lamp on.
+    let lamp = walkthrough_scores(env.as_mut(), "alfworld/test/0");
+    let thirds = [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0];
+    assert!(
+        lamp.len() == 4 && lamp.iter().zip(thirds).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{lamp:?}"
+    );
+    // test/1 puts a mug on a desk: nothing to count before the mug is placed.
+    assert_eq!(
+        walkthrough_scores(env.as_mut(), "alfworld/test/1"),
+        [0.0, 0.0, 0.0, 1.0]
+    );
+}
+
 #[test]
 #[ignore = "needs ALFWorld (pip install alfworld) and its games in $ALFWORLD_DATA; scripts/test provides both"]
 fn commands_in_either_form_and_the_games_own_answer_to_nonsense() {
     let mut env = alfworld();
-    env.reset(&task("alfworld/test/18")).expect("resets");
+    env.reset(&task("alfworld/test/1")).expect("resets");
     let s = env
         .step("dance with the lamp")
         .expect("any string is a command");
     assert_eq!(s.observation, "Nothing happens.");
     assert!(s.invalid && !s.done);
-    // test/18's walkthrough, with the game files' own `move X to Y` at the end.
+    // test/1's walkthrough, with the game files' own `move X to Y` at the end.
     for cmd in ["go to shelf 2", "take mug 1 from shelf 2", "go to desk 2"] {
         assert!(!env.step(cmd).expect("steps").done);
     }
