@@ -31,15 +31,22 @@ fn shipped_configs_check_out() {
         "configs/household.toml",
         "configs/cluster.toml",
         "configs/blocks.toml",
+        "configs/alfworld.toml",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
     assert!(stdout.contains(
         "configs/quickstart.toml: ok (run quickstart, 1 seed harness, 1 comparison arm)"
     ));
     assert!(
         stdout.contains("configs/blocks.toml: ok (run blocks, 1 seed harness, 2 comparison arms)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "configs/alfworld.toml: ok (run alfworld, 1 seed harness, 2 comparison arms)"
+        ),
         "{stdout}"
     );
 
