@@ -1645,9 +1645,11 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The final stage's held-out comparison so far: each of its harnesses on the heldout and
-    /// test tasks it has played, with the chosen harness's paired differences; `None` before
-    /// the finalists are chosen or once the run has ended.
+    /// The final stage so far: while the select split is played, each of its harnesses (the
+    /// finalists, or pruning's trials) on the tasks it has played; from then on, each
+    /// harness of the held-out comparison on the heldout and test tasks it has played, with
+    /// the chosen harness's paired differences. `None` before the final stage or once the
+    /// run has ended.
     fn final_so_far(&self) -> Result<Option<(Final, Vec<Paired>)>> {
         let Some(best) = self
             .final_roles
@@ -1655,7 +1657,7 @@ impl<'a> Search<'a> {
             .find(|(_, r)| r == "chosen")
             .map(|(id, _)| *id)
         else {
-            return Ok(None);
+            return self.select_so_far();
         };
         let mut f = Final {
             best: Some(best),
@@ -1695,6 +1697,37 @@ impl<'a> Search<'a> {
         }
         let p = paired(self.store, &f)?;
         Ok(Some((f, p)))
+    }
+
+    /// [`Search::final_so_far`] while the select split is played: its harnesses' scores on
+    /// the tasks each has played, pruning's trials named as such.
+    fn select_so_far(&self) -> Result<Option<(Final, Vec<Paired>)>> {
+        let select = self.exp.suites[0].select_split;
+        let Some((split, ids, n)) = &self.stage else {
+            return Ok(None);
+        };
+        if *split != select {
+            return Ok(None);
+        }
+        let mut f = Final::default();
+        for id in ids {
+            let outs: Vec<TaskOutcome> = self
+                .store
+                .evaluations(id)?
+                .into_iter()
+                .filter(|o| o.task.split == select && o.task.seed < u64::from(*n))
+                .collect();
+            if outs.is_empty() {
+                continue;
+            }
+            let fit = Fitness::of(&outs, 0.95);
+            f.select.push((*id, fit.success));
+            f.select_progress.push((*id, fit.progress));
+            if self.store.lineage(id)?.is_some_and(|l| l.operator == PRUNE) {
+                f.select_roles.push((*id, PRUNE_TRIAL.to_owned()));
+            }
+        }
+        Ok((!f.select.is_empty()).then_some((f, Vec::new())))
     }
 
     fn checkpoint(

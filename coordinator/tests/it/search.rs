@@ -1100,6 +1100,60 @@ fn the_status_shows_the_final_stage_so_far() {
     }
 }
 
+/// The select step of the final stage (an hour or more on ALFWorld) shows in the status as it
+/// goes: each finalist's score on the select tasks it has played, as the store records them.
+#[test]
+fn the_status_shows_the_select_split_so_far() {
+    let whole = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(whole.path(), 40);
+    let (_, log) = run_scripted(exp, seeds, &Store::open(whole.path()).expect("opens"));
+    let splits = log.lock().unwrap().splits.clone();
+    let first = splits
+        .iter()
+        .position(|s| *s == Split::Validation)
+        .expect("the select split is played");
+    // The same run killed two answers into its select step: the status written as the select
+    // step resumes, with no answer after it, is what the store holds.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment(dir.path(), 40);
+    let store = Store::open(dir.path()).expect("opens");
+    let log = Arc::new(Mutex::new(Log::default()));
+    run_killed(&exp, &seeds, &store, &log, first + 2, false);
+    // Resumed and killed again, one answer at a time, until the select step resumes (the jobs
+    // that were out are sent again first).
+    let mut st = None;
+    for answers in (0..40).map(|i| i % 2) {
+        run_killed(&exp, &seeds, &store, &log, answers, true);
+        let now = hx_coordinator::search::read_status(dir.path()).expect("a status");
+        if now.phase == "final" {
+            st = Some(now);
+            break;
+        }
+    }
+    let st = st.expect("the final stage resumed");
+    let stage = st.stage.expect("the final stage's step");
+    assert_eq!(stage.split, Split::Validation);
+    let f = st.final_so_far.expect("the select step so far");
+    assert!(f.best.is_none() && f.test.is_empty(), "{f:?}");
+    assert!(!f.select.is_empty() && f.select.len() <= stage.harnesses);
+    assert_eq!(f.select.len(), f.select_progress.len());
+    for (id, rate) in &f.select {
+        let outs: Vec<TaskOutcome> = store
+            .evaluations(id)
+            .expect("reads")
+            .into_iter()
+            .filter(|o| o.task.split == Split::Validation)
+            .collect();
+        assert_eq!(rate.trials, outs.len() as u64, "{id}");
+        assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
+        assert_eq!(f.role(id), "finalist");
+    }
+    assert_eq!(
+        stage.done,
+        f.select.iter().map(|(_, r)| r.trials).sum::<u64>()
+    );
+}
+
 /// The seed is scored beside the finalists on the select split, so a candidate is chosen only
 /// where it does better there; without the option only the finalists are.
 #[test]
