@@ -1669,12 +1669,7 @@ impl<'a> Search<'a> {
             (Split::Test, self.exp.racing.test_tasks),
         ] {
             for (id, _) in &self.final_roles {
-                let outs: Vec<TaskOutcome> = self
-                    .store
-                    .evaluations(id)?
-                    .into_iter()
-                    .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
-                    .collect();
+                let outs = self.played(id, split, n)?;
                 if outs.is_empty() {
                     continue;
                 }
@@ -1699,6 +1694,16 @@ impl<'a> Search<'a> {
         Ok(Some((f, p)))
     }
 
+    /// What `id` has played on `split` seeds `0..n`, as the store records it.
+    fn played(&self, id: &HarnessId, split: Split, n: u32) -> Result<Vec<TaskOutcome>> {
+        Ok(self
+            .store
+            .evaluations(id)?
+            .into_iter()
+            .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
+            .collect())
+    }
+
     /// [`Search::final_so_far`] while the select split is played: its harnesses' scores on
     /// the tasks each has played, pruning's trials named as such.
     fn select_so_far(&self) -> Result<Option<(Final, Vec<Paired>)>> {
@@ -1711,12 +1716,7 @@ impl<'a> Search<'a> {
         }
         let mut f = Final::default();
         for id in ids {
-            let outs: Vec<TaskOutcome> = self
-                .store
-                .evaluations(id)?
-                .into_iter()
-                .filter(|o| o.task.split == select && o.task.seed < u64::from(*n))
-                .collect();
+            let outs = self.played(id, select, *n)?;
             if outs.is_empty() {
                 continue;
             }
@@ -1901,15 +1901,7 @@ impl<'a> Search<'a> {
         self.take_outcomes(&mut taken)?;
         harnesses
             .iter()
-            .map(|h| {
-                let outs: Vec<TaskOutcome> = self
-                    .store
-                    .evaluations(&h.id())?
-                    .into_iter()
-                    .filter(|o| o.task.split == split && o.task.seed < u64::from(n))
-                    .collect();
-                Ok(Fitness::of(&outs, 0.95))
-            })
+            .map(|h| Ok(Fitness::of(&self.played(&h.id(), split, n)?, 0.95)))
             .collect()
     }
 

@@ -15,6 +15,7 @@ use hx_common::harness::{Harness, HarnessId, format};
 use hx_common::protocol::{
     self, Job, JobKind, JobResult, JobStatus, MutationOp, MutationSpec, TaskOutcome, Usage,
 };
+use hx_common::stats::Rate;
 use hx_common::task::{Split, TaskRef};
 use hx_coordinator::bus::{Delivery, JobBus};
 use hx_coordinator::search::Search;
@@ -1029,6 +1030,38 @@ fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
     });
 }
 
+/// Resumes a killed run and kills it again, one answer at a time, until its final stage
+/// resumes (the jobs that were out are sent again first); the status written then, with no
+/// answer after it, which shows exactly what the store holds.
+fn resume_until_final(
+    exp: &Experiment,
+    seeds: &[Harness],
+    store: &Store,
+    log: &Arc<Mutex<Log>>,
+    dir: &Path,
+) -> hx_coordinator::search::Status {
+    for answers in (0..40).map(|i| i % 2) {
+        run_killed(exp, seeds, store, log, answers, true);
+        let now = hx_coordinator::search::read_status(dir).expect("a status");
+        if now.phase == "final" {
+            return now;
+        }
+    }
+    panic!("the final stage did not resume")
+}
+
+/// A success rate shown for `id` on `split` is a recount of what the store holds there.
+fn assert_recounts(store: &Store, id: &HarnessId, split: Split, rate: &Rate) {
+    let outs: Vec<TaskOutcome> = store
+        .evaluations(id)
+        .expect("reads")
+        .into_iter()
+        .filter(|o| o.task.split == split)
+        .collect();
+    assert_eq!(rate.trials, outs.len() as u64, "{id}");
+    assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
+}
+
 /// While the final stage runs (hours on a small machine, over several resumptions), the status
 /// shows its held-out comparison as far as it has got: every harness of the comparison on the
 /// tasks it has played, with the chosen harness's paired differences, as the store records
@@ -1056,16 +1089,7 @@ fn the_status_shows_the_final_stage_so_far() {
     // Resumed and killed again, one answer at a time, until the final stage resumes: the jobs
     // that were out are sent again first. The status written when the final stage resumes,
     // with no answer after it, shows exactly what the store holds.
-    let mut st = None;
-    for answers in (0..40).map(|i| i % 2) {
-        run_killed(&exp, &seeds, &store, &log, answers, true);
-        let now = hx_coordinator::search::read_status(dir.path()).expect("a status");
-        if now.phase == "final" {
-            st = Some(now);
-            break;
-        }
-    }
-    let st = st.expect("the final stage resumed");
+    let st = resume_until_final(&exp, &seeds, &store, &log, dir.path());
     assert!(st.final_.is_none());
     let f = st.final_so_far.expect("the final stage so far");
     let chosen = f.best.expect("a chosen harness");
@@ -1073,14 +1097,7 @@ fn the_status_shows_the_final_stage_so_far() {
     assert!(!f.test.is_empty());
     // Each figure is a recount of what the store holds for that harness on the test split.
     for (id, rate) in &f.test {
-        let outs: Vec<TaskOutcome> = store
-            .evaluations(id)
-            .expect("reads")
-            .into_iter()
-            .filter(|o| o.task.split == Split::Test)
-            .collect();
-        assert_eq!(rate.trials, outs.len() as u64, "{id}");
-        assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
+        assert_recounts(&store, id, Split::Test, rate);
     }
     // The step now running is the test split, and its count is the store's.
     let stage = st.stage.expect("the final stage's step");
@@ -1121,16 +1138,7 @@ fn the_status_shows_the_select_split_so_far() {
     run_killed(&exp, &seeds, &store, &log, first + 2, false);
     // Resumed and killed again, one answer at a time, until the select step resumes (the jobs
     // that were out are sent again first).
-    let mut st = None;
-    for answers in (0..40).map(|i| i % 2) {
-        run_killed(&exp, &seeds, &store, &log, answers, true);
-        let now = hx_coordinator::search::read_status(dir.path()).expect("a status");
-        if now.phase == "final" {
-            st = Some(now);
-            break;
-        }
-    }
-    let st = st.expect("the final stage resumed");
+    let st = resume_until_final(&exp, &seeds, &store, &log, dir.path());
     let stage = st.stage.expect("the final stage's step");
     assert_eq!(stage.split, Split::Validation);
     let f = st.final_so_far.expect("the select step so far");
@@ -1138,14 +1146,7 @@ fn the_status_shows_the_select_split_so_far() {
     assert!(!f.select.is_empty() && f.select.len() <= stage.harnesses);
     assert_eq!(f.select.len(), f.select_progress.len());
     for (id, rate) in &f.select {
-        let outs: Vec<TaskOutcome> = store
-            .evaluations(id)
-            .expect("reads")
-            .into_iter()
-            .filter(|o| o.task.split == Split::Validation)
-            .collect();
-        assert_eq!(rate.trials, outs.len() as u64, "{id}");
-        assert_eq!(rate.successes, outs.iter().filter(|o| o.won).count() as u64);
+        assert_recounts(&store, id, Split::Validation, rate);
         assert_eq!(f.role(id), "finalist");
     }
     assert_eq!(
