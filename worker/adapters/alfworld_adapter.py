@@ -6,6 +6,8 @@
                                                  example, walkthrough, places, at, holding
     {"op":"step","command":"go to fridge 1"}   -> observation, done, won, places, at, holding
     {"op":"admissible"}                        -> {"commands":[...]}
+    {"op":"exemplars","task":"alfworld/test/17","count":2,"same_type":true}
+                                               -> {"tasks":["alfworld/train/...", ...]}
     {"op":"close"}                             -> (exit)
 
 Splits: train -> train (3,553 games), validation -> valid_seen (140), test -> valid_unseen
@@ -42,6 +44,7 @@ Needs `pip install alfworld` (which brings textworld and fast-downward).
 """
 
 import argparse
+import functools
 import glob
 import hashlib
 import json
@@ -49,6 +52,7 @@ import os
 import re
 import sys
 import tarfile
+import zlib
 
 SPLITS = {
     "train": "train",
@@ -244,6 +248,7 @@ def unpack(src):
         print(f"unpacked {name} into {root}", file=sys.stderr)
 
 
+@functools.lru_cache(maxsize=None)
 def games(split):
     """The split's game files in seed order: dealt round-robin over the task types."""
     where = os.path.join(data_root(), SPLITS[split])
@@ -263,6 +268,34 @@ def games(split):
     for r in range(max(len(g) for g in lists)):
         order += [g[r] for g in lists if r < len(g)]
     return order
+
+
+def task_type(path, split):
+    """A game's task type, the first part of its directory name (`pick_heat_then_place_in_recep`)."""
+    where = os.path.join(data_root(), SPLITS[split])
+    return os.path.relpath(path, where).split(os.sep)[0].split("-")[0]
+
+
+def exemplars(task, count, same_type):
+    """Up to `count` train tasks whose walkthroughs make worked examples for `task`: games of
+    its task type where `same_type`, the same ones every time (picked by a hash of the task's
+    name), never the task itself. Train games only, whatever the task's split."""
+    suite, split, seed = task.split("/")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; ALFWorld has {', '.join(SPLITS)}")
+    files = games(split)
+    seed = int(seed)
+    if not 0 <= seed < len(files):
+        raise ValueError(f"{task}: the {split} split has {len(files)} games (seeds 0..{len(files) - 1})")
+    kind = task_type(files[seed], split)
+    train = games("train")
+    pool = [i for i, p in enumerate(train)
+            if (not same_type or task_type(p, "train") == kind) and not (split == "train" and i == seed)]
+    if not pool:
+        return []
+    start = zlib.crc32(task.encode()) % len(pool)
+    picked = [pool[(start + k * 7919) % len(pool)] for k in range(min(count, len(pool)))]
+    return [f"{suite}/train/{i}" for i in dict.fromkeys(picked)]
 
 
 def shown(command):
@@ -410,6 +443,9 @@ def serve():
                 if game is None:
                     raise ValueError("admissible before reset")
                 reply = {"commands": game.admissible()}
+            elif op == "exemplars":
+                reply = {"tasks": exemplars(req["task"], int(req.get("count", 1)),
+                                            bool(req.get("same_type", False)))}
             elif op == "close":
                 break
             else:

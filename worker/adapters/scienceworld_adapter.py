@@ -7,6 +7,7 @@ environment protocol (documented in hx's worker/env/src/external.rs).
     {"op":"step","command":"open door to kitchen"} -> observation, done, won, score, places, at,
                                                      holding, state
     {"op":"admissible"}                           -> {"commands":[...]}
+    {"op":"exemplars",...}                        -> {"tasks":[]}
     {"op":"close"}                                -> (exit)
 
 Splits: ScienceWorld's own variation splits: train -> train (3,592 variations), validation ->
@@ -21,6 +22,10 @@ won exactly when the task is completed with score 100. Admissible commands are S
 `get_valid_action_object_combinations()`, unchanged (often several hundred). The reset reply
 carries the variation's gold path as the walkthrough, which `hx tasks check` replays. No step
 limit is sent: hx's configured limit applies (the shipped default is 100 steps).
+
+Worked examples: none (the `exemplars` op names no tasks). A gold path runs 3-95 commands of
+room-long observations, several thousand tokens, more than a small model's prompt can spare for
+an example.
 
 The variation lists are computed once (loading all 30 task types takes about 10 s) and kept in
 $XDG_CACHE_HOME/hx/scienceworld-<version>-variations.json.
@@ -181,6 +186,10 @@ def serve():
             op = req.get("op")
             if op == "close":
                 break
+            if op == "exemplars":
+                out.write(json.dumps({"tasks": []}) + "\n")
+                out.flush()
+                continue
             if op not in ("reset", "step", "admissible"):
                 raise ValueError(f"unknown op {op!r}")
             if world is None:

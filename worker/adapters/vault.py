@@ -11,6 +11,9 @@ hx's worker/env/src/external.rs:
     {"op":"step","command":"go east"}       -> {"observation":..., "done":..., "won":..., "score":...}
     (reset and step replies may add the view: "places", "at", "holding", "state")
     {"op":"admissible"}                     -> {"commands":[...]}
+    {"op":"exemplars","task":"vault/test/3","count":1,"same_type":true}
+                                            -> {"tasks":["vault/train/..."]} (train tasks whose
+                                               walkthroughs make worked examples; optional)
     {"op":"close"}                          -> (exit)
     any failure                             -> {"error":"why"}
 
@@ -18,8 +21,8 @@ The world: a row of rooms; a key lies in one, the vault door is in another, lock
 key, go to the vault, unlock it, open it. Generated from the task's seed; the split picks the
 size (test vaults are longer than any in train).
 
-The --crash-at-step, --garbage-at-step, --hang-at-step and --reject-seed flags make the adapter misbehave
-on purpose; hx's tests use them to check that a faulty adapter is an error, not a hang or a panic.
+The --crash-at-step, --garbage-at-step, --hang-at-step, --reject-seed and --exemplars-from flags make
+the adapter misbehave on purpose; hx's tests use them to check that a faulty adapter is an error, not a hang or a panic.
 """
 
 import argparse
@@ -125,6 +128,8 @@ def main():
     ap.add_argument("--garbage-at-step", type=int, help="answer this step with a line that is not JSON")
     ap.add_argument("--hang-at-step", type=int, help="never answer this step")
     ap.add_argument("--reject-seed", type=int, help="answer a reset to this seed with an error")
+    ap.add_argument("--exemplars-from", default="train",
+                    help="name worked examples from this split (anything but train is a fault)")
     args = ap.parse_args()
 
     world, steps = None, 0
@@ -145,6 +150,11 @@ def main():
                 reply({"observation": world.describe(), "goal": "open the vault.", "step_limit": 30,
                        "commands": COMMANDS, "example": "go east", "walkthrough": world.walkthrough(),
                        **world.view()})
+            elif op == "exemplars":
+                # One kind of task here, so same_type changes nothing; the same ones every time.
+                seed = int(req["task"].rsplit("/", 1)[1])
+                reply({"tasks": [f"vault/{args.exemplars_from}/{(seed * 7 + k) % 100}"
+                                 for k in range(int(req.get("count", 1)))]})
             elif world is None:
                 reply({"error": f"{op} before reset"})
             elif op == "step":

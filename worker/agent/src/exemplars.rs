@@ -1,11 +1,12 @@
 //! Few-shot exemplars: expert traces of **train** tasks only, played in the real environment so
 //! the observations are the world's own. Validation and test tasks never appear, whatever task
-//! the agent is on.
+//! the agent is on. Built-in suites generate theirs; a world behind an adapter names its train
+//! tasks ([`Environment::exemplar_tasks`]) and its walkthroughs are played ([`from_world`]).
 
 use hx_common::task::{Split, TaskRef};
 
-use hx_env::Builtin;
 use hx_env::household;
+use hx_env::{Builtin, Environment, Error};
 
 /// An exemplar: the task it came from and its text.
 #[derive(Debug, Clone)]
@@ -24,8 +25,8 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 /// Up to `count` exemplars for `task`, preferring (for the household suite) tasks of the same
-/// type when `same_type` is set. Deterministic in the task. Suites hx does not generate have
-/// no exemplars.
+/// type when `same_type` is set. Deterministic in the task. Suites hx does not generate get
+/// theirs from the world, before the episode starts ([`from_world`]).
 pub fn for_task(task: &TaskRef, count: usize, same_type: bool) -> Vec<Exemplar> {
     let Ok(suite) = Builtin::from_name(&task.suite) else {
         return Vec::new();
@@ -73,4 +74,46 @@ fn play(suite: Builtin, task: &TaskRef) -> Option<String> {
         text.push_str(&format!("> {cmd}\n{}\n", s.observation));
     }
     Some(text)
+}
+
+/// Up to `count` exemplars for `task` from `env` itself: the train tasks it names
+/// ([`Environment::exemplar_tasks`]), each reset and played along its walkthrough. This resets
+/// `env`, so it runs before the episode's own reset. A named task without a walkthrough, or
+/// one whose walkthrough the world refuses, is left out; a world that names none gives none.
+pub fn from_world(
+    env: &mut dyn Environment,
+    task: &TaskRef,
+    count: usize,
+    same_type: bool,
+) -> Result<Vec<Exemplar>, Error> {
+    let mut out = Vec::new();
+    for t in env.exemplar_tasks(task, count, same_type)? {
+        if t.split != Split::Train || t == *task {
+            continue;
+        }
+        let r = env.reset(&t)?;
+        let Some(plan) = r.walkthrough else { continue };
+        // Adapters' first observations often state the goal already (ALFWorld's do).
+        let mut text = r.observation.trim_end().to_owned();
+        if !text.contains(&r.goal) {
+            text.push_str(&format!("\nYour task is to: {}", r.goal));
+        }
+        text.push('\n');
+        let mut played = true;
+        for cmd in &plan {
+            let s = env.step(cmd)?;
+            if s.invalid {
+                played = false;
+                break;
+            }
+            text.push_str(&format!("> {cmd}\n{}\n", s.observation.trim_end()));
+            if s.done {
+                break;
+            }
+        }
+        if played {
+            out.push(Exemplar { task: t, text });
+        }
+    }
+    Ok(out)
 }

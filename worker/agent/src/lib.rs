@@ -189,6 +189,7 @@ pub fn run_episode(
         }
         None => Trace::default(),
     };
+    let exemplars = world_exemplars(harness, env, task)?;
     let reset = env.reset(task)?;
     trace.push(Event::Start {
         task: task.to_string(),
@@ -225,7 +226,7 @@ pub fn run_episode(
         score: 0.0,
         seen: Default::default(),
         usage: Usage::default(),
-        exemplars: None,
+        exemplars,
     };
     let mut rw = rewrite::Rewriter::new(!options.no_rewriting);
     let mut h = harness.clone();
@@ -785,6 +786,33 @@ fn window_start(len: usize, n: usize) -> usize {
         0
     } else {
         (len - n).div_ceil(block) * block
+    }
+}
+
+/// A world behind an adapter names its own train tasks for the harness's worked examples
+/// ([`exemplars::from_world`]); playing them resets the world, so this runs before the
+/// episode's reset. `None` where the suite is built in (its examples are generated when first
+/// shown) or the harness shows none; empty, with a warning, where the adapter answers the
+/// request with an error of its own (an adapter without the `exemplars` op).
+fn world_exemplars(
+    harness: &Harness,
+    env: &mut dyn Environment,
+    task: &TaskRef,
+) -> Result<Option<Vec<exemplars::Exemplar>>, Error> {
+    let Some(few) = harness.components().find(|c| c.kind == Kind::FewShot) else {
+        return Ok(None);
+    };
+    let count = few.int("count").max(0) as usize;
+    if count == 0 || env::Builtin::from_name(&task.suite).is_ok() {
+        return Ok(None);
+    }
+    match exemplars::from_world(env, task, count, few.flag("same-type")) {
+        Ok(found) => Ok(Some(found)),
+        Err(e @ env::Error::Adapter { .. }) => {
+            tracing::warn!(%task, error = %e, "no worked examples from the world");
+            Ok(Some(Vec::new()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -15,7 +15,15 @@
 //! | `{"op":"close"}`                                 | none: the adapter exits                                             |
 //!
 //! A reset reply may carry `"walkthrough":[...]`, the game's own solution from this start:
-//! `hx tasks check` replays it as the suite's expert; agents never see it.
+//! `hx tasks check` replays it as the suite's expert, and a harness's worked examples replay
+//! the walkthroughs of **train** tasks; an agent never sees its own task's.
+//!
+//! An adapter may also answer `{"op":"exemplars","task":"alfworld/test/17","count":2,
+//! "same_type":true}` with `{"tasks":["alfworld/train/40", ...]}`: up to `count` train tasks
+//! whose walkthroughs make worked examples for that task (of its task type where `same_type`),
+//! the same ones every time. hx refuses any task that is not of the suite's train split, then
+//! plays each (reset, walkthrough) in the same process before the episode's own reset. An
+//! adapter without the op answers it with an error reply: the harness then has no examples.
 //!
 //! Reset and step replies may also carry the world's view (all optional): `"places":[...]`
 //! (what the agent can go to; kept until named again), `"at":"fridge 1"` (where it is now),
@@ -39,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hx_common::task::TaskRef;
+use hx_common::task::{Split, TaskRef};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -156,6 +164,12 @@ struct StepReply {
 #[serde(deny_unknown_fields)]
 struct AdmissibleReply {
     commands: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExemplarsReply {
+    tasks: Vec<String>,
 }
 
 /// An environment served by an adapter process.
@@ -502,6 +516,42 @@ impl Environment for External {
             return Err(Error::NotStarted);
         }
         Ok(self.view.clone())
+    }
+
+    fn exemplar_tasks(
+        &mut self,
+        task: &TaskRef,
+        count: usize,
+        same_type: bool,
+    ) -> Result<Vec<TaskRef>, Error> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        if self.process.is_none() {
+            self.process = Some(self.spawn()?);
+        }
+        let request = json!({"op": "exemplars", "task": task.to_string(), "count": count,
+                             "same_type": same_type});
+        let reply: ExemplarsReply = self.typed(request, "exemplars")?;
+        let mut out = Vec::new();
+        for name in reply.tasks.into_iter().take(count) {
+            // Held out means held out: only the suite's train tasks may become examples.
+            match name.parse::<TaskRef>() {
+                Ok(t) if t.suite == task.suite && t.split == Split::Train && t != *task => {
+                    out.push(t)
+                }
+                _ => {
+                    let err = self.fault(
+                        "exemplars",
+                        &json!({"tasks": [name]}),
+                        format!("an exemplar must be a {}/train task", task.suite),
+                    );
+                    self.kill();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

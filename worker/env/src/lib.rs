@@ -215,6 +215,20 @@ pub trait Environment: Send {
     fn view(&mut self) -> Result<View, Error> {
         Ok(View::default())
     }
+    /// Up to `count` **train** tasks of this world whose walkthroughs can serve as worked
+    /// examples for `task` (of the same task type where `same_type`), chosen deterministically,
+    /// where the world can name them: an adapter answers the `exemplars` op. Callers play them
+    /// with [`Environment::reset`] and the walkthrough, so this resets nothing itself. Built-in
+    /// suites generate their exemplars without asking (none here).
+    fn exemplar_tasks(
+        &mut self,
+        task: &TaskRef,
+        count: usize,
+        same_type: bool,
+    ) -> Result<Vec<TaskRef>, Error> {
+        let _ = (task, count, same_type);
+        Ok(Vec::new())
+    }
 }
 
 /// A task as a built-in suite generates it, whatever the suite.

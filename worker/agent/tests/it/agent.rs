@@ -840,3 +840,86 @@ fn the_random_floor_sends_admissible_commands_asks_no_model_and_replays() {
     distinct.dedup();
     assert!(distinct.len() > 2, "{cmds:?}");
 }
+
+/// The example adapter, as a real child process.
+fn vault_adapter() -> hx_env::external::External {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../adapters/vault.py");
+    hx_env::external::External::new(hx_env::external::Options::new(vec![
+        "python3".into(),
+        script.into(),
+    ]))
+}
+
+#[test]
+fn a_world_behind_an_adapter_gives_worked_examples_from_its_train_walkthroughs() {
+    let h = parse_as(
+        r#"
+[[components]]
+name = "examples"
+kind = "few-shot"
+params.count = 1
+params.same-type = true
+
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "act"
+kind = "loglik-scoring"
+params.tool = "admissible-commands"
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 2
+
+[[edges]]
+from = "examples"
+to = "history"
+stage = "before-model"
+"#,
+        Format::Toml,
+        "test",
+    )
+    .expect("a valid harness");
+    let mut env = vault_adapter();
+    let t: TaskRef = "vault/test/3".parse().expect("a task");
+    let model = Recording::new();
+    let ep = run_episode(&h, &mut env, &t, &model, &Options::default()).expect("runs");
+    assert_eq!(
+        ep.outcome.steps, 2,
+        "the episode is the task's own, played after the example"
+    );
+    let prompts = model.prompts.lock().expect("lock");
+    let first = &prompts[0];
+    // The adapter named vault/train/21; its walkthrough is played in the world itself.
+    let example = first
+        .split("Example 1:\n")
+        .nth(1)
+        .expect("an example is shown");
+    assert!(
+        example.contains("Your task is to: open the vault.")
+            && example.contains("> take key\nYou take the key.")
+            && example.contains("> open vault\nThe vault swings open."),
+        "{first}"
+    );
+    // After the example, the episode goes on from the test task's own start: a test vault
+    // has 6-8 rooms, train ones 3-5.
+    let after = example
+        .split("The vault swings open.")
+        .nth(1)
+        .expect("the example ends");
+    assert!(
+        [" of 6.", " of 7.", " of 8."]
+            .iter()
+            .any(|n| after.contains(n)),
+        "{first}"
+    );
+}

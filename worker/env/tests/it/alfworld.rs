@@ -181,3 +181,39 @@ fn missing_games_are_an_error_that_says_how_to_get_them() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "needs ALFWorld (pip install alfworld) and its games in $ALFWORLD_DATA; scripts/test provides both"]
+fn the_adapter_names_train_games_of_the_same_type_as_worked_examples() {
+    let mut env = alfworld();
+    // test/4 is a heat task (seeds go round-robin over the six types).
+    let r = env.reset(&task("alfworld/test/4")).expect("resets");
+    assert!(
+        r.goal.contains("heat") || r.goal.contains("hot"),
+        "{}",
+        r.goal
+    );
+    let named = env
+        .exemplar_tasks(&task("alfworld/test/4"), 2, true)
+        .expect("named");
+    assert_eq!(named.len(), 2);
+    assert_eq!(
+        env.exemplar_tasks(&task("alfworld/test/4"), 2, true)
+            .expect("named"),
+        named,
+        "the same ones every time"
+    );
+    for t in &named {
+        assert_eq!(t.split, hx_common::task::Split::Train, "{t}");
+        let r = env.reset(t).expect("resets");
+        assert!(
+            r.goal.contains("heat") || r.goal.contains("hot"),
+            "{t}: {}",
+            r.goal
+        );
+        assert!(
+            r.walkthrough
+                .is_some_and(|w| w.iter().any(|c| c.starts_with("heat ")))
+        );
+    }
+}

@@ -158,3 +158,39 @@ fn a_missing_program_is_a_spawn_error() {
     assert!(matches!(err, Error::Spawn { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/adapter"), "{err}");
 }
+
+#[test]
+fn the_adapter_names_train_tasks_for_worked_examples() {
+    let mut env = vault(&[]);
+    // Asked before any reset: naming tasks needs no episode.
+    let named = env
+        .exemplar_tasks(&task("vault/test/3"), 2, true)
+        .expect("named");
+    assert_eq!(named, vec![task("vault/train/21"), task("vault/train/22")]);
+    assert_eq!(
+        env.exemplar_tasks(&task("vault/test/3"), 2, true)
+            .expect("named"),
+        named,
+        "the same ones every time"
+    );
+    // They are real train tasks with walkthroughs, and the adapter goes on serving episodes.
+    let r = env.reset(&named[0]).expect("resets");
+    assert!(r.walkthrough.is_some_and(|w| !w.is_empty()));
+    env.reset(&task("vault/test/3")).expect("resets");
+}
+
+#[test]
+fn an_example_named_outside_the_train_split_is_refused() {
+    let mut env = vault(&["--exemplars-from", "test"]);
+    let err = env
+        .exemplar_tasks(&task("vault/validation/3"), 1, true)
+        .expect_err("a test task may never become an example");
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("exemplars") && msg.contains("vault/train"),
+        "{msg}"
+    );
+    // The faulty process is gone; the next episode starts a fresh one.
+    env.reset(&task("vault/train/1")).expect("resets");
+}
