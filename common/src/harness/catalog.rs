@@ -548,6 +548,18 @@ static SPECS: &[KindSpec] = &[
                  is named by the commands the world admits, what the agent holds and where it \
                  is, so a command needed again in a new state is not held against",
             ),
+            late(
+                "example-weight",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "bonus (in nats) for a candidate that does the next step of the first worked \
+                 example's plan (the harness's `few-shot` component; without one, none): the \
+                 step's verb, naming the words it took from the example's goal, read as this \
+                 goal's where the two goals share their form (`take apple` wherever the apple \
+                 is), or all its words where it took none (`go to microwave 1`). The episode's \
+                 commands so far are matched to the plan in order, skipping the example's own \
+                 searches, so the next step follows what the episode has done",
+            ),
             p(
                 "top-k",
                 T::Int { min: 0, max: 64 },

@@ -15,6 +15,10 @@ pub struct Exemplar {
     pub task: TaskRef,
     /// The episode as the model will read it.
     pub text: String,
+    /// Its goal.
+    pub goal: String,
+    /// The commands the expert sent, in order.
+    pub plan: Vec<String>,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -54,17 +58,20 @@ pub fn for_task(task: &TaskRef, count: usize, same_type: bool) -> Vec<Exemplar> 
         {
             continue;
         }
-        if let Some(text) = play(suite, &candidate) {
+        if let Some((text, goal, plan)) = play(suite, &candidate) {
             out.push(Exemplar {
                 task: candidate,
                 text,
+                goal,
+                plan,
             });
         }
     }
     out
 }
 
-fn play(suite: Builtin, task: &TaskRef) -> Option<String> {
+/// The exemplar's text, goal and plan.
+fn play(suite: Builtin, task: &TaskRef) -> Option<(String, String, Vec<String>)> {
     let g = suite.generate(task).ok()?;
     let mut env = suite.environment();
     let r = env.reset(task).ok()?;
@@ -73,7 +80,7 @@ fn play(suite: Builtin, task: &TaskRef) -> Option<String> {
         let s = env.step(cmd).ok()?;
         text.push_str(&format!("> {cmd}\n{}\n", s.observation));
     }
-    Some(text)
+    Some((text, r.goal, g.plan))
 }
 
 /// Up to `count` exemplars for `task` from `env` itself: the train tasks it names
@@ -112,7 +119,12 @@ pub fn from_world(
             }
         }
         if played {
-            out.push(Exemplar { task: t, text });
+            out.push(Exemplar {
+                task: t,
+                text,
+                goal: r.goal,
+                plan,
+            });
         }
     }
     Ok(out)

@@ -740,6 +740,128 @@ fn object(command: &str) -> Option<String> {
         .find(|w| w.len() >= 3 && !FILLER.contains(&w.as_str()))
 }
 
+/// The first worked example's goal words read as this episode's: where the two goals have the
+/// same form (as many words, at most half of them different: `heat some egg and put it in
+/// diningtable` and `heat some apple and put it in countertop`), each word where they differ
+/// maps to this goal's; otherwise none.
+fn example_words(example_goal: &str, goal: &str) -> Vec<(String, String)> {
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let (a, b) = (words(example_goal), words(goal));
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    if a.len() != b.len() || a.is_empty() || 2 * differ > a.len() {
+        return Vec::new();
+    }
+    a.into_iter().zip(b).filter(|(x, y)| x != y).collect()
+}
+
+/// `command` with its words mapped by `words` (see [`example_words`]).
+fn read_as(command: &str, words: &[(String, String)]) -> String {
+    command
+        .split_whitespace()
+        .map(|w| {
+            let lower = w.to_lowercase();
+            words
+                .iter()
+                .find(|(from, _)| *from == lower)
+                .map_or(w, |(_, to)| to.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A command's verb: its first word, in lower case.
+fn verb(command: &str) -> String {
+    command
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_lowercase()
+}
+
+/// One step of a worked example's plan, read for this episode: its command with the example's
+/// goal words read as this goal's ([`example_words`]), and those of its words that came from
+/// the example's goal (what any command doing the step must name: `apple` in `take apple 1
+/// from countertop 3`, whatever the place).
+struct ExampleStep {
+    command: String,
+    needs: Vec<String>,
+}
+
+/// `plan`, an example's for `example_goal`, read for an episode whose goal is `goal`.
+fn example_plan(example_goal: &str, goal: &str, plan: &[String]) -> Vec<ExampleStep> {
+    let words = example_words(example_goal, goal);
+    let from_goal = content_words(example_goal);
+    plan.iter()
+        .map(|c| ExampleStep {
+            command: read_as(c, &words),
+            needs: content_words(c)
+                .into_iter()
+                .filter(|w| from_goal.contains(w))
+                .map(|w| read_as(&w, &words))
+                .collect(),
+        })
+        .collect()
+}
+
+impl ExampleStep {
+    /// Whether `command` does this step: it has the step's verb and names the words the step
+    /// needs, those from the goal where it has any (`take apple 1 from countertop 3` is done by
+    /// taking the apple anywhere), all its words where it has none (`go to microwave 1` only
+    /// by going there).
+    fn done_by(&self, command: &str) -> bool {
+        if verb(command) != verb(&self.command) {
+            return false;
+        }
+        let named = content_words(command);
+        if self.needs.is_empty() {
+            content_words(&self.command)
+                .iter()
+                .all(|w| named.contains(w))
+        } else {
+            self.needs.iter().all(|w| named.contains(w))
+        }
+    }
+}
+
+/// The next step of the first worked example's plan, read for this episode
+/// ([`example_plan`]), after the commands the world carried out so far ([`plan_position`]).
+/// `None` without an example, or past its end.
+fn example_next_step(st: &State) -> Option<ExampleStep> {
+    let ex = st.exemplars.as_ref()?.first()?;
+    let plan = example_plan(&ex.goal, &st.goal, &ex.plan);
+    let done = st
+        .turns
+        .iter()
+        .filter(|t| !t.invalid)
+        .map(|t| t.command.as_str());
+    let at = plan_position(&plan, done);
+    plan.into_iter().nth(at)
+}
+
+/// How many of `plan`'s steps the commands `done` carried out, in order
+/// ([`ExampleStep::done_by`]). A command may do a later step, skipping steps that need no goal
+/// word (the example's own searches), never one that does.
+fn plan_position<'a>(plan: &[ExampleStep], done: impl Iterator<Item = &'a str>) -> usize {
+    let mut at = 0;
+    for c in done {
+        for (j, step) in plan.iter().enumerate().skip(at) {
+            if step.done_by(c) {
+                at = j + 1;
+                break;
+            }
+            if !step.needs.is_empty() {
+                break;
+            }
+        }
+    }
+    at
+}
+
 /// Whether `command` names a place the episode has not been to, or the place the agent is at
 /// (opening or searching it), by the world's own list of places ([`env::View`]).
 fn explores(st: &State, command: &str) -> bool {
@@ -886,6 +1008,12 @@ fn act(
                 sel.float("repeat-penalty"),
                 sel.float("revisit-penalty"),
             );
+            let example_weight = sel.float("example-weight");
+            let next_example_step = if example_weight > 0.0 {
+                example_next_step(st)
+            } else {
+                None
+            };
             let value = |i: usize| {
                 let ll = if mean {
                     s.logprobs[i] / f64::from(s.tokens[i].max(1))
@@ -902,7 +1030,11 @@ fn act(
                 } else {
                     0
                 };
+                let example = next_example_step
+                    .as_ref()
+                    .is_some_and(|e| e.done_by(&candidates[i]));
                 ll + goal_weight * goal_bonus(&candidates[i])
+                    + if example { example_weight } else { 0.0 }
                     - repeat_penalty * used as f64
                     - revisit_penalty * back as f64
             };
@@ -1440,5 +1572,90 @@ mod tests {
         }
         // A window of one shows the newest turn only.
         assert_eq!(window_start(5, 1), 4);
+    }
+
+    #[test]
+    fn an_examples_goal_words_are_read_as_this_goals_where_the_forms_agree() {
+        let w = example_words(
+            "heat some egg and put it in diningtable",
+            "heat some apple and put it in countertop",
+        );
+        assert_eq!(
+            w,
+            vec![
+                ("egg".to_owned(), "apple".to_owned()),
+                ("diningtable".to_owned(), "countertop".to_owned())
+            ]
+        );
+        assert_eq!(
+            read_as("put egg 1 in/on diningtable 1", &w),
+            "put apple 1 in/on countertop 1"
+        );
+        // Another form of the goal: nothing is mapped.
+        assert!(
+            example_words(
+                "put a hot egg in diningtable",
+                "heat some apple and put it in countertop"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_next_example_step_follows_what_the_episode_did() {
+        let goal = "heat some apple and put it in countertop";
+        let plan: Vec<String> = [
+            "go to countertop 3",
+            "take egg 1 from countertop 3",
+            "go to microwave 1",
+            "heat egg 1 with microwave 1",
+            "go to diningtable 1",
+            "put egg 1 in/on diningtable 1",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        let plan = example_plan("heat some egg and put it in diningtable", goal, &plan);
+        let at = |done: &[&str]| plan_position(&plan, done.iter().copied());
+        assert_eq!(at(&[]), 0);
+        // Searching elsewhere than the example did is none of its steps.
+        assert_eq!(at(&["go to cabinet 1"]), 0);
+        assert_eq!(at(&["go to countertop 3"]), 1);
+        // Going to the microwave before taking the apple skips no step that needs the apple.
+        assert_eq!(at(&["go to microwave 1"]), 0);
+        // Taking another thing is not taking the apple; taking the apple, wherever, is.
+        assert_eq!(at(&["go to cabinet 1", "take mug 2 from cabinet 1"]), 0);
+        let took = [
+            "go to cabinet 1",
+            "go to drawer 2",
+            "take apple 4 from drawer 2",
+        ];
+        assert_eq!(at(&took), 2);
+        assert_eq!(plan[2].command, "go to microwave 1");
+        assert_eq!(plan[3].command, "heat apple 1 with microwave 1");
+        assert!(plan[3].done_by("heat apple 4 with microwave 1"));
+        // Next, the appliance: not putting the apple back, nor wandering.
+        let candidates = [
+            "put apple 4 in/on drawer 2",
+            "go to microwave 1",
+            "go to cabinet 3",
+        ];
+        let next: Vec<bool> = candidates.iter().map(|c| plan[2].done_by(c)).collect();
+        assert_eq!(next, vec![false, true, false]);
+        let heated = [
+            &took[..],
+            &["go to microwave 1", "heat apple 4 with microwave 1"],
+        ]
+        .concat();
+        assert_eq!(at(&heated), 4);
+        // Going back to the countertop needs the goal's countertop, not any place.
+        assert_eq!(at(&[&heated[..], &["go to cabinet 4"]].concat()), 4);
+        assert_eq!(plan[4].command, "go to countertop 1");
+        let done = [
+            &heated[..],
+            &["go to countertop 1", "put apple 4 in/on countertop 1"],
+        ]
+        .concat();
+        assert_eq!(at(&done), plan.len());
     }
 }
