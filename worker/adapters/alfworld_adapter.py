@@ -261,8 +261,7 @@ def games(split):
     by_type = {}
     for path in found:
         # .../<split>/<type>-<object>-...-<scene>/<trial>/game.tw-pddl
-        kind = os.path.relpath(path, where).split(os.sep)[0].split("-")[0]
-        by_type.setdefault(kind, []).append(path)
+        by_type.setdefault(task_type(path, split), []).append(path)
     lists = [by_type[k] for k in sorted(by_type)]
     order = []
     for r in range(max(len(g) for g in lists)):
@@ -276,10 +275,8 @@ def task_type(path, split):
     return os.path.relpath(path, where).split(os.sep)[0].split("-")[0]
 
 
-def exemplars(task, count, same_type):
-    """Up to `count` train tasks whose walkthroughs make worked examples for `task`: games of
-    its task type where `same_type`, the same ones every time (picked by a hash of the task's
-    name), never the task itself. Train games only, whatever the task's split."""
+def game(task):
+    """A task name's suite, split, seed and game file, or a ValueError saying what is wrong."""
     suite, split, seed = task.split("/")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; ALFWorld has {', '.join(SPLITS)}")
@@ -287,7 +284,15 @@ def exemplars(task, count, same_type):
     seed = int(seed)
     if not 0 <= seed < len(files):
         raise ValueError(f"{task}: the {split} split has {len(files)} games (seeds 0..{len(files) - 1})")
-    kind = task_type(files[seed], split)
+    return suite, split, seed, files[seed]
+
+
+def exemplars(task, count, same_type):
+    """Up to `count` train tasks whose walkthroughs make worked examples for `task`: games of
+    its task type where `same_type`, the same ones every time (picked by a hash of the task's
+    name), never the task itself. Train games only, whatever the task's split."""
+    suite, split, seed, path = game(task)
+    kind = task_type(path, split)
     train = games("train")
     pool = [i for i, p in enumerate(train)
             if (not same_type or task_type(p, "train") == kind) and not (split == "train" and i == seed)]
@@ -326,14 +331,7 @@ class Game:
                 f"ALFWorld is not installed ({e}): python3 -m pip install alfworld"
             ) from e
 
-        suite, split, seed = task.split("/")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; ALFWorld has {', '.join(SPLITS)}")
-        files = games(split)
-        seed = int(seed)
-        if not 0 <= seed < len(files):
-            raise ValueError(f"{task}: the {split} split has {len(files)} games (seeds 0..{len(files) - 1})")
-        self.path = files[seed]
+        self.path = game(task)[3]
         with open(self.path) as f:
             data = json.load(f)
         self.walkthrough = [shown(c) for c in data.get("walkthrough", [])]
