@@ -9,8 +9,8 @@
 //!
 //! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
 //!   action selector;
-//! - **parametric**: move one numeric, choice or flag parameter within its range, or two or
-//!   three at once (half the children), so a search can cross a valley that one move at a time
+//! - **parametric**: move one numeric, choice or flag parameter within its range (never one
+//!   the rest of the harness makes moot), or two or three at once (half the children), so a search can cross a valley that one move at a time
 //!   cannot (a greedy selector needs a goal bonus and a repeat penalty together to beat a
 //!   sampled one); the search may weight which parameters move ([`parametric_weighted`]) by
 //!   how often moving each has helped;
@@ -80,6 +80,20 @@ impl Limits {
             && self
                 .episode_steps
                 .is_some_and(|steps| c.int("max-steps") >= i64::from(steps))
+    }
+}
+
+/// Whether `c`'s parameter `name` can change nothing in `h` whatever its value, so moving it
+/// would make a child that plays exactly as its parent: the scorer's `example-weight` where no
+/// `few-shot` component shows an example (its prior follows the first example's plan), and
+/// its `goal-match` while `goal-weight` is 0 (it says what that bonus rewards).
+fn moot(h: &Harness, c: &Component, name: &str) -> bool {
+    match (c.kind, name) {
+        (Kind::LoglikScoring, "example-weight") => !h
+            .components()
+            .any(|f| f.kind == Kind::FewShot && f.int("count") > 0),
+        (Kind::LoglikScoring, "goal-match") => c.float("goal-weight") == 0.0,
+        _ => false,
     }
 }
 
@@ -230,7 +244,7 @@ fn parametric_child(
 pub fn menu(h: &Harness, max: usize, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
     let mut out = structural(h, limits, rng);
     for c in h.components().filter(|c| c.kind.searched()) {
-        for p in c.spec().params {
+        for p in c.spec().params.iter().filter(|p| !moot(h, c, p.name)) {
             let ty = limits.range(c, p.name, p.ty);
             let values: Vec<ParamValue> = match ty {
                 ParamType::Bool => vec![ParamValue::Bool(
@@ -370,7 +384,7 @@ fn parametric(
     let mut out = Vec::new();
     let mut keys = Vec::new();
     for c in h.components().filter(|c| c.kind.searched()) {
-        for p in c.spec().params {
+        for p in c.spec().params.iter().filter(|p| !moot(h, c, p.name)) {
             let current = c.param(p.name);
             let value = match limits.range(c, p.name, p.ty) {
                 ParamType::Bool => {
@@ -615,6 +629,43 @@ mod tests {
         let a = parametric_weighted(&base, Limits::default(), &favoured, 7).expect("a child");
         let b = parametric_weighted(&base, Limits::default(), &favoured, 7).expect("a child");
         assert_eq!(a.harness.id(), b.harness.id());
+    }
+
+    #[test]
+    fn no_move_touches_a_parameter_the_rest_of_the_harness_makes_moot() {
+        let base = react();
+        let moved = |h: &Harness, key: &str| {
+            (0..300u64)
+                .filter(|&seed| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    let child =
+                        parametric_child(h, Limits::default(), None, &mut rng).expect("a child");
+                    changed_params(h, &child.harness).contains(&key.to_owned())
+                })
+                .count()
+        };
+        let in_menu = |h: &Harness, param: &str| {
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            menu(h, 1000, Limits::default(), &mut rng)
+                .iter()
+                .any(|e| matches!(e, Edit::SetParameter { param: p, .. } if p == param))
+        };
+        // `react` shows no worked example and gives no goal bonus: the example prior and the
+        // goal bonus's form would change nothing.
+        assert_eq!(moved(&base, "loglik-scoring.example-weight"), 0);
+        assert_eq!(moved(&base, "loglik-scoring.goal-match"), 0);
+        assert!(!in_menu(&base, "example-weight") && !in_menu(&base, "goal-match"));
+        // With a `few-shot` component and a goal bonus, both are moves like any other.
+        let shown = base
+            .apply(&Edit::Insert {
+                component: Component::new("few-shot", Kind::FewShot),
+                edges: Vec::new(),
+            })
+            .expect("valid insert");
+        let shown = with_act(&shown, "goal-weight", 1.0);
+        assert!(moved(&shown, "loglik-scoring.example-weight") > 10);
+        assert!(moved(&shown, "loglik-scoring.goal-match") > 10);
+        assert!(in_menu(&shown, "example-weight") && in_menu(&shown, "goal-match"));
     }
 
     #[test]
