@@ -10,9 +10,9 @@
 //! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
 //!   action selector;
 //! - **parametric**: move one numeric, choice or flag parameter within its range (never one
-//!   the rest of the harness makes moot), or two or three at once (half the children), so a search can cross a valley that one move at a time
-//!   cannot (a greedy selector needs a goal bonus and a repeat penalty together to beat a
-//!   sampled one); the search may weight which parameters move ([`parametric_weighted`]) by
+//!   the rest of the harness makes moot), or two or three at once (half the children), so a
+//!   search can cross a valley that one move at a time cannot (a greedy selector needs a goal
+//!   bonus and a repeat penalty together to beat a sampled one); the search may weight which parameters move ([`parametric_weighted`]) by
 //!   how often moving each has helped;
 //! - **apply**: replay given edits (in-task rewrites that helped: Lamarckian adoption);
 //! - **crossover**: each role's components come from one parent or the other, and a component
