@@ -8,7 +8,8 @@
 //! makes the same child, and a coordinator can make the child itself before sending any work.
 //!
 //! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
-//!   action selector;
+//!   action selector; a parameter the edit makes live (one the parent made moot) is drawn
+//!   afresh over its range;
 //! - **parametric**: move one numeric, choice or flag parameter within its range (never one
 //!   the rest of the harness makes moot), or two or three at once (half the children), so a
 //!   search can cross a valley that one move at a time cannot (a greedy selector needs a goal
@@ -110,6 +111,7 @@ pub fn offline(
         MutationOp::Text { .. } | MutationOp::Reflect { .. } => return None,
         MutationOp::Structural => {
             first_valid(parent, "structural", structural(parent, limits, &mut rng))
+                .map(|child| wake(parent, child, limits, &mut rng))
         }
         MutationOp::Parametric => parametric_child(parent, limits, None, &mut rng),
         MutationOp::Apply { edits } => parent
@@ -144,6 +146,51 @@ fn first_valid(
         }
     }
     Err(NoValidChild(format!("{operator}: {last}")))
+}
+
+/// `child` with each parameter its structural edit made live drawn afresh over its range:
+/// one that was moot in `parent` ([`moot`]) and is not in the child, as the scorer's
+/// `example-weight` when a `few-shot` component comes in. Its value in the parent was never
+/// tested (at its default the example prior is off), so the child that gains worked examples
+/// also tries a prior that follows them, which would otherwise take the parametric operator
+/// several moves to reach.
+fn wake(parent: &Harness, mut child: Child, limits: Limits, rng: &mut ChaCha8Rng) -> Child {
+    let mut edits = Vec::new();
+    for c in child.harness.components().filter(|c| c.kind.searched()) {
+        let Some(before) = parent.component(&c.name).filter(|p| p.kind == c.kind) else {
+            continue;
+        };
+        for p in c.spec().params {
+            if !moot(parent, before, p.name) || moot(&child.harness, c, p.name) {
+                continue;
+            }
+            let value = match limits.range(c, p.name, p.ty) {
+                ParamType::Bool => ParamValue::Bool(rng.random_bool(0.5)),
+                ParamType::Int { min, max } => ParamValue::Int(rng.random_range(min..=max)),
+                ParamType::Float { min, max } => {
+                    let x: f64 = rng.random_range(min..=max);
+                    ParamValue::Float((x * 100.0).round() / 100.0)
+                }
+                ParamType::Choice(options) => match options.choose(rng) {
+                    Some(o) => ParamValue::Text((*o).to_owned()),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            edits.push(Edit::SetParameter {
+                component: c.name.clone(),
+                param: p.name.to_owned(),
+                value,
+            });
+        }
+    }
+    for edit in edits {
+        if let Ok(h) = child.harness.apply(&edit) {
+            child.harness = h;
+            child.edits.push(edit);
+        }
+    }
+    child
 }
 
 /// One to three parameter moves on distinct parameters, each accepted by the algebra and
@@ -666,6 +713,39 @@ mod tests {
         assert!(moved(&shown, "loglik-scoring.example-weight") > 10);
         assert!(moved(&shown, "loglik-scoring.goal-match") > 10);
         assert!(in_menu(&shown, "example-weight") && in_menu(&shown, "goal-match"));
+    }
+
+    #[test]
+    fn an_insert_that_makes_a_parameter_live_draws_it_afresh() {
+        use crate::protocol::{MutationOp, MutationSpec};
+        let base = react();
+        let (mut gained, mut drawn) = (0, 0);
+        for seed in 0..400u64 {
+            let spec = MutationSpec {
+                op: MutationOp::Structural,
+                seed,
+                failure_digest: String::new(),
+            };
+            let child = offline(&base, &spec, Limits::default())
+                .expect("needs no model")
+                .expect("a child");
+            let weight = child
+                .harness
+                .components()
+                .find(|c| c.kind == Kind::LoglikScoring)
+                .map(|c| c.float("example-weight"));
+            if child.harness.components().any(|c| c.kind == Kind::FewShot) {
+                gained += 1;
+                drawn += usize::from(weight != Some(0.0));
+                assert_eq!(child.edits.len(), 2, "{:?}", child.edits);
+            } else {
+                // Any other structural move leaves the moot prior as it was.
+                assert!(weight.is_none_or(|w| w == 0.0), "{:?}", child.edits);
+                assert_eq!(child.edits.len(), 1, "{:?}", child.edits);
+            }
+        }
+        assert!(gained > 5, "only {gained} children gained worked examples");
+        assert!(drawn * 10 >= gained * 9, "{drawn} of {gained} drew a prior");
     }
 
     #[test]
