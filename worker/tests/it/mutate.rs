@@ -83,7 +83,8 @@ fn structural_and_parametric_children_are_valid_new_and_fixed_by_their_seed() {
                         assert!((1..=3).contains(&child.edits.len()), "{:?}", child.edits);
                         moves[child.edits.len()] += 1;
                     }
-                    _ => assert_eq!(child.edits.len(), 1),
+                    // One edit, and a parameter it makes live drawn afresh (`wake`).
+                    _ => assert!((1..=2).contains(&child.edits.len()), "{:?}", child.edits),
                 }
                 // The same seed makes the same child; the edits replay to it.
                 let again = mutate(&parent, &spec(op, seed), Limits::default(), &none)
