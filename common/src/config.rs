@@ -341,6 +341,12 @@ pub struct PopulationOptions {
     /// `crossover-rate`'s.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<String>,
+    /// Before breeding at random, race every structural child of each seed at the first rung
+    /// (each component kind it lacks inserted, each tool it does not offer, each component
+    /// removed: its one-edit neighbourhood, about 25 children for `react`), so a move that
+    /// helps is not left to chance when the budget allows few children. Promotions still come
+    /// first, so the screen's best climb the rungs while the rest of it is raced.
+    pub screen: bool,
 }
 
 /// The mutation operators, by the name their children carry.
@@ -359,6 +365,7 @@ impl Default for PopulationOptions {
             crossover_rate: 0.2,
             jobs_in_flight: 4,
             operators: Vec::new(),
+            screen: false,
         }
     }
 }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use hx_common::config::Experiment;
 use hx_common::harness::catalog::Kind;
+use hx_common::harness::mutate::Child;
 use hx_common::harness::{Harness, HarnessId};
 use hx_common::protocol::{
     self, Job, JobBudget, JobId, JobKind, JobResult, JobStatus, MutationOp, MutationSpec,
@@ -551,6 +552,10 @@ pub struct Search<'a> {
     pool: Option<Vec<(HarnessId, Fitness)>>,
     /// Candidates due for their next rung; `None` after results changed the candidates.
     promotions: Option<Vec<(HarnessId, Vec<u64>)>>,
+    /// The seeds' structural children not yet raced, when the config screens them
+    /// (`population.screen`), each with its parent, next last; `None` until the first child is
+    /// due. Made again on resume, less the children the store already holds.
+    screen: Option<Vec<(HarnessId, Child)>>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
     pub peak_in_flight: usize,
     /// The harnesses of the final stage's held-out comparison and their roles, once chosen.
@@ -652,6 +657,7 @@ impl<'a> Search<'a> {
             last_checkpoint: Instant::now(),
             pool: None,
             promotions: None,
+            screen: None,
             peak_in_flight: 0,
             final_roles: Vec::new(),
             stage: None,
@@ -1063,6 +1069,43 @@ impl<'a> Search<'a> {
             let jid = self.store.next_job_id()?;
             return Ok(Some(self.job(jid, kind, self.search_split(), seeds)));
         }
+        // Then the seeds' structural children, when the config screens them.
+        if self.exp.population.screen {
+            if self.screen.is_none() {
+                let limits = hx_common::harness::mutate::Limits {
+                    episode_steps: Some(self.exp.budget.episode_steps),
+                };
+                let mut all = Vec::new();
+                for seed in &self.seeds {
+                    let children =
+                        hx_common::harness::mutate::neighbourhood(seed, limits, self.exp.run.seed);
+                    all.extend(children.into_iter().map(|c| (seed.id(), c)));
+                }
+                let known = all
+                    .iter()
+                    .filter(|(_, c)| self.cands.contains_key(&c.harness.id()))
+                    .count();
+                (self.say)(&format!(
+                    "screening the seeds' one-edit neighbourhood: {} structural children{}",
+                    all.len(),
+                    if known > 0 {
+                        format!(", {known} raced already")
+                    } else {
+                        String::new()
+                    }
+                ));
+                all.reverse();
+                self.screen = Some(all);
+            }
+            while let Some((parent, child)) = self.screen.as_mut().and_then(Vec::pop) {
+                if self.cands.contains_key(&child.harness.id()) {
+                    continue;
+                }
+                let jid = self.store.next_job_id()?;
+                let operator = child.operator.to_owned();
+                return self.admit(jid, child, vec![parent], operator).map(Some);
+            }
+        }
         // Then a new child; a known or invalid child costs a try, not a job.
         for _ in 0..16 {
             let jid = self.store.next_job_id()?;
@@ -1183,53 +1226,66 @@ impl<'a> Search<'a> {
                     } else {
                         op_name
                     };
-                    let adopted = match child.operator {
-                        "adopt" => self
-                            .cands
-                            .get(&parents[0])
-                            .map(|c| {
-                                c.feedback
-                                    .helpful
-                                    .iter()
-                                    .filter(|r| child.edits.contains(&r.edit))
-                                    .cloned()
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        _ => vec![],
-                    };
-                    self.store.put_harness(&child.harness)?;
-                    self.store.put_lineage(
-                        &id,
-                        &Lineage {
-                            parents: parents.clone(),
-                            operator: operator.clone(),
-                            adopted,
-                            job: Some(jid),
-                            at_ms: self.elapsed().as_millis() as u64,
-                        },
-                    )?;
-                    self.cands.insert(
-                        id,
-                        Cand {
-                            harness: child.harness.clone(),
-                            search: BTreeMap::new(),
-                            busy: true,
-                            feedback: Feedback::default(),
-                            operator,
-                            parents,
-                            confidence: self.exp.racing.confidence,
-                        },
-                    );
-                    let rung0 = (0..u64::from(self.rungs()[0])).collect();
-                    let kind = JobKind::Evaluate {
-                        harness: child.harness,
-                    };
-                    return Ok(Some(self.job(jid, kind, self.search_split(), rung0)));
+                    return self.admit(jid, child, parents, operator).map(Some);
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Records a new child as a candidate (its harness, lineage and an empty search record)
+    /// and makes the job that races it at the first rung.
+    fn admit(
+        &mut self,
+        jid: JobId,
+        child: Child,
+        parents: Vec<HarnessId>,
+        operator: String,
+    ) -> Result<JobRecord> {
+        let id = child.harness.id();
+        let adopted = match child.operator {
+            "adopt" => self
+                .cands
+                .get(&parents[0])
+                .map(|c| {
+                    c.feedback
+                        .helpful
+                        .iter()
+                        .filter(|r| child.edits.contains(&r.edit))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => vec![],
+        };
+        self.store.put_harness(&child.harness)?;
+        self.store.put_lineage(
+            &id,
+            &Lineage {
+                parents: parents.clone(),
+                operator: operator.clone(),
+                adopted,
+                job: Some(jid),
+                at_ms: self.elapsed().as_millis() as u64,
+            },
+        )?;
+        self.cands.insert(
+            id,
+            Cand {
+                harness: child.harness.clone(),
+                search: BTreeMap::new(),
+                busy: true,
+                feedback: Feedback::default(),
+                operator,
+                parents,
+                confidence: self.exp.racing.confidence,
+            },
+        );
+        let rung0 = (0..u64::from(self.rungs()[0])).collect();
+        let kind = JobKind::Evaluate {
+            harness: child.harness,
+        };
+        Ok(self.job(jid, kind, self.search_split(), rung0))
     }
 
     /// Checks a result against its job (never trust a worker) and records it in `w`.

@@ -9,7 +9,8 @@
 //!
 //! - **structural**: insert a component of a kind the parent lacks, remove one, or replace the
 //!   action selector; a parameter the edit makes live (one the parent made moot) is drawn
-//!   afresh over its range;
+//!   afresh over its range; [`neighbourhood`] makes every such child at once, for a search
+//!   that screens its seeds' one-edit neighbourhood before it breeds at random;
 //! - **parametric**: move one numeric, choice or flag parameter within its range (never one
 //!   the rest of the harness makes moot), or two or three at once (half the children), so a
 //!   search can cross a valley that one move at a time cannot (a greedy selector needs a goal
@@ -125,6 +126,33 @@ pub fn offline(
     })
 }
 
+/// Every structural child of `parent`, each once: the moves the structural operator draws
+/// one of (each component kind the parent lacks inserted, each tool it does not offer, each
+/// of its components removed, its action selector replaced), in an order drawn from `seed`,
+/// each with the parameters it makes live drawn afresh ([`wake`]). Edits the algebra refuses,
+/// or that change nothing, make no child; two edits that make the same harness make one. A
+/// search screens a seed's one-edit neighbourhood with these before it breeds at random.
+pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64) -> Vec<Child> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for edit in structural(parent, limits, &mut rng) {
+        let Ok(harness) = parent.apply(&edit) else {
+            continue;
+        };
+        if harness.id() == parent.id() || !seen.insert(harness.id()) {
+            continue;
+        }
+        let child = Child {
+            harness,
+            edits: vec![edit],
+            operator: "structural",
+        };
+        out.push(wake(parent, child, limits, &mut rng));
+    }
+    out
+}
+
 /// The first candidate edit that the algebra accepts and that changes the harness.
 fn first_valid(
     parent: &Harness,
@@ -193,8 +221,6 @@ fn wake(parent: &Harness, mut child: Child, limits: Limits, rng: &mut ChaCha8Rng
     child
 }
 
-/// One to three parameter moves on distinct parameters, each accepted by the algebra and
-/// changing the harness: one in half the children, two or three in a quarter each.
 /// Preference for moving each parameter, by [`param_key`]; a parameter not named here weighs
 /// [`UNRATED`].
 pub type ParamWeights = std::collections::BTreeMap<String, f64>;
@@ -243,6 +269,8 @@ pub fn parametric_weighted(
     parametric_child(parent, limits, Some(weights), &mut rng)
 }
 
+/// One to three parameter moves on distinct parameters, each accepted by the algebra and
+/// changing the harness: one in half the children, two or three in a quarter each.
 fn parametric_child(
     parent: &Harness,
     limits: Limits,
@@ -713,6 +741,61 @@ mod tests {
         assert!(moved(&shown, "loglik-scoring.example-weight") > 10);
         assert!(moved(&shown, "loglik-scoring.goal-match") > 10);
         assert!(in_menu(&shown, "example-weight") && in_menu(&shown, "goal-match"));
+    }
+
+    /// The neighbourhood holds each structural move once: every child the structural
+    /// operator makes over many seeds is in it (up to the parameters [`wake`] draws), its
+    /// children are distinct and differ from the parent, and the one that gains worked
+    /// examples carries a drawn prior.
+    #[test]
+    fn the_neighbourhood_is_every_structural_child_once() {
+        use crate::protocol::{MutationOp, MutationSpec};
+        let base = react();
+        let limits = Limits {
+            episode_steps: Some(40),
+        };
+        let all = neighbourhood(&base, limits, 7);
+        let ids: std::collections::BTreeSet<_> = all.iter().map(|c| c.harness.id()).collect();
+        assert_eq!(ids.len(), all.len(), "a child twice");
+        assert!(!ids.contains(&base.id()));
+        // A move: what the edit inserts, removes or replaces (a hint's text is drawn), read
+        // from the first edit ([`wake`] may add a parameter).
+        let key = |c: &Child| match &c.edits[0] {
+            Edit::Insert { component, .. } => {
+                format!("insert {:?} {:?}", component.kind, component.tool())
+            }
+            Edit::Replace { component } => format!("replace {:?}", component.kind),
+            Edit::Remove { name } => format!("remove {name}"),
+            e => panic!("not a structural move: {e:?}"),
+        };
+        let moves: std::collections::BTreeSet<String> = all.iter().map(key).collect();
+        assert_eq!(moves.len(), all.len());
+        for seed in 0..300u64 {
+            let spec = MutationSpec {
+                op: MutationOp::Structural,
+                seed,
+                failure_digest: String::new(),
+            };
+            let child = offline(&base, &spec, limits)
+                .expect("needs no model")
+                .expect("a child");
+            let first = key(&child);
+            assert!(moves.contains(&first), "{first} not in the neighbourhood");
+        }
+        let few_shot: Vec<_> = all
+            .iter()
+            .filter(|c| c.harness.components().any(|c| c.kind == Kind::FewShot))
+            .collect();
+        assert_eq!(few_shot.len(), 1);
+        assert_eq!(few_shot[0].edits.len(), 2, "{:?}", few_shot[0].edits);
+        // Another seed, the same moves in another order.
+        let again = neighbourhood(&base, limits, 8);
+        let again_moves: std::collections::BTreeSet<String> = again.iter().map(key).collect();
+        assert_eq!(again_moves, moves);
+        assert_ne!(
+            again.iter().map(key).collect::<Vec<_>>(),
+            all.iter().map(key).collect::<Vec<_>>()
+        );
     }
 
     #[test]

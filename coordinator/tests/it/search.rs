@@ -994,6 +994,91 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     assert_eq!(store.evaluation_count(), pairs.len() + taken);
 }
 
+/// With `population.screen`, every structural child of the seed is raced at the first rung
+/// before any child is bred at random, each once, across a kill and a resume.
+#[test]
+fn a_screen_races_every_structural_child_of_the_seed_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exp, seeds) = experiment_with(
+        dir.path(),
+        1,
+        "seeds = [\"react.toml\"]\nscreen = true\noperators = [\"parametric\", \"structural\"]",
+    );
+    let react = seeds[0].clone();
+    let limits = hx_common::harness::mutate::Limits {
+        episode_steps: Some(exp.budget.episode_steps),
+    };
+    let screen: BTreeSet<HarnessId> =
+        hx_common::harness::mutate::neighbourhood(&react, limits, exp.run.seed)
+            .iter()
+            .map(|c| c.harness.id())
+            .collect();
+    assert!(screen.len() > 10, "{} children", screen.len());
+    // Room for the screen at the first rung (2 tasks), the seed's rungs and some breeding.
+    let mut exp = exp;
+    exp.budget.evaluations = 2 * screen.len() as u64 + 60;
+    let log = Arc::new(Mutex::new(Log::default()));
+    {
+        let store = Store::open(dir.path()).expect("opens");
+        let e = run_killed(&exp, &seeds, &store, &log, screen.len() / 2, false);
+        assert!(e.to_string().contains("killed"), "{e}");
+    }
+    let store = Store::open(dir.path()).expect("reopens");
+    let mut bus = Scripted::new(&log, None);
+    let mut said = Vec::new();
+    let mut say = |m: &str| said.push(m.to_owned());
+    Search::new(exp, seeds, &store, &mut bus, true, &mut say)
+        .expect("resumes")
+        .run()
+        .expect("finishes");
+    assert!(
+        said.iter()
+            .any(|m| m.contains("structural children") && m.contains("raced already")),
+        "{said:?}"
+    );
+    let mut screen_jobs = Vec::new();
+    let mut bred_jobs = Vec::new();
+    for h in store.harnesses().expect("reads") {
+        let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
+        if l.operator == "seed" || hx_coordinator::search::final_only(&l.operator) {
+            continue;
+        }
+        let job = l.job.expect("a search child has its job");
+        if screen.contains(&h.id()) {
+            assert_eq!(l.operator, "structural");
+            assert_eq!(l.parents, vec![react.id()]);
+            screen_jobs.push(job);
+        } else {
+            bred_jobs.push(job);
+        }
+    }
+    // Each screened child was made once and raced at the first rung.
+    assert_eq!(screen_jobs.len(), screen.len());
+    for id in &screen {
+        let rung0 = store
+            .evaluations(id)
+            .expect("reads")
+            .iter()
+            .filter(|o| o.task.split == Split::Train && o.task.seed < 2)
+            .count();
+        assert_eq!(rung0, 2, "{id}");
+    }
+    // Only then children bred at random.
+    assert!(!bred_jobs.is_empty(), "the budget left no breeding");
+    let last_screened = screen_jobs.iter().max().expect("some");
+    assert!(
+        bred_jobs.iter().all(|j| j > last_screened),
+        "bred {bred_jobs:?} before the screen ended at {last_screened:?}"
+    );
+    let log = log.lock().unwrap();
+    let pairs: BTreeSet<_> = log.evaluated.iter().collect();
+    assert_eq!(
+        pairs.len(),
+        log.evaluated.len(),
+        "a pair was evaluated twice"
+    );
+}
+
 #[test]
 fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
     let dir = tempfile::tempdir().expect("tempdir");
