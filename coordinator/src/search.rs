@@ -1046,17 +1046,41 @@ impl<'a> Search<'a> {
 
     /// Makes the next job, or `None` if there is nothing to do now.
     fn next_job(&mut self) -> Result<Option<JobRecord>> {
-        // Promotions first: candidates waiting for their next rung, smallest id first. The
-        // list is made once after results came, then taken from job by job.
+        if self.exp.population.screen && self.screen.is_none() {
+            self.screen = Some(self.screen_children());
+        }
+        // While the seeds' structural children are screened, only the seeds' own first rung
+        // goes before them: the screen is raced at the first rung before anything climbs, so
+        // the first promotions compare all of it (ties at the median would otherwise climb
+        // one by one and spend the budget before the screen is through).
+        let screening = self.screen.as_ref().is_some_and(|s| !s.is_empty());
+        // Promotions first: candidates waiting for their next rung, those yet to play first,
+        // then the best by the ranking, then the smallest id. The list is made once after
+        // results came, then taken from job by job, so when the budget runs out the best
+        // have climbed.
         if self.promotions.is_none() {
-            let mut waiting: Vec<(HarnessId, Vec<u64>)> = self
+            let mut waiting: Vec<(bool, Fitness, HarnessId, Vec<u64>)> = self
                 .cands
                 .values()
                 .filter(|c| !c.busy)
-                .filter_map(|c| self.promotion(c).map(|s| (c.harness.id(), s)))
+                .filter(|c| !screening || c.search.is_empty())
+                .filter_map(|c| {
+                    self.promotion(c)
+                        .map(|s| (c.search.is_empty(), c.fitness(), c.harness.id(), s))
+                })
                 .collect();
-            waiting.sort_by(|a, b| b.cmp(a));
-            self.promotions = Some(waiting);
+            // Next last.
+            waiting.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| a.1.rank(&b.1))
+                    .then_with(|| b.2.cmp(&a.2))
+            });
+            self.promotions = Some(
+                waiting
+                    .into_iter()
+                    .map(|(_, _, id, seeds)| (id, seeds))
+                    .collect(),
+            );
         }
         while let Some((id, seeds)) = self.promotions.as_mut().and_then(Vec::pop) {
             let Some(c) = self.cands.get_mut(&id).filter(|c| !c.busy) else {
@@ -1070,41 +1094,14 @@ impl<'a> Search<'a> {
             return Ok(Some(self.job(jid, kind, self.search_split(), seeds)));
         }
         // Then the seeds' structural children, when the config screens them.
-        if self.exp.population.screen {
-            if self.screen.is_none() {
-                let limits = hx_common::harness::mutate::Limits {
-                    episode_steps: Some(self.exp.budget.episode_steps),
-                };
-                let mut all = Vec::new();
-                for seed in &self.seeds {
-                    let children =
-                        hx_common::harness::mutate::neighbourhood(seed, limits, self.exp.run.seed);
-                    all.extend(children.into_iter().map(|c| (seed.id(), c)));
-                }
-                let known = all
-                    .iter()
-                    .filter(|(_, c)| self.cands.contains_key(&c.harness.id()))
-                    .count();
-                (self.say)(&format!(
-                    "screening the seeds' one-edit neighbourhood: {} structural children{}",
-                    all.len(),
-                    if known > 0 {
-                        format!(", {known} raced already")
-                    } else {
-                        String::new()
-                    }
-                ));
-                all.reverse();
-                self.screen = Some(all);
+        if let Some((parent, child)) = self.screen.as_mut().and_then(Vec::pop) {
+            if self.screen.as_ref().is_some_and(Vec::is_empty) {
+                // The screen is through: the promotions it held back are due.
+                self.promotions = None;
             }
-            while let Some((parent, child)) = self.screen.as_mut().and_then(Vec::pop) {
-                if self.cands.contains_key(&child.harness.id()) {
-                    continue;
-                }
-                let jid = self.store.next_job_id()?;
-                let operator = child.operator.to_owned();
-                return self.admit(jid, child, vec![parent], operator).map(Some);
-            }
+            let jid = self.store.next_job_id()?;
+            let operator = child.operator.to_owned();
+            return self.admit(jid, child, vec![parent], operator).map(Some);
         }
         // Then a new child; a known or invalid child costs a try, not a job.
         for _ in 0..16 {
@@ -1231,6 +1228,35 @@ impl<'a> Search<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// The seeds' structural children the store does not hold yet ([`mutate::neighbourhood`],
+    /// in an order drawn from the run's seed), each with its parent, next last.
+    ///
+    /// [`mutate::neighbourhood`]: hx_common::harness::mutate::neighbourhood
+    fn screen_children(&mut self) -> Vec<(HarnessId, Child)> {
+        let limits = hx_common::harness::mutate::Limits {
+            episode_steps: Some(self.exp.budget.episode_steps),
+        };
+        let mut all = Vec::new();
+        for seed in &self.seeds {
+            let children =
+                hx_common::harness::mutate::neighbourhood(seed, limits, self.exp.run.seed);
+            all.extend(children.into_iter().map(|c| (seed.id(), c)));
+        }
+        let total = all.len();
+        all.retain(|(_, c)| !self.cands.contains_key(&c.harness.id()));
+        let known = total - all.len();
+        (self.say)(&format!(
+            "screening the seeds' one-edit neighbourhood: {total} structural children{}",
+            if known > 0 {
+                format!(", {known} raced already")
+            } else {
+                String::new()
+            }
+        ));
+        all.reverse();
+        all
     }
 
     /// Records a new child as a candidate (its harness, lineage and an empty search record)

@@ -995,7 +995,8 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
 }
 
 /// With `population.screen`, every structural child of the seed is raced at the first rung
-/// before any child is bred at random, each once, across a kill and a resume.
+/// before anything climbs past it and before any child is bred at random, each once, across
+/// a kill and a resume.
 #[test]
 fn a_screen_races_every_structural_child_of_the_seed_first() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1069,6 +1070,20 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     assert!(
         bred_jobs.iter().all(|j| j > last_screened),
         "bred {bred_jobs:?} before the screen ended at {last_screened:?}"
+    );
+    // Nothing climbed past the first rung until the whole screen was out: the first
+    // promotions compare all of it.
+    let climbs: Vec<_> = store
+        .jobs()
+        .expect("reads")
+        .into_iter()
+        .filter(|r| r.job.tasks.split == Split::Train && r.job.tasks.seeds.iter().any(|&s| s >= 2))
+        .map(|r| r.job.id)
+        .collect();
+    assert!(!climbs.is_empty(), "nothing was promoted");
+    assert!(
+        climbs.iter().all(|j| j > last_screened),
+        "promoted in {climbs:?} before the screen ended at {last_screened:?}"
     );
     let log = log.lock().unwrap();
     let pairs: BTreeSet<_> = log.evaluated.iter().collect();
