@@ -347,6 +347,11 @@ pub struct PopulationOptions {
     /// helps is not left to chance when the budget allows few children. Promotions still come
     /// first, so the screen's best climb the rungs while the rest of it is raced.
     pub screen: bool,
+    /// Children the screen makes of each structural move that makes parameters live (the
+    /// few-shot insert wakes the scorer's `example-weight`): the k-th draws each such
+    /// parameter from the k-th of this many equal parts of its range, so a move is not judged
+    /// on one unlucky draw. 1 (the default) draws once over the whole range.
+    pub screen_draws: usize,
 }
 
 /// The mutation operators, by the name their children carry.
@@ -366,6 +371,7 @@ impl Default for PopulationOptions {
             jobs_in_flight: 4,
             operators: Vec::new(),
             screen: false,
+            screen_draws: 1,
         }
     }
 }
@@ -981,6 +987,7 @@ impl Experiment {
         p.range("population.immigrant-rate", pop.immigrant_rate, 0.0, 1.0);
         p.range("population.crossover-rate", pop.crossover_rate, 0.0, 1.0);
         p.range("population.jobs-in-flight", pop.jobs_in_flight, 1, 100_000);
+        p.range("population.screen-draws", pop.screen_draws, 1, 16);
         for (i, op) in pop.operators.iter().enumerate() {
             p.check(
                 MUTATION_OPERATORS.contains(&op.as_str()),

@@ -1240,8 +1240,12 @@ impl<'a> Search<'a> {
         };
         let mut all = Vec::new();
         for seed in &self.seeds {
-            let children =
-                hx_common::harness::mutate::neighbourhood(seed, limits, self.exp.run.seed);
+            let children = hx_common::harness::mutate::neighbourhood(
+                seed,
+                limits,
+                self.exp.run.seed,
+                self.exp.population.screen_draws,
+            );
             all.extend(children.into_iter().map(|c| (seed.id(), c)));
         }
         let total = all.len();

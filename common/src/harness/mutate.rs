@@ -20,7 +20,7 @@
 //! - **crossover**: each role's components come from one parent or the other, and a component
 //!   both have takes each of its differing parameters from either.
 
-use rand::seq::IndexedRandom as _;
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
@@ -132,10 +132,21 @@ pub fn offline(
 /// each with the parameters it makes live drawn afresh ([`wake`]). Edits the algebra refuses,
 /// or that change nothing, make no child; two edits that make the same harness make one. A
 /// search screens a seed's one-edit neighbourhood with these before it breeds at random.
-pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64) -> Vec<Child> {
+///
+/// A move that makes parameters live (the few-shot insert wakes the scorer's example prior)
+/// gives `draws` children rather than one, the k-th drawing each such parameter from the
+/// k-th of `draws` equal strata of its range (in an order drawn per parameter, as a Latin
+/// hypercube), so the move is not judged on one unlucky draw. With `draws` 1 every move
+/// gives one child drawn over the whole range, as the structural operator does.
+pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) -> Vec<Child> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut seen = std::collections::BTreeSet::new();
+    // The moves' children before any draw, and the drawn children made so far.
+    let (mut seen, mut made) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
     let mut out = Vec::new();
+    let draws = draws.max(1);
     for edit in structural(parent, limits, &mut rng) {
         let Ok(harness) = parent.apply(&edit) else {
             continue;
@@ -148,7 +159,50 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64) -> Vec<Child> 
             edits: vec![edit],
             operator: "structural",
         };
-        out.push(wake(parent, child, limits, &mut rng));
+        if draws == 1 {
+            out.push(wake(parent, child, limits, &mut rng));
+            continue;
+        }
+        let woken = woken(parent, &child.harness, limits);
+        if woken.is_empty() {
+            out.push(child);
+            continue;
+        }
+        let orders: Vec<Vec<usize>> = woken
+            .iter()
+            .map(|_| {
+                let mut order: Vec<usize> = (0..draws).collect();
+                order.shuffle(&mut rng);
+                order
+            })
+            .collect();
+        for k in 0..draws {
+            let mut drawn = child.clone();
+            for ((component, name, ty), order) in woken.iter().zip(&orders) {
+                let Some(value) = draw(
+                    ty,
+                    Stratum {
+                        k: order[k],
+                        of: draws,
+                    },
+                    &mut rng,
+                ) else {
+                    continue;
+                };
+                let edit = Edit::SetParameter {
+                    component: component.clone(),
+                    param: (*name).to_owned(),
+                    value,
+                };
+                if let Ok(h) = drawn.harness.apply(&edit) {
+                    drawn.harness = h;
+                    drawn.edits.push(edit);
+                }
+            }
+            if made.insert(drawn.harness.id()) {
+                out.push(drawn);
+            }
+        }
     }
     out
 }
@@ -184,33 +238,15 @@ fn first_valid(
 /// several moves to reach.
 fn wake(parent: &Harness, mut child: Child, limits: Limits, rng: &mut ChaCha8Rng) -> Child {
     let mut edits = Vec::new();
-    for c in child.harness.components().filter(|c| c.kind.searched()) {
-        let Some(before) = parent.component(&c.name).filter(|p| p.kind == c.kind) else {
+    for (component, name, ty) in woken(parent, &child.harness, limits) {
+        let Some(value) = draw(&ty, Stratum { k: 0, of: 1 }, rng) else {
             continue;
         };
-        for p in c.spec().params {
-            if !moot(parent, before, p.name) || moot(&child.harness, c, p.name) {
-                continue;
-            }
-            let value = match limits.range(c, p.name, p.ty) {
-                ParamType::Bool => ParamValue::Bool(rng.random_bool(0.5)),
-                ParamType::Int { min, max } => ParamValue::Int(rng.random_range(min..=max)),
-                ParamType::Float { min, max } => {
-                    let x: f64 = rng.random_range(min..=max);
-                    ParamValue::Float((x * 100.0).round() / 100.0)
-                }
-                ParamType::Choice(options) => match options.choose(rng) {
-                    Some(o) => ParamValue::Text((*o).to_owned()),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            edits.push(Edit::SetParameter {
-                component: c.name.clone(),
-                param: p.name.to_owned(),
-                value,
-            });
-        }
+        edits.push(Edit::SetParameter {
+            component,
+            param: name.to_owned(),
+            value,
+        });
     }
     for edit in edits {
         if let Ok(h) = child.harness.apply(&edit) {
@@ -219,6 +255,70 @@ fn wake(parent: &Harness, mut child: Child, limits: Limits, rng: &mut ChaCha8Rng
         }
     }
     child
+}
+
+/// The parameters of `child` that its structural edit made live: on a searched component
+/// `parent` has by name and kind, moot there ([`moot`]) and not in `child`; each with its
+/// component's name and its range under `limits`.
+fn woken(
+    parent: &Harness,
+    child: &Harness,
+    limits: Limits,
+) -> Vec<(String, &'static str, ParamType)> {
+    let mut out = Vec::new();
+    for c in child.components().filter(|c| c.kind.searched()) {
+        let Some(before) = parent.component(&c.name).filter(|p| p.kind == c.kind) else {
+            continue;
+        };
+        for p in c.spec().params {
+            if !moot(parent, before, p.name) || moot(child, c, p.name) {
+                continue;
+            }
+            out.push((c.name.clone(), p.name, limits.range(c, p.name, p.ty)));
+        }
+    }
+    out
+}
+
+/// The `k`-th of `of` equal parts of a parameter's range; `of` 1 is the whole range.
+#[derive(Debug, Clone, Copy)]
+struct Stratum {
+    k: usize,
+    of: usize,
+}
+
+/// A value of type `ty` drawn within `stratum` of its range: uniformly inside the stratum's
+/// part for numbers, the stratum's own option (or flag) for choices and flags when there are
+/// several strata; `None` for a type that is not drawn (text).
+fn draw(ty: &ParamType, stratum: Stratum, rng: &mut ChaCha8Rng) -> Option<ParamValue> {
+    let Stratum { k, of } = stratum;
+    Some(match ty {
+        ParamType::Bool if of == 1 => ParamValue::Bool(rng.random_bool(0.5)),
+        ParamType::Bool => ParamValue::Bool(k % 2 == 1),
+        ParamType::Int { min, max } if of == 1 => ParamValue::Int(rng.random_range(*min..=*max)),
+        ParamType::Int { min, max } => {
+            let span = (max - min + 1) as f64;
+            let lo = *min + (span * k as f64 / of as f64).floor() as i64;
+            let hi = (*min + (span * (k + 1) as f64 / of as f64).floor() as i64 - 1).max(lo);
+            ParamValue::Int(rng.random_range(lo..=hi.min(*max)))
+        }
+        ParamType::Float { min, max } if of == 1 => {
+            let x: f64 = rng.random_range(*min..=*max);
+            ParamValue::Float((x * 100.0).round() / 100.0)
+        }
+        ParamType::Float { min, max } => {
+            let width = (max - min) / of as f64;
+            let lo = min + width * k as f64;
+            let x: f64 = rng.random_range(lo..=(lo + width).min(*max));
+            ParamValue::Float((x * 100.0).round() / 100.0)
+        }
+        ParamType::Choice(options) if of == 1 => {
+            ParamValue::Text((*options.choose(rng)?).to_owned())
+        }
+        ParamType::Choice([]) => return None,
+        ParamType::Choice(options) => ParamValue::Text(options[k % options.len()].to_owned()),
+        _ => return None,
+    })
 }
 
 /// Preference for moving each parameter, by [`param_key`]; a parameter not named here weighs
@@ -754,7 +854,7 @@ mod tests {
         let limits = Limits {
             episode_steps: Some(40),
         };
-        let all = neighbourhood(&base, limits, 7);
+        let all = neighbourhood(&base, limits, 7, 1);
         let ids: std::collections::BTreeSet<_> = all.iter().map(|c| c.harness.id()).collect();
         assert_eq!(ids.len(), all.len(), "a child twice");
         assert!(!ids.contains(&base.id()));
@@ -789,12 +889,62 @@ mod tests {
         assert_eq!(few_shot.len(), 1);
         assert_eq!(few_shot[0].edits.len(), 2, "{:?}", few_shot[0].edits);
         // Another seed, the same moves in another order.
-        let again = neighbourhood(&base, limits, 8);
+        let again = neighbourhood(&base, limits, 8, 1);
         let again_moves: std::collections::BTreeSet<String> = again.iter().map(key).collect();
         assert_eq!(again_moves, moves);
         assert_ne!(
             again.iter().map(key).collect::<Vec<_>>(),
             all.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+
+    /// With several draws, the move that wakes the example prior gives that many children,
+    /// one prior in each part of its range (so a high prior is always tried), every other
+    /// move still gives one child, and the neighbourhood is the same each time it is made from
+    /// one seed (a resumed screen finds the children it raced).
+    #[test]
+    fn a_screen_with_draws_tries_the_woken_prior_in_every_part_of_its_range() {
+        let base = react();
+        let limits = Limits {
+            episode_steps: Some(40),
+        };
+        let weight = |c: &Child| {
+            c.harness
+                .components()
+                .find(|c| c.kind == Kind::LoglikScoring)
+                .map(|c| c.float("example-weight"))
+        };
+        let gains = |c: &Child| c.harness.components().any(|c| c.kind == Kind::FewShot);
+        let one = neighbourhood(&base, limits, 7, 1);
+        for seed in [7u64, 8, 9] {
+            let three = neighbourhood(&base, limits, seed, 3);
+            let ids: std::collections::BTreeSet<_> = three.iter().map(|c| c.harness.id()).collect();
+            assert_eq!(ids.len(), three.len(), "a child twice");
+            assert_eq!(three.len(), one.len() + 2);
+            let mut priors: Vec<f64> = three
+                .iter()
+                .filter(|c| gains(c))
+                .map(|c| weight(c).expect("a scorer"))
+                .collect();
+            priors.sort_by(f64::total_cmp);
+            assert_eq!(priors.len(), 3);
+            // example-weight ranges over 0..=5: one prior in each third.
+            for (k, w) in priors.iter().enumerate() {
+                let (lo, hi) = (5.0 * k as f64 / 3.0, 5.0 * (k + 1) as f64 / 3.0);
+                assert!(
+                    *w >= lo - 0.01 && *w <= hi + 0.01,
+                    "prior {w} not in [{lo}, {hi}]"
+                );
+            }
+            for c in three.iter().filter(|c| !gains(c)) {
+                assert_eq!(c.edits.len(), 1, "{:?}", c.edits);
+            }
+        }
+        let ids = |n: &[Child]| n.iter().map(|c| c.harness.id()).collect::<Vec<_>>();
+        assert_eq!(ids(&one), ids(&neighbourhood(&base, limits, 7, 1)));
+        assert_eq!(
+            ids(&neighbourhood(&base, limits, 9, 3)),
+            ids(&neighbourhood(&base, limits, 9, 3))
         );
     }
 

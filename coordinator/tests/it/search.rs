@@ -996,24 +996,34 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
 
 /// With `population.screen`, every structural child of the seed is raced at the first rung
 /// before anything climbs past it and before any child is bred at random, each once, across
-/// a kill and a resume.
+/// a kill and a resume; with `screen-draws`, the move that wakes a parameter is raced with
+/// that many draws.
 #[test]
 fn a_screen_races_every_structural_child_of_the_seed_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (exp, seeds) = experiment_with(
         dir.path(),
         1,
-        "seeds = [\"react.toml\"]\nscreen = true\noperators = [\"parametric\", \"structural\"]",
+        "seeds = [\"react.toml\"]\nscreen = true\nscreen-draws = 2\n\
+         operators = [\"parametric\", \"structural\"]",
     );
     let react = seeds[0].clone();
     let limits = hx_common::harness::mutate::Limits {
         episode_steps: Some(exp.budget.episode_steps),
     };
-    let screen: BTreeSet<HarnessId> =
-        hx_common::harness::mutate::neighbourhood(&react, limits, exp.run.seed)
+    let neighbourhood = |draws| {
+        hx_common::harness::mutate::neighbourhood(&react, limits, exp.run.seed, draws)
             .iter()
             .map(|c| c.harness.id())
-            .collect();
+            .collect::<BTreeSet<HarnessId>>()
+    };
+    assert_eq!(exp.population.screen_draws, 2);
+    let screen = neighbourhood(2);
+    assert_eq!(
+        screen.len(),
+        neighbourhood(1).len() + 1,
+        "the few-shot move twice"
+    );
     assert!(screen.len() > 10, "{} children", screen.len());
     // Room for the screen at the first rung (2 tasks), the seed's rungs and some breeding.
     let mut exp = exp;
