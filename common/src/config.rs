@@ -348,9 +348,11 @@ pub struct PopulationOptions {
     /// first, so the screen's best climb the rungs while the rest of it is raced.
     pub screen: bool,
     /// Children the screen makes of each structural move that makes parameters live (the
-    /// few-shot insert wakes the scorer's `example-weight`): the k-th draws each such
-    /// parameter from the k-th of this many equal parts of its range, so a move is not judged
-    /// on one unlucky draw. 1 (the default) draws once over the whole range.
+    /// few-shot insert wakes the scorer's `example-weight`), 1 to 16: each child draws each
+    /// such parameter from its own one of this many equal parts of its range (a number; a
+    /// choice or flag takes its own option), the parts in an order drawn per parameter, so a
+    /// move is not judged on one unlucky draw. 1 (the default) draws once over the whole
+    /// range. A run resumed with more draws than it began with races the new ones too.
     pub screen_draws: usize,
 }
 

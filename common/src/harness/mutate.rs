@@ -165,7 +165,9 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) 
         }
         let woken = woken(parent, &child.harness, limits);
         if woken.is_empty() {
-            out.push(child);
+            if made.insert(child.harness.id()) {
+                out.push(child);
+            }
             continue;
         }
         let orders: Vec<Vec<usize>> = woken
@@ -900,8 +902,8 @@ mod tests {
 
     /// With several draws, the move that wakes the example prior gives that many children,
     /// one prior in each part of its range (so a high prior is always tried), every other
-    /// move still gives one child, and the neighbourhood is the same each time it is made from
-    /// one seed (a resumed screen finds the children it raced).
+    /// move still gives one child, and one draw makes the children a run made before draws
+    /// existed (a resumed screen finds the children it raced).
     #[test]
     fn a_screen_with_draws_tries_the_woken_prior_in_every_part_of_its_range() {
         let base = react();
@@ -940,6 +942,19 @@ mod tests {
                 assert_eq!(c.edits.len(), 1, "{:?}", c.edits);
             }
         }
+        // One draw is the neighbourhood the screen made before draws existed: blocks-11 (run
+        // seed 47, 40 steps) raced `b6ab144dbb36`, the few-shot child with its prior at 0.26
+        // (benchmarks/runs/blocks-11.jsonl.gz), so its resume finds what it raced.
+        let blocks_11 = neighbourhood(&base, limits, 47, 1);
+        let few_shot = blocks_11
+            .iter()
+            .find(|c| gains(c))
+            .expect("the few-shot move");
+        assert_eq!(
+            few_shot.harness.id().to_string(),
+            "b6ab144dbb36b8d3ab9e96f98db97eec"
+        );
+        assert_eq!(weight(few_shot), Some(0.26));
         let ids = |n: &[Child]| n.iter().map(|c| c.harness.id()).collect::<Vec<_>>();
         assert_eq!(ids(&one), ids(&neighbourhood(&base, limits, 7, 1)));
         assert_eq!(
