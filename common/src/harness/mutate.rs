@@ -163,13 +163,8 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) 
             out.push(wake(parent, child, limits, &mut rng));
             continue;
         }
+        // A move that wakes nothing makes the same child each time: `made` keeps one.
         let woken = woken(parent, &child.harness, limits);
-        if woken.is_empty() {
-            if made.insert(child.harness.id()) {
-                out.push(child);
-            }
-            continue;
-        }
         let orders: Vec<Vec<usize>> = woken
             .iter()
             .map(|_| {
@@ -179,28 +174,12 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) 
             })
             .collect();
         for k in 0..draws {
-            let mut drawn = child.clone();
-            for ((component, name, ty), order) in woken.iter().zip(&orders) {
-                let Some(value) = draw(
-                    ty,
-                    Stratum {
-                        k: order[k],
-                        of: draws,
-                    },
-                    &mut rng,
-                ) else {
-                    continue;
-                };
-                let edit = Edit::SetParameter {
-                    component: component.clone(),
-                    param: (*name).to_owned(),
-                    value,
-                };
-                if let Ok(h) = drawn.harness.apply(&edit) {
-                    drawn.harness = h;
-                    drawn.edits.push(edit);
-                }
-            }
+            // The k-th child's stratum of each woken parameter.
+            let row: Vec<usize> = orders.iter().map(|order| order[k]).collect();
+            let drawn = set_drawn(child.clone(), &woken, &mut rng, |j| Stratum {
+                k: row[j],
+                of: draws,
+            });
             if made.insert(drawn.harness.id()) {
                 out.push(drawn);
             }
@@ -238,19 +217,28 @@ fn first_valid(
 /// tested (at its default the example prior is off), so the child that gains worked examples
 /// also tries a prior that follows them, which would otherwise take the parametric operator
 /// several moves to reach.
-fn wake(parent: &Harness, mut child: Child, limits: Limits, rng: &mut ChaCha8Rng) -> Child {
-    let mut edits = Vec::new();
-    for (component, name, ty) in woken(parent, &child.harness, limits) {
-        let Some(value) = draw(&ty, Stratum { k: 0, of: 1 }, rng) else {
+fn wake(parent: &Harness, child: Child, limits: Limits, rng: &mut ChaCha8Rng) -> Child {
+    let woken = woken(parent, &child.harness, limits);
+    set_drawn(child, &woken, rng, |_| Stratum { k: 0, of: 1 })
+}
+
+/// `child` with each of the `woken` parameters ([`woken`]) set to a value [`draw`]n within
+/// the stratum `strata` gives its index; a value the algebra refuses is left out.
+fn set_drawn(
+    mut child: Child,
+    woken: &[(String, &'static str, ParamType)],
+    rng: &mut ChaCha8Rng,
+    strata: impl Fn(usize) -> Stratum,
+) -> Child {
+    for (j, (component, name, ty)) in woken.iter().enumerate() {
+        let Some(value) = draw(ty, strata(j), rng) else {
             continue;
         };
-        edits.push(Edit::SetParameter {
-            component,
-            param: name.to_owned(),
+        let edit = Edit::SetParameter {
+            component: component.clone(),
+            param: (*name).to_owned(),
             value,
-        });
-    }
-    for edit in edits {
+        };
         if let Ok(h) = child.harness.apply(&edit) {
             child.harness = h;
             child.edits.push(edit);
@@ -302,7 +290,7 @@ fn draw(ty: &ParamType, stratum: Stratum, rng: &mut ChaCha8Rng) -> Option<ParamV
             let span = (max - min + 1) as f64;
             let lo = *min + (span * k as f64 / of as f64).floor() as i64;
             let hi = (*min + (span * (k + 1) as f64 / of as f64).floor() as i64 - 1).max(lo);
-            ParamValue::Int(rng.random_range(lo..=hi.min(*max)))
+            ParamValue::Int(rng.random_range(lo..=hi))
         }
         ParamType::Float { min, max } if of == 1 => {
             let x: f64 = rng.random_range(*min..=*max);
