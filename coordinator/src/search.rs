@@ -772,6 +772,18 @@ impl<'a> Search<'a> {
         &self.exp.racing.rungs
     }
 
+    /// Search tasks a screened child plays first ([`PopulationOptions::screen_tasks`]; the
+    /// first rung when the config does not screen or names none).
+    ///
+    /// [`PopulationOptions::screen_tasks`]: hx_common::config::PopulationOptions::screen_tasks
+    fn screen_tasks(&self) -> u32 {
+        let pop = &self.exp.population;
+        match pop.screen_tasks {
+            Some(n) if pop.screen => n,
+            _ => self.rungs()[0],
+        }
+    }
+
     /// Which rung `c` has completed: the number of rungs whose tasks it has all done.
     fn rung(&self, c: &Cand) -> usize {
         self.rungs()
@@ -855,7 +867,11 @@ impl<'a> Search<'a> {
     /// another candidate ([`Self::clone_of`]).
     fn promotion(&self, c: &Cand) -> Option<Vec<u64>> {
         let r = self.rung(c);
-        let target = *self.rungs().get(r)?;
+        let mut target = *self.rungs().get(r)?;
+        if r == 0 && self.seeds.iter().any(|s| s.id() == c.harness.id()) {
+            // A seed plays the screen's tasks at once, beside its children.
+            target = target.max(self.screen_tasks());
+        }
         if self.clone_of(c).is_some() {
             return None;
         }
@@ -1101,7 +1117,10 @@ impl<'a> Search<'a> {
             }
             let jid = self.store.next_job_id()?;
             let operator = child.operator.to_owned();
-            return self.admit(jid, child, vec![parent], operator).map(Some);
+            let tasks = self.screen_tasks();
+            return self
+                .admit(jid, child, vec![parent], operator, tasks)
+                .map(Some);
         }
         // Then a new child; a known or invalid child costs a try, not a job.
         for _ in 0..16 {
@@ -1223,7 +1242,8 @@ impl<'a> Search<'a> {
                     } else {
                         op_name
                     };
-                    return self.admit(jid, child, parents, operator).map(Some);
+                    let tasks = self.rungs()[0];
+                    return self.admit(jid, child, parents, operator, tasks).map(Some);
                 }
             }
         }
@@ -1264,13 +1284,14 @@ impl<'a> Search<'a> {
     }
 
     /// Records a new child as a candidate (its harness, lineage and an empty search record)
-    /// and makes the job that races it at the first rung.
+    /// and makes the job that races it on the first `tasks` search tasks (a rung).
     fn admit(
         &mut self,
         jid: JobId,
         child: Child,
         parents: Vec<HarnessId>,
         operator: String,
+        tasks: u32,
     ) -> Result<JobRecord> {
         let id = child.harness.id();
         let adopted = match child.operator {
@@ -1311,11 +1332,15 @@ impl<'a> Search<'a> {
                 confidence: self.exp.racing.confidence,
             },
         );
-        let rung0 = (0..u64::from(self.rungs()[0])).collect();
         let kind = JobKind::Evaluate {
             harness: child.harness,
         };
-        Ok(self.job(jid, kind, self.search_split(), rung0))
+        Ok(self.job(
+            jid,
+            kind,
+            self.search_split(),
+            (0..u64::from(tasks)).collect(),
+        ))
     }
 
     /// Checks a result against its job (never trust a worker) and records it in `w`.

@@ -1104,6 +1104,89 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     );
 }
 
+/// With `population.screen-tasks`, the seed and every screened child play that many tasks in
+/// their first job, and nothing climbs past them, nor is any child bred, until the whole
+/// screen is out: the first promotions compare every move on the same, larger set of tasks.
+#[test]
+fn a_screen_with_more_tasks_races_the_seed_and_its_children_on_all_of_them_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut exp, seeds) = experiment_with(
+        dir.path(),
+        1,
+        "seeds = [\"react.toml\"]\nscreen = true\nscreen-tasks = 4\n\
+         operators = [\"parametric\", \"structural\"]",
+    );
+    let react = seeds[0].clone();
+    let limits = hx_common::harness::mutate::Limits {
+        episode_steps: Some(exp.budget.episode_steps),
+    };
+    let screen: BTreeSet<HarnessId> =
+        hx_common::harness::mutate::neighbourhood(&react, limits, exp.run.seed, 1)
+            .iter()
+            .map(|c| c.harness.id())
+            .collect();
+    exp.budget.evaluations = 4 * screen.len() as u64 + 60;
+    let store = Store::open(dir.path()).expect("opens");
+    run_scripted(exp, seeds, &store);
+    let jobs = store.jobs().expect("reads");
+    let first_job = |id: &HarnessId| {
+        jobs.iter()
+            .filter(|r| match &r.job.kind {
+                JobKind::Evaluate { harness } => harness.id() == *id,
+                _ => false,
+            })
+            .filter(|r| r.job.tasks.split == Split::Train)
+            .min_by_key(|r| r.job.id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} was never raced"))
+    };
+    let seed_job = first_job(&react.id());
+    assert_eq!(
+        seed_job.job.tasks.seeds,
+        vec![0, 1, 2, 3],
+        "the seed's first job"
+    );
+    let mut last_screened = seed_job.job.id;
+    for id in &screen {
+        let r = first_job(id);
+        assert_eq!(r.job.tasks.seeds, vec![0, 1, 2, 3], "{id}'s first job");
+        last_screened = last_screened.max(r.job.id);
+    }
+    // No climb and no bred child before the screen is out; both after it.
+    let mut later = 0;
+    for r in &jobs {
+        if r.job.tasks.split != Split::Train {
+            continue;
+        }
+        let first = match &r.job.kind {
+            JobKind::Evaluate { harness } => first_job(&harness.id()).job.id == r.job.id,
+            _ => false,
+        };
+        let screened = match &r.job.kind {
+            JobKind::Evaluate { harness } => {
+                harness.id() == react.id() || screen.contains(&harness.id())
+            }
+            _ => false,
+        };
+        if !(first && screened) {
+            assert!(
+                r.job.id > last_screened,
+                "job {:?} ({:?}) before the screen ended at {last_screened:?}",
+                r.job.id,
+                r.job.tasks.seeds
+            );
+            later += 1;
+        }
+    }
+    assert!(later > 0, "nothing was promoted or bred");
+    // Promotions compare on the screen's tasks: a climb plays the next rung (8 tasks).
+    assert!(
+        jobs.iter()
+            .any(|r| r.job.tasks.split == Split::Train && r.job.tasks.seeds.contains(&7)),
+        "nothing climbed to the rung after the screen's"
+    );
+}
+
 #[test]
 fn the_live_view_serves_the_report_status_and_metrics_of_a_run() {
     let dir = tempfile::tempdir().expect("tempdir");
