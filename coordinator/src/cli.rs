@@ -2,7 +2,7 @@
 //! each subcommand does.
 //!
 //! Exit codes: 0 success, 1 a failure or invalid input (the message says which file and key),
-//! 2 a usage error.
+//! 2 a usage error, 130 a run stopped on request (Ctrl-C or SIGTERM; `--resume` goes on).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status of `hx evolve` or `hx coordinator` stopped on request (Ctrl-C or SIGTERM).
+const EXIT_STOPPED: u8 = 130;
 use hx_common::config::{AdapterOptions, Experiment, Override, WorkerOptions};
 use hx_common::harness::HarnessId;
 use hx_common::harness::format::{self, Format};
@@ -54,9 +57,11 @@ enum Command {
     /// Seeds the population from the config's harness files, races children on the search
     /// split, stops at the first budget reached, scores the best on the select split and then
     /// on the held-out test split. Everything is recorded in the run's store (sled), so a
-    /// killed run goes on with --resume. Progress shows as a bar on a terminal (a line every
-    /// 30 s otherwise); `--set run.serve=127.0.0.1:9464` also serves a live view (the report
-    /// page, /status.json, Prometheus /metrics). Afterwards: `hx report`, `hx export`.
+    /// killed run goes on with --resume; Ctrl-C or SIGTERM stops it between results with the
+    /// store flushed (exit status 130), a second one at once. Progress shows as a bar on a
+    /// terminal (a line every 30 s otherwise); `--set run.serve=127.0.0.1:9464` also serves a
+    /// live view (the report page, /status.json, Prometheus /metrics). Afterwards: `hx
+    /// report`, `hx export`.
     /// Example: `hx evolve --config configs/quickstart.toml`
     Evolve(EvolveArgs),
     /// Run a distributed search: the coordinator of a config whose transport is NATS.
@@ -629,6 +634,10 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
         }
         None => None,
     };
+    // Ctrl-C or SIGTERM: the search stops between results with its store durable; a second
+    // request ends the process at once (the store survives that too).
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    hx_worker::signal::watch(std::sync::Arc::clone(&asked))?;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let st = std::thread::scope(|scope| {
         if let Some(live) = &live {
@@ -642,12 +651,21 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
             .spawn_scoped(scope, || progress.watch(&path, &stop))
             .context("starting the progress display")?;
         let st = crate::search::Search::new(exp, seeds, &store, bus.as_mut(), resume, &mut say)
-            .and_then(|search| search.with_arms(arms).run());
+            .and_then(|search| search.with_arms(arms).with_stop(asked).run());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         st
     });
     progress.finish();
-    let st = st?;
+    let st = match st {
+        Err(e) if e.is::<crate::search::Stopped>() => {
+            eprintln!(
+                "hx: {e}; to go on, run the same command with --resume (the store is {})",
+                path.display()
+            );
+            return Ok(ExitCode::from(EXIT_STOPPED));
+        }
+        st => st?,
+    };
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&st)?);
     } else {

@@ -28,6 +28,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -562,6 +564,22 @@ pub struct Search<'a> {
     final_roles: Vec<(HarnessId, String)>,
     /// The final stage's step now running: its split, harnesses and tasks each.
     stage: Option<(Split, Vec<HarnessId>, u32)>,
+    /// Set when the user asks the run to stop ([`Search::with_stop`]).
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// The run stopped because it was asked to ([`Search::with_stop`]): what it had heard is
+/// durable, and the jobs still out are stored as pending, so `--resume` sends them again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "asked to stop: the run stopped at {episodes} search episodes with its store flushed; \
+     {jobs_out} job(s) out go again when it resumes"
+)]
+pub struct Stopped {
+    /// Search episodes recorded.
+    pub episodes: u64,
+    /// Jobs that were out, to be sent again.
+    pub jobs_out: usize,
 }
 
 /// The archive's axes: harness size (components) and model tokens per step, each in five
@@ -661,6 +679,7 @@ impl<'a> Search<'a> {
             peak_in_flight: 0,
             final_roles: Vec::new(),
             stage: None,
+            stop: None,
         };
         s.load()?;
         Ok(s)
@@ -679,6 +698,35 @@ impl<'a> Search<'a> {
             self.cands.remove(&a.id());
         }
         self
+    }
+
+    /// Stops the run, between results, once `stop` is set (the first Ctrl-C or SIGTERM): what
+    /// was heard is made durable and acknowledged, the status says so, and [`Search::run`]
+    /// returns [`Stopped`].
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// When asked to stop: makes what `heard` holds durable, writes the status, and returns
+    /// the error that ends the run.
+    fn stop_if_asked(&mut self, heard: &mut Heard) -> Result<()> {
+        if !self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(AtomicOrdering::SeqCst))
+        {
+            return Ok(());
+        }
+        self.send_all(Vec::new(), std::mem::take(heard))?;
+        let stopped = Stopped {
+            episodes: self.search_evaluations(),
+            jobs_out: self.out.len(),
+        };
+        (self.say)(&stopped.to_string());
+        self.checkpoint("stopped", Some("asked to stop".into()), None)?;
+        self.store.flush()?;
+        Err(stopped.into())
     }
 
     fn is_arm(&self, id: &HarnessId) -> bool {
@@ -1911,6 +1959,7 @@ impl<'a> Search<'a> {
                 break spent.unwrap_or_else(|| "nothing left to evaluate".into());
             }
             heard = self.hear()?;
+            self.stop_if_asked(&mut heard)?;
             // Jobs out and time spent change without results too. Once the budget is spent,
             // the jobs still out (after a resumption, those of any stage) are finishing.
             let phase = if spent.is_some() {
@@ -2006,6 +2055,7 @@ impl<'a> Search<'a> {
                 break;
             }
             heard = self.hear()?;
+            self.stop_if_asked(&mut heard)?;
             self.take_outcomes(&mut taken)?;
             self.checkpoint_now_and_then("final", false)?;
         }

@@ -8,3 +8,4 @@ pub mod job;
 pub mod mutate;
 pub mod nats;
 pub mod reflect;
+pub mod signal;

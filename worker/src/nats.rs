@@ -88,26 +88,18 @@ struct Counters {
 }
 
 async fn serve_async(cfg: WorkerLoop, stop: Arc<AtomicBool>) -> Result<()> {
-    // Ctrl-C or SIGTERM: take no new jobs, finish those in hand, leave.
+    // Ctrl-C or SIGTERM: take no new jobs, finish those in hand, leave; asked again, leave
+    // now (JetStream sends the jobs in hand to another worker once their ack-wait passes).
     {
         let stop = Arc::clone(&stop);
+        let mut requests = crate::signal::StopRequests::listen()?;
         tokio::spawn(async move {
-            let term = async {
-                #[cfg(unix)]
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    s.recv().await;
-                    return;
-                }
-                std::future::pending::<()>().await;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
-            tracing::info!("asked to stop");
+            requests.next().await;
+            tracing::info!("asked to stop: finishing the jobs in hand (ask again to leave now)");
             stop.store(true, Ordering::Relaxed);
+            requests.next().await;
+            tracing::warn!("asked to stop again: leaving the jobs in hand to other workers");
+            std::process::exit(crate::signal::EXIT_ASKED_TWICE);
         });
     }
     let client = connect(&cfg.endpoint, &cfg.name, true).await?;

@@ -232,3 +232,92 @@ fn tasks_show_plays_the_expert_plan() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("unknown suite \"chess\""), "{stderr}");
 }
+
+/// SIGTERM stops `hx evolve` between results: exit status 130, a message naming `--resume`,
+/// the status saying so, and nothing recorded lost: the same command with `--resume` goes on
+/// from the episodes recorded and finishes. A real run (the embedded model, local workers).
+#[test]
+fn evolve_stops_when_asked_and_resumes() {
+    use std::io::Read as _;
+    use std::time::{Duration, Instant};
+    hx_model::fetch::ensure_default(&mut |m| eprintln!("{m}"))
+        .unwrap_or_else(|e| panic!("the model is needed for this test: {e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::tiny_config(dir.path(), "stop", 5, 2, "kind = \"local\"\nworkers = 2");
+    let toml = std::fs::read_to_string(&config).expect("reads");
+    std::fs::write(
+        &config,
+        toml.replace("evaluations = 6", "evaluations = 400"),
+    )
+    .expect("writes");
+    let store = dir.path().join("store");
+    let config = config.to_str().expect("utf-8");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["evolve", "--config", config])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hx starts");
+    // Asked once a first result is recorded.
+    let start = Instant::now();
+    let heard = loop {
+        if let Ok(st) = hx_coordinator::search::read_status(&store)
+            && st.evaluations >= 1
+        {
+            break st.evaluations;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no result within 5 minutes"
+        );
+        assert!(child.try_wait().expect("waits").is_none(), "hx ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("waits") {
+            break s.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "hx did not stop within a minute of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("reads");
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("asked to stop") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let st = hx_coordinator::search::read_status(&store).expect("a status");
+    assert_eq!(st.phase, "stopped", "{stderr}");
+    assert!(st.evaluations >= heard, "{} < {heard}", st.evaluations);
+    // Resumed with a budget a few episodes past what was recorded, to end soon.
+    let budget = format!("budget.evaluations={}", st.evaluations + 4);
+    let out = Command::new(env!("CARGO_BIN_EXE_hx"))
+        .args(["evolve", "--config", config, "--resume", "--set", &budget])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("hx runs");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("done"), "{stdout}");
+    let done = hx_coordinator::search::read_status(&store).expect("a status");
+    assert_eq!(done.phase, "done");
+    assert!(done.evaluations >= st.evaluations);
+}

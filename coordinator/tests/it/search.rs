@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ struct Scripted {
     turn: u64,
     /// Which episodes are won: [`wins`] unless a test sets its own world.
     rule: fn(&Harness, &TaskRef) -> bool,
+    /// Sets the flag as it answers the first job of the split, as Ctrl-C would.
+    ask_to_stop: Option<(Split, Arc<AtomicBool>)>,
 }
 
 impl Scripted {
@@ -52,6 +55,7 @@ impl Scripted {
             answers_left: answers,
             turn: 0,
             rule: wins,
+            ask_to_stop: None,
         }
     }
 }
@@ -97,6 +101,11 @@ impl JobBus for Scripted {
             self.queue.pop_front()
         }
         .expect("a job");
+        if let Some((split, flag)) = &self.ask_to_stop
+            && job.tasks.split == *split
+        {
+            flag.store(true, Ordering::SeqCst);
+        }
         // What a reflective worker reports beside its child.
         let mut reflective = None;
         let child = match &job.kind {
@@ -294,6 +303,71 @@ fn run_killed(
     .expect("starts")
     .run()
     .expect_err("killed")
+}
+
+/// Asked to stop (the flag Ctrl-C or SIGTERM sets), a run stops at the next result with what
+/// it heard durable and the status saying so; resumed, it finishes without playing a pair
+/// twice. Asked during the search and during the final stage's test split alike.
+#[test]
+fn a_run_asked_to_stop_stops_between_results_and_resumes() {
+    for split in [Split::Train, Split::Test] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (exp, seeds) = experiment(dir.path(), 40);
+        let store = Store::open(dir.path()).expect("opens");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let asked = Arc::new(AtomicBool::new(false));
+        let mut bus = Scripted::new(&log, None);
+        bus.ask_to_stop = Some((split, Arc::clone(&asked)));
+        let mut said = Vec::new();
+        let mut say = |m: &str| said.push(m.to_owned());
+        let e = Search::new(
+            exp.clone(),
+            seeds.clone(),
+            &store,
+            &mut bus,
+            false,
+            &mut say,
+        )
+        .expect("starts")
+        .with_stop(Arc::clone(&asked))
+        .run()
+        .expect_err("stopped");
+        let stopped = e
+            .downcast_ref::<hx_coordinator::search::Stopped>()
+            .unwrap_or_else(|| panic!("not a stop: {e:#}"));
+        assert!(said.iter().any(|m| m.contains("asked to stop")), "{said:?}");
+        let st = hx_coordinator::search::read_status(dir.path()).expect("a status");
+        assert_eq!(st.phase, "stopped", "{split}");
+        assert_eq!(st.evaluations, stopped.episodes);
+        // Every answer heard is recorded: the one that came with the request too.
+        let heard = log.lock().unwrap().evaluated.len();
+        assert_eq!(store.evaluation_count(), heard, "{split}");
+        if split == Split::Test {
+            assert!(
+                store
+                    .meta::<serde_json::Value>("final")
+                    .expect("reads")
+                    .is_none()
+            );
+        }
+        asked.store(false, Ordering::SeqCst);
+        let mut bus = Scripted::new(&log, None);
+        let mut say = |_: &str| {};
+        let done = Search::new(exp, seeds, &store, &mut bus, true, &mut say)
+            .expect("resumes")
+            .with_stop(Arc::clone(&asked))
+            .run()
+            .expect("finishes");
+        assert_eq!(done.phase, "done");
+        let log = log.lock().unwrap();
+        assert!(log.splits.contains(&Split::Test));
+        let pairs: BTreeSet<_> = log.evaluated.iter().collect();
+        assert_eq!(
+            pairs.len(),
+            log.evaluated.len(),
+            "a pair was evaluated twice"
+        );
+    }
 }
 
 /// Episodes out count against the evaluation budget: a run ends at most one job (8 tasks at
