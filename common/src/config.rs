@@ -1041,6 +1041,11 @@ impl Experiment {
                 "population.screen-tasks",
                 format!("must be one of racing.rungs {:?} (got {n})", r.rungs),
             );
+            p.check(
+                pop.screen,
+                "population.screen-tasks",
+                "has no effect without population.screen = true",
+            );
         }
 
         let b = &self.budget;
@@ -1207,13 +1212,23 @@ mod tests {
         );
         assert!(msg.contains("racing.rungs"), "{msg}");
 
-        let text = format!("{MINIMAL}[population]\nscreen-tasks = 12\n[racing]\nrungs = [8, 16]\n");
+        let text = format!("{MINIMAL}[population]\nscreen-tasks = 16\n[racing]\nrungs = [8, 16]\n");
+        let msg = parse(&text, &[]).expect_err("no screen").to_string();
+        assert!(
+            msg.contains("population.screen-tasks: has no effect without population.screen"),
+            "{msg}"
+        );
+        let text = format!(
+            "{MINIMAL}[population]\nscreen = true\nscreen-tasks = 12\n[racing]\nrungs = [8, 16]\n"
+        );
         let msg = parse(&text, &[]).expect_err("not a rung").to_string();
         assert!(
             msg.contains("population.screen-tasks: must be one of racing.rungs [8, 16] (got 12)"),
             "{msg}"
         );
-        let text = format!("{MINIMAL}[population]\nscreen-tasks = 16\n[racing]\nrungs = [8, 16]\n");
+        let text = format!(
+            "{MINIMAL}[population]\nscreen = true\nscreen-tasks = 16\n[racing]\nrungs = [8, 16]\n"
+        );
         assert_eq!(
             parse(&text, &[]).expect("a rung").population.screen_tasks,
             Some(16)
