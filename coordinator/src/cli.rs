@@ -662,7 +662,10 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
                 "hx: {e}; to go on, run the same command with --resume (the store is {})",
                 path.display()
             );
-            return Ok(ExitCode::from(EXIT_STOPPED));
+            // The search flushed the store before it returned. Leave now: dropping a local
+            // bus would wait for the episodes its workers hold, minutes on a slow model,
+            // whose results a resumed run asks for again anyway.
+            std::process::exit(i32::from(EXIT_STOPPED));
         }
         st => st?,
     };
