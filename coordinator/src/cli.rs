@@ -10,9 +10,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// Exit status of `hx evolve` or `hx coordinator` stopped on request (Ctrl-C or SIGTERM).
-const EXIT_STOPPED: u8 = 130;
 use hx_common::config::{AdapterOptions, Experiment, Override, WorkerOptions};
 use hx_common::harness::HarnessId;
 use hx_common::harness::format::{self, Format};
@@ -23,6 +20,9 @@ use hx_env::{Builtin, survey};
 use hx_model::bench as model_bench;
 use hx_model::embedded::{self, Embedded};
 use hx_model::{GenerateRequest, Message, ModelBackend, Role, fetch, serve};
+
+/// Exit status of `hx evolve` or `hx coordinator` stopped on request (Ctrl-C or SIGTERM).
+const EXIT_STOPPED: u8 = 130;
 
 /// hx: distributed evolutionary search over agent harnesses.
 ///
