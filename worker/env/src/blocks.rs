@@ -17,7 +17,8 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Environment, Error, Reset, Step, View, task_rng};
+use super::ruled::{RuleWorld, Ruled};
+use super::{Error, View, task_rng};
 
 /// The suite's name in task names.
 pub const SUITE: &str = "blocks";
@@ -424,93 +425,53 @@ fn try_world(rng: &mut ChaCha8Rng, test: bool) -> World {
 }
 
 /// The blocks suite as an [`Environment`].
-#[derive(Debug, Default)]
-pub struct Blocks {
-    world: Option<World>,
-    steps: u32,
-    done: bool,
-}
+pub type Blocks = Ruled<World>;
 
-impl Blocks {
-    /// A blocks environment; call `reset` to start a task.
-    pub fn new() -> Blocks {
-        Blocks::default()
+impl RuleWorld for World {
+    const COMMANDS: &'static str = COMMANDS;
+    const EXAMPLE: &'static str = "pick up the red block";
+    const STEP_LIMIT: u32 = STEP_LIMIT;
+    const NOTHING: &'static str = NOTHING;
+
+    fn generate(task: &TaskRef) -> Result<(World, String), Error> {
+        generate(task).map(|t| (t.world, t.goal))
     }
 
-    /// The current world, once reset.
-    pub fn world(&self) -> Option<&World> {
-        self.world.as_ref()
-    }
-}
-
-impl Environment for Blocks {
-    fn reset(&mut self, task: &TaskRef) -> Result<Reset, Error> {
-        let t = generate(task)?;
-        let observation = t.world.intro();
-        self.world = Some(t.world);
-        self.steps = 0;
-        self.done = false;
-        Ok(Reset {
-            observation,
-            goal: t.goal,
-            commands: Some(COMMANDS.into()),
-            example: Some("pick up the red block".into()),
-            walkthrough: None,
-        })
+    fn intro(&self) -> String {
+        World::intro(self)
     }
 
-    fn step(&mut self, command: &str) -> Result<Step, Error> {
-        let world = self.world.as_mut().ok_or(Error::NotStarted)?;
-        let score = |w: &World| Some(w.satisfied() as f32 / w.goal.len().max(1) as f32);
-        if self.done {
-            return Ok(Step {
-                observation: "The episode is over.".into(),
-                done: true,
-                won: world.won(),
-                score: score(world),
-                invalid: false,
-            });
-        }
-        let observation = world.act(command);
-        self.steps += 1;
-        let won = world.won();
-        self.done = won || self.steps >= STEP_LIMIT;
-        Ok(Step {
-            invalid: observation == NOTHING,
-            observation,
-            done: self.done,
-            won,
-            score: score(world),
-        })
+    fn act(&mut self, command: &str) -> String {
+        World::act(self, command)
     }
 
-    fn admissible_commands(&mut self) -> Result<Vec<String>, Error> {
-        Ok(self
-            .world
-            .as_ref()
-            .map(World::admissible)
-            .unwrap_or_default())
+    fn won(&self) -> bool {
+        World::won(self)
     }
 
-    fn step_limit(&self) -> u32 {
-        STEP_LIMIT
+    fn progress(&self) -> f32 {
+        self.satisfied() as f32 / self.goal.len().max(1) as f32
+    }
+
+    fn admissible(&self) -> Vec<String> {
+        World::admissible(self)
     }
 
     /// Blocksworld has no places to go to; the hand holds at most one block; the state is every
     /// fact, as the first observation states them.
-    fn view(&mut self) -> Result<View, Error> {
-        let w = self.world.as_ref().ok_or(Error::NotStarted)?;
-        Ok(View {
-            holding: w.held().map(|b| w.name(b)).into_iter().collect(),
-            state: Some(w.describe()),
+    fn view(&self) -> View {
+        View {
+            holding: self.held().map(|b| self.name(b)).into_iter().collect(),
+            state: Some(self.describe()),
             ..View::default()
-        })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Environment;
 
     fn world() -> World {
         // red on blue; blue and orange on the table; goal: blue on red.

@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod external;
 pub mod household;
+pub mod ruled;
 pub mod survey;
 
 use hx_common::task::{Split, TaskRef};

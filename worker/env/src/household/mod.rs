@@ -21,7 +21,8 @@ use self::catalog::{LAMP_ON, ObjectKind, ROOMS, Room, Treatment};
 use self::world::{Goal, Lamp, Loc, Object, Receptacle, World};
 #[cfg(test)]
 use super::MAX_SEED;
-use super::{Environment, Error, Reset, Step, View, task_rng};
+use super::ruled::{RuleWorld, Ruled};
+use super::{Error, View, task_rng};
 
 /// The suite's name in task names.
 pub const SUITE: &str = "household";
@@ -275,95 +276,56 @@ fn try_world(rng: &mut ChaCha8Rng, test: bool) -> Option<(TaskType, World, usize
 }
 
 /// The household suite as an [`Environment`].
-#[derive(Debug, Default)]
-pub struct Household {
-    world: Option<World>,
-    steps: u32,
-    done: bool,
-}
+pub type Household = Ruled<World>;
 
-impl Household {
-    /// A household environment; call `reset` to start a task.
-    pub fn new() -> Household {
-        Household::default()
+impl RuleWorld for World {
+    const COMMANDS: &'static str = COMMANDS;
+    const EXAMPLE: &'static str = "go to cabinet 1";
+    const STEP_LIMIT: u32 = STEP_LIMIT;
+    const NOTHING: &'static str = world::NOTHING;
+
+    fn generate(task: &TaskRef) -> Result<(World, String), Error> {
+        generate(task).map(|t| (t.world, t.goal))
     }
 
-    /// The current world, once reset.
-    pub fn world(&self) -> Option<&World> {
-        self.world.as_ref()
-    }
-}
-
-impl Environment for Household {
-    fn reset(&mut self, task: &TaskRef) -> Result<Reset, Error> {
-        let t = generate(task)?;
-        let observation = t.world.intro();
-        self.world = Some(t.world);
-        self.steps = 0;
-        self.done = false;
-        Ok(Reset {
-            observation,
-            goal: t.goal,
-            commands: Some(COMMANDS.into()),
-            example: Some("go to cabinet 1".into()),
-            walkthrough: None,
-        })
+    fn intro(&self) -> String {
+        World::intro(self)
     }
 
-    fn step(&mut self, command: &str) -> Result<Step, Error> {
-        let world = self.world.as_mut().ok_or(Error::NotStarted)?;
-        if self.done {
-            return Ok(Step {
-                observation: "The episode is over.".into(),
-                done: true,
-                won: world.won(),
-                score: Some(world.progress()),
-                invalid: false,
-            });
-        }
-        let observation = world.act(command);
-        self.steps += 1;
-        let won = world.won();
-        self.done = won || self.steps >= STEP_LIMIT;
-        Ok(Step {
-            invalid: observation == world::NOTHING,
-            observation,
-            done: self.done,
-            won,
-            score: Some(world.progress()),
-        })
+    fn act(&mut self, command: &str) -> String {
+        World::act(self, command)
     }
 
-    fn admissible_commands(&mut self) -> Result<Vec<String>, Error> {
-        Ok(self
-            .world
-            .as_ref()
-            .map(World::admissible)
-            .unwrap_or_default())
+    fn won(&self) -> bool {
+        World::won(self)
     }
 
-    fn step_limit(&self) -> u32 {
-        STEP_LIMIT
+    fn progress(&self) -> f32 {
+        World::progress(self)
     }
 
-    fn view(&mut self) -> Result<View, Error> {
-        let w = self.world.as_ref().ok_or(Error::NotStarted)?;
-        Ok(View {
-            places: w.receptacles.iter().map(|r| r.name.clone()).collect(),
-            at: w.at.map(|r| w.receptacles[r].name.clone()),
-            holding: w
+    fn admissible(&self) -> Vec<String> {
+        World::admissible(self)
+    }
+
+    fn view(&self) -> View {
+        View {
+            places: self.receptacles.iter().map(|r| r.name.clone()).collect(),
+            at: self.at.map(|r| self.receptacles[r].name.clone()),
+            holding: self
                 .held()
-                .map(|o| w.objects[o].name.clone())
+                .map(|o| self.objects[o].name.clone())
                 .into_iter()
                 .collect(),
             state: None,
-        })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Environment;
 
     fn task(split: Split, seed: u64) -> TaskRef {
         TaskRef {
