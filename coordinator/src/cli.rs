@@ -658,8 +658,9 @@ fn evolve(a: EvolveArgs, distributed: bool) -> Result<ExitCode> {
     progress.finish();
     let st = match st {
         Err(e) if e.is::<crate::search::Stopped>() => {
+            // The search has said why it stopped (through `say`); add how to go on.
             eprintln!(
-                "hx: {e}; to go on, run the same command with --resume (the store is {})",
+                "hx: to go on, run the same command with --resume (the store is {})",
                 path.display()
             );
             // The search flushed the store before it returned. Leave now: dropping a local
