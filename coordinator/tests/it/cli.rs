@@ -321,3 +321,60 @@ fn evolve_stops_when_asked_and_resumes() {
     assert_eq!(done.phase, "done");
     assert!(done.evaluations >= st.evaluations);
 }
+
+/// `scripts/reuse-episodes` carries a harness's episodes of one split into a stopped run and
+/// leaves out only the pending jobs whose every task it then holds: a pending job of the same
+/// harness on another split, or on seeds not carried, still goes out when the run resumes.
+#[test]
+fn reuse_episodes_leaves_out_only_pending_jobs_it_covers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let h = "b5881e743a7add4a2521d6f430b1d69a";
+    let eval = |split: &str, seed: u64| {
+        let name = format!("blocks/{split}/{seed}");
+        let key: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!(
+            r#"{{"tree":"evaluations","key":"{h}{key}","value":{{"task":{{"suite":"blocks","split":"{split}","seed":{seed}}},"won":false,"score":0.5,"steps":3,"tokens":100,"wall_ms":1}}}}"#
+        )
+    };
+    let job = |id: u64, split: &str, seeds: &str| {
+        format!(
+            r#"{{"tree":"jobs","key":"{id:016x}","value":{{"id":{id},"kind":{{"harness":"{h}","kind":"evaluate"}},"state":{{"state":"pending"}},"tasks":{{"suite":"blocks","split":"{split}","seeds":[{seeds}]}}}}}}"#
+        )
+    };
+    let run = [
+        eval("validation", 0),
+        job(1, "validation", "1, 2"),
+        job(2, "test", "0, 1"),
+        job(3, "test", "1, 5"),
+    ]
+    .join("\n");
+    let source = [eval("test", 0), eval("test", 1), eval("validation", 1)].join("\n");
+    std::fs::write(dir.path().join("run.jsonl"), run + "\n").expect("writes");
+    std::fs::write(dir.path().join("source.jsonl"), source + "\n").expect("writes");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reuse-episodes");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["run.jsonl", "source.jsonl", "merged.jsonl"])
+        .args(["--harness", &h[..12], "--split", "test", "--below", "4"])
+        .arg("--unchecked")
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 runs the script");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("carried 2"), "{said}");
+    let merged = std::fs::read_to_string(dir.path().join("merged.jsonl")).expect("written");
+    let pending: Vec<u64> = merged
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|v| v["tree"] == "jobs")
+        .map(|v| v["value"]["id"].as_u64().expect("an id"))
+        .collect();
+    // Job 2 (test 0 and 1, both carried) is left out; job 1 (validation: not carried) and
+    // job 3 (test 5: not carried) stay.
+    assert_eq!(pending, [1, 3], "{merged}");
+}
