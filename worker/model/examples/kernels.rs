@@ -1,4 +1,5 @@
-//! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul, and of one
+//! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul (its
+//! activations quantized or rounded as each set needs them included), and of one
 //! grouped-query attention (SmolLM2's shape: 3 query heads of 64 per key/value head) over
 //! sequences of 100 to 2,000 positions, with every set of kernels this CPU runs.
 use std::time::Instant;
@@ -24,14 +25,17 @@ fn main() {
         let x: Vec<f32> = (0..n * cols)
             .map(|i| ((i * 31 % 29) as f32 - 14.0) / 7.0)
             .collect();
-        let xa = QActs::quantize(Isa::detect(), &x, n, cols);
         for (name, w) in [("q4_1", &w4), ("q8_0", &w8)] {
             let mut best = vec![f64::MAX; isas.len()];
             let mut out = Vec::new();
+            let mut xa = QActs::default();
+            // Each set's own form of the activations (8-bit blocks, or bfloat16), made in the
+            // timed loop: the model makes it once per matmul input too.
             for _ in 0..30 {
                 for (k, &isa) in isas.iter().enumerate() {
                     let t = Instant::now();
                     for _ in 0..10 {
+                        xa.quantize_into(isa, &x, n, cols);
                         matmul(isa, w, &xa, &mut out, &mut team);
                     }
                     best[k] = best[k].min(t.elapsed().as_secs_f64() / 10.0);

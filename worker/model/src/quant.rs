@@ -26,6 +26,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 
 /// Block size of every quantized format here.
 pub const BLOCK: usize = 32;
@@ -75,6 +77,9 @@ pub struct QMatrix {
     /// The values one byte each in AMX's tile layout, made on the first AMX matmul.
     #[cfg(target_arch = "x86_64")]
     amx: std::sync::OnceLock<amx::Weights>,
+    /// The values as bfloat16 in the BF16 kernels' layout, made on the first BF16 matmul.
+    #[cfg(target_arch = "x86_64")]
+    bf16: std::sync::OnceLock<bf16::Weights>,
 }
 
 impl QMatrix {
@@ -103,6 +108,8 @@ impl QMatrix {
             q,
             #[cfg(target_arch = "x86_64")]
             amx: Default::default(),
+            #[cfg(target_arch = "x86_64")]
+            bf16: Default::default(),
         }
     }
 
@@ -125,6 +132,8 @@ impl QMatrix {
             q,
             #[cfg(target_arch = "x86_64")]
             amx: Default::default(),
+            #[cfg(target_arch = "x86_64")]
+            bf16: Default::default(),
         }
     }
 
@@ -141,6 +150,8 @@ impl QMatrix {
             q: a.q.into_iter().map(|v| v as u8).collect(),
             #[cfg(target_arch = "x86_64")]
             amx: Default::default(),
+            #[cfg(target_arch = "x86_64")]
+            bf16: Default::default(),
         }
     }
 
@@ -162,6 +173,8 @@ impl QMatrix {
             q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
             #[cfg(target_arch = "x86_64")]
             amx: Default::default(),
+            #[cfg(target_arch = "x86_64")]
+            bf16: Default::default(),
         })
     }
 
@@ -191,17 +204,19 @@ impl QMatrix {
         }
     }
 
-    /// Bytes of memory held (the AMX layout too, once made).
+    /// Bytes of memory held (the AMX and BF16 layouts too, once made).
     pub fn bytes(&self) -> usize {
         #[cfg(target_arch = "x86_64")]
-        let amx = self.amx.get().map_or(0, amx::Weights::bytes);
+        let amx = self.amx.get().map_or(0, amx::Weights::bytes)
+            + self.bf16.get().map_or(0, bf16::Weights::bytes);
         #[cfg(not(target_arch = "x86_64"))]
         let amx = 0;
         4 * (self.d.len() + self.m.len()) + self.q.len() + amx
     }
 }
 
-/// Rows of activations quantized to eight bits per block of 32.
+/// Rows of activations quantized to eight bits per block of 32, or for the BF16 kernels
+/// rounded to bfloat16 (whichever the [`Isa`] they were made for multiplies).
 #[derive(Debug, Clone, Default)]
 pub struct QActs {
     /// Rows.
@@ -214,6 +229,8 @@ pub struct QActs {
     /// `d * sum(q)` per block, for Q4_1's minimum term.
     s: Vec<f32>,
     q: Vec<i8>,
+    /// The values as bfloat16 (BF16 kernels only; the fields above are then empty).
+    h: Vec<u16>,
 }
 
 impl QActs {
@@ -235,13 +252,19 @@ impl QActs {
         self.dv.clear();
         self.s.clear();
         self.q.clear();
+        self.h.clear();
+        #[cfg(target_arch = "x86_64")]
+        if isa.0 == Level::Bf16 {
+            bf16::convert_into(x, &mut self.h);
+            return;
+        }
         self.d.reserve(nb);
         self.s.reserve(nb);
         self.q.reserve(nb * BLOCK);
         #[cfg(target_arch = "x86_64")]
         if matches!(
             isa.0,
-            Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx
+            Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx
         ) {
             self.q.resize(nb * BLOCK, 0);
             for (block, q) in x.chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)) {
@@ -336,6 +359,9 @@ enum Level {
     /// The matmul in AVX-512 (F, BW and VNNI), two blocks per vector; AVX2 for attention.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx512,
+    /// The matmul in AVX-512 BF16 over bfloat16 weights and activations; AVX2 for attention.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Bf16,
     /// AMX tiles for the matmul (with AVX-512F for its float part); AVX2 for attention.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Amx,
@@ -360,6 +386,9 @@ impl Isa {
             {
                 out.push(Isa(Level::Avx512));
             }
+            if bf16::supported() {
+                out.push(Isa(Level::Bf16));
+            }
             if amx::supported() {
                 out.push(Isa(Level::Amx));
             }
@@ -367,15 +396,20 @@ impl Isa {
         out
     }
 
-    /// The fastest kernels this CPU runs (`HX_NO_AMX` set: not the AMX ones; `HX_NO_AVX512`
-    /// set: not the AVX-512 ones; `HX_NO_VNNI` set: not the AVX-VNNI ones).
+    /// The fastest kernels this CPU runs (`HX_NO_AMX` set: not the AMX ones; `HX_NO_BF16`
+    /// set: not the AVX-512 BF16 ones, so the integer kernels, whose numbers runs before
+    /// them were measured with; `HX_NO_AVX512` set: neither AVX-512 set; `HX_NO_VNNI` set:
+    /// not the AVX-VNNI ones).
     pub fn detect() -> Isa {
         let mut all = Isa::available();
         if std::env::var_os("HX_NO_AMX").is_some() {
             all.retain(|i| i.0 != Level::Amx);
         }
+        if std::env::var_os("HX_NO_BF16").is_some() {
+            all.retain(|i| i.0 != Level::Bf16);
+        }
         if std::env::var_os("HX_NO_AVX512").is_some() {
-            all.retain(|i| i.0 != Level::Avx512);
+            all.retain(|i| !matches!(i.0, Level::Avx512 | Level::Bf16));
         }
         if std::env::var_os("HX_NO_VNNI").is_some() {
             all.retain(|i| i.0 != Level::AvxVnni);
@@ -392,6 +426,7 @@ impl fmt::Display for Isa {
             Level::Avx2 => "AVX2",
             Level::AvxVnni => "AVX-VNNI",
             Level::Avx512 => "AVX-512",
+            Level::Bf16 => "AVX-512 BF16",
             Level::Amx => "AMX",
         })
     }
@@ -1035,7 +1070,9 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe { x86::dot_f32(a, b) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
+            x86::dot_f32(a, b)
+        },
         _ => {
             let mut acc = [0f32; 8];
             let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -1056,7 +1093,7 @@ pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
     match isa.0 {
         // SAFETY: as in `dot_f32`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
             x86::axpy_f32(y, a, x)
         },
         _ => {
@@ -1108,7 +1145,9 @@ pub fn softmax(isa: Isa, s: &mut [f32]) {
     match isa.0 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe { x86::softmax(s) },
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
+            x86::softmax(s)
+        },
         _ => softmax_scalar(s),
     }
 }
@@ -1123,7 +1162,7 @@ pub fn silu_mul(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
     match isa.0 {
         // SAFETY: as in `softmax`; the lengths are equal (checked above).
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
             x86::silu_mul(gate, up, out)
         },
         _ => {
@@ -1172,7 +1211,7 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the shapes are checked above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx => unsafe {
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
             x86::attend_group(a, out)
         },
         _ => {
@@ -1579,6 +1618,23 @@ pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut T
         });
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa.0 == Level::Bf16 {
+        assert_eq!(
+            x.h.len(),
+            n * w.cols,
+            "activations rounded for the BF16 kernels (QActs made with this Isa)"
+        );
+        let weights = w.bf16.get_or_init(|| bf16::Weights::new(w));
+        let groups = weights.groups();
+        // Pieces of four groups of 16 rows (whole tiles): every output is the same sum
+        // whichever member computes it.
+        team.for_each_piece(groups.div_ceil(bf16::GROUPS), &|i| {
+            let g0 = i * bf16::GROUPS;
+            bf16::rows_into(weights, &x.h, n, g0, (g0 + bf16::GROUPS).min(groups), dst);
+        });
+        return;
+    }
     // Pieces of 32 rows (whole four-row tiles): every output is the same sum whichever
     // member computes it.
     let piece = 32;
@@ -1828,27 +1884,42 @@ mod tests {
         let mut team = Team::new(2);
         for n in [1, 2, 3, 4, 7] {
             let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
-            let xa = QActs::quantize(Isa::detect(), &x, n, cols);
             for w in [&w4, &w8] {
                 let mut deq = vec![0f32; rows * cols];
                 for r in 0..rows {
                     w.row(r, &mut deq[r * cols..(r + 1) * cols]);
                 }
                 for isa in Isa::available() {
+                    let xa = QActs::quantize(isa, &x, n, cols);
                     let mut out = Vec::new();
                     matmul(isa, w, &xa, &mut out, &mut team);
                     assert_eq!(out.len(), rows * n);
                     for j in 0..n {
                         for r in 0..rows {
-                            // Exact over the quantized activations: kernels must match it to
-                            // float rounding.
-                            let exact: f32 = (0..cols)
-                                .map(|c| {
-                                    let xq = xa.d[j * cols / 32 + c / 32]
-                                        * f32::from(xa.q[j * cols + c]);
-                                    deq[r * cols + c] * xq
-                                })
-                                .sum();
+                            // Exact over the quantized (or rounded) operands: kernels must
+                            // match it to float rounding.
+                            #[cfg(target_arch = "x86_64")]
+                            let bf16 = isa.0 == Level::Bf16;
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let bf16 = false;
+                            let exact: f32 = if bf16 {
+                                #[cfg(target_arch = "x86_64")]
+                                let e = bf16::dot_in_order(
+                                    &deq[r * cols..(r + 1) * cols],
+                                    &xa.h[j * cols..(j + 1) * cols],
+                                );
+                                #[cfg(not(target_arch = "x86_64"))]
+                                let e = 0.0;
+                                e
+                            } else {
+                                (0..cols)
+                                    .map(|c| {
+                                        let xq = xa.d[j * cols / 32 + c / 32]
+                                            * f32::from(xa.q[j * cols + c]);
+                                        deq[r * cols + c] * xq
+                                    })
+                                    .sum()
+                            };
                             let got = out[j * rows + r];
                             assert!(
                                 (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
@@ -2108,13 +2179,91 @@ mod tests {
         x[128..160].fill(0.25);
         x[140] = -1e6;
         let want = QActs::quantize(Isa::SCALAR, &x, 5, 64);
-        for isa in Isa::available() {
+        #[cfg(target_arch = "x86_64")]
+        let integer = |i: &Isa| i.0 != Level::Bf16;
+        #[cfg(not(target_arch = "x86_64"))]
+        let integer = |_: &Isa| true;
+        for isa in Isa::available().into_iter().filter(integer) {
             let got = QActs::quantize(isa, &x, 5, 64);
             assert_eq!(
                 (&got.d, &got.dv, &got.s, &got.q),
                 (&want.d, &want.dv, &want.s, &want.q),
                 "{isa}"
             );
+        }
+    }
+    /// Rounding to bfloat16: to nearest with ties to even, subnormals to a signed zero, NaN
+    /// kept, infinities kept, and the largest finite values that round up become infinite.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bfloat16_rounds_to_nearest_even() {
+        use bf16::{from_bf16, to_bf16};
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(to_bf16(-2.0), 0xc000);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even one above.
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(to_bf16(f32::from_bits(1)), 0);
+        assert_eq!(to_bf16(-f32::from_bits(0x007f_ffff)), 0x8000);
+        assert_eq!(to_bf16(-0.0), 0x8000);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
+        assert_eq!(to_bf16(f32::MAX), 0x7f80);
+        let mut seed = 5;
+        for _ in 0..1000 {
+            let v = lcg(&mut seed) * 1e3;
+            let r = from_bf16(to_bf16(v));
+            // Seven stored mantissa bits: within half a unit, 2^-8 of the value.
+            assert!((r - v).abs() <= v.abs() * 2f32.powi(-8), "{v} -> {r}");
+        }
+    }
+
+    /// On a CPU with AVX-512 BF16: matrices whose rows fill no group of 16, one, or several
+    /// with a part-filled last one, against 1 to 9 activation rows, give each output as the
+    /// in-order sum over bfloat16 operands, to float rounding, and close to the f32 product.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bf16_outputs_are_the_in_order_sums() {
+        let Some(isa) = Isa::available().into_iter().find(|i| i.0 == Level::Bf16) else {
+            eprintln!("no AVX-512 BF16 on this CPU: nothing to check");
+            return;
+        };
+        let mut seed = 3;
+        let mut team = Team::new(3);
+        for rows in [5, 16, 48, 70, 200] {
+            let cols = 64;
+            let w = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
+            let mut deq = vec![0f32; rows * cols];
+            for r in 0..rows {
+                w.row(r, &mut deq[r * cols..(r + 1) * cols]);
+            }
+            for n in [1, 4, 9] {
+                let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+                let xa = QActs::quantize(isa, &x, n, cols);
+                let mut out = Vec::new();
+                matmul(isa, &w, &xa, &mut out, &mut team);
+                assert_eq!(out.len(), rows * n);
+                for j in 0..n {
+                    for r in 0..rows {
+                        let wr = &deq[r * cols..(r + 1) * cols];
+                        let want = bf16::dot_in_order(wr, &xa.h[j * cols..(j + 1) * cols]);
+                        let got = out[j * rows + r];
+                        let scale: f32 = wr
+                            .iter()
+                            .zip(&x[j * cols..])
+                            .map(|(a, b)| (a * b).abs())
+                            .sum();
+                        assert!(
+                            (got - want).abs() <= 1e-6 * scale,
+                            "rows {rows} n {n}: [{j}, {r}] {got} vs {want}"
+                        );
+                        let f: f32 = wr.iter().zip(&x[j * cols..]).map(|(a, b)| a * b).sum();
+                        assert!((got - f).abs() <= 1e-2 * scale, "{got} vs f32 {f}");
+                    }
+                }
+            }
         }
     }
 }
