@@ -2347,6 +2347,8 @@ impl<'a> Search<'a> {
             let Ok(h) = cur.apply(&hx_common::harness::Edit::Remove { name: name.clone() }) else {
                 continue; // a component the harness cannot do without
             };
+            // A parameter the component woke (the few-shot's example prior) goes with it.
+            let h = hx_common::harness::mutate::settle(&h);
             if finalists.contains(&h.id()) {
                 continue;
             }

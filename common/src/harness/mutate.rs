@@ -99,6 +99,35 @@ fn moot(h: &Harness, c: &Component, name: &str) -> bool {
     }
 }
 
+/// `h` with every moot parameter ([`moot`]: one no component reads, as the scorer's
+/// `example-weight` without worked examples) set back to its kind's default (left unset, as
+/// a file that does not name it), so harnesses that differ only where nothing reads are one
+/// harness, one id. Removing the component that woke a parameter, then settling, gives back
+/// the harness that had neither; the final stage's pruning does so and skips a removal that
+/// gives back a harness it already compared.
+pub fn settle(h: &Harness) -> Harness {
+    let moot_params: Vec<(String, &'static str)> = h
+        .components()
+        .flat_map(|c| {
+            c.spec()
+                .params
+                .iter()
+                .filter(|p| c.params.contains_key(p.name) && moot(h, c, p.name))
+                .map(|p| (c.name.clone(), p.name))
+        })
+        .collect();
+    if moot_params.is_empty() {
+        return h.clone();
+    }
+    let mut doc = h.to_doc();
+    for c in &mut doc.components {
+        c.params
+            .retain(|name, _| !moot_params.iter().any(|(n, p)| *n == c.name && p == name));
+    }
+    // Unsetting a parameter another component ignores leaves every check the harness passed.
+    Harness::from_doc(doc).unwrap_or_else(|_| h.clone())
+}
+
 /// Makes the child of a mutation that needs no model (every operator but text and
 /// reflective), so a coordinator can know the child, and skip it if it was seen, before any
 /// work is sent; `None` for the model-guided ones.
@@ -949,6 +978,28 @@ mod tests {
             ids(&neighbourhood(&base, limits, 9, 3)),
             ids(&neighbourhood(&base, limits, 9, 3))
         );
+    }
+
+    /// Dropping worked examples and settling gives back the harness that never had them (the
+    /// prior they woke unset); a harness with nothing moot settles to itself.
+    #[test]
+    fn settling_unsets_the_parameters_nothing_reads() {
+        let base = react();
+        let woken = with_act(&base, "example-weight", 3.5)
+            .apply(&Edit::Insert {
+                component: Component::new("examples", Kind::FewShot).with("count", 1),
+                edges: Vec::new(),
+            })
+            .expect("inserts few-shot");
+        assert_eq!(settle(&woken).id(), woken.id(), "the prior is live here");
+        let dropped = woken
+            .apply(&Edit::Remove {
+                name: "examples".into(),
+            })
+            .expect("removes few-shot");
+        assert_ne!(dropped.id(), base.id(), "the moot prior still differs");
+        assert_eq!(settle(&dropped).id(), base.id());
+        assert_eq!(settle(&base).id(), base.id());
     }
 
     #[test]
