@@ -207,11 +207,11 @@ impl QMatrix {
     /// Bytes of memory held (the AMX and BF16 layouts too, once made).
     pub fn bytes(&self) -> usize {
         #[cfg(target_arch = "x86_64")]
-        let amx = self.amx.get().map_or(0, amx::Weights::bytes)
+        let layouts = self.amx.get().map_or(0, amx::Weights::bytes)
             + self.bf16.get().map_or(0, bf16::Weights::bytes);
         #[cfg(not(target_arch = "x86_64"))]
-        let amx = 0;
-        4 * (self.d.len() + self.m.len()) + self.q.len() + amx
+        let layouts = 0;
+        4 * (self.d.len() + self.m.len()) + self.q.len() + layouts
     }
 }
 
@@ -264,7 +264,7 @@ impl QActs {
         #[cfg(target_arch = "x86_64")]
         if matches!(
             isa.0,
-            Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx
+            Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx
         ) {
             self.q.resize(nb * BLOCK, 0);
             for (block, q) in x.chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)) {
