@@ -14,7 +14,7 @@ use crate::harness::{Edit, Harness, HarnessId};
 use crate::task::{TaskBatch, TaskRef};
 
 /// The protocol version this build speaks. Bump on any change to a message's shape.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Largest message, header included, that is encoded or decoded: `nats-server`'s default
 /// `max_payload`, so anything encoded can be published.
@@ -391,6 +391,35 @@ pub struct TaskOutcome {
     pub tokens: u64,
     /// Wall time in milliseconds.
     pub wall_ms: u64,
+    /// How certain the model was of the commands it chose: their mean log-likelihood per
+    /// token over the episode. `None` where no model chose (the random floor) and in records
+    /// made before it was kept. A best-of keeps its most certain episode by it.
+    #[serde(default)]
+    pub confidence: Option<f64>,
+}
+
+impl TaskOutcome {
+    /// A best-of's outcome on a task from its first episode (`first`, the base harness's) and
+    /// the best of the others (`rest`, [`Harness::best_of_rest`]'s): the more certain one,
+    /// the first among equals, as the best-of picks when it plays them all; its cost is both.
+    /// `None` where either lacks its certainty, or they are not of one task.
+    ///
+    /// [`Harness::best_of_rest`]: crate::harness::Harness::best_of_rest
+    pub fn best_of(first: &TaskOutcome, rest: &TaskOutcome) -> Option<TaskOutcome> {
+        if first.task != rest.task {
+            return None;
+        }
+        let kept = if rest.confidence? > first.confidence? {
+            rest
+        } else {
+            first
+        };
+        Some(TaskOutcome {
+            tokens: first.tokens + rest.tokens,
+            wall_ms: first.wall_ms + rest.wall_ms,
+            ..kept.clone()
+        })
+    }
 }
 
 /// One mid-task rewrite the agent made.
@@ -632,9 +661,53 @@ mod tests {
         // A change here breaks every deployed worker: bump VERSION along with it.
         let bytes = encode(&job()).expect("encodes");
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        expect_test::expect!["4858020001070a717569636b73746172740001036163740d0202030306666f726d6174030572656163740a6d61782d746f6b656e7301800b74656d70657261747572650200000000000000000009686f757365686f6c64000201021efca0860100fb60ea01"]
+        expect_test::expect!["4858030001070a717569636b73746172740001036163740d0202030306666f726d6174030572656163740a6d61782d746f6b656e7301800b74656d70657261747572650200000000000000000009686f757365686f6c64000201021efca0860100fb60ea01"]
             .assert_eq(&hex);
         assert_eq!(decode::<Job>(&bytes), Ok(job()));
+    }
+
+    #[test]
+    fn a_best_of_keeps_the_more_certain_part_and_pays_for_both() {
+        let t = |seed| TaskRef {
+            suite: "household".into(),
+            split: Split::Test,
+            seed,
+        };
+        let o = |won, confidence| TaskOutcome {
+            task: t(3),
+            won,
+            score: f32::from(u8::from(won)),
+            steps: 4,
+            tokens: 100,
+            wall_ms: 5,
+            confidence,
+        };
+        let both = TaskOutcome::best_of(&o(false, Some(-1.0)), &o(true, Some(-0.5)));
+        assert_eq!(
+            both,
+            Some(TaskOutcome {
+                tokens: 200,
+                wall_ms: 10,
+                ..o(true, Some(-0.5))
+            })
+        );
+        // The first among equals, as a best-of that plays them in order keeps.
+        let tie = TaskOutcome::best_of(&o(false, Some(-1.0)), &o(true, Some(-1.0)));
+        assert!(tie.is_some_and(|x| !x.won));
+        // Without a certainty, or of two tasks, nothing to compare.
+        assert_eq!(
+            TaskOutcome::best_of(&o(false, None), &o(true, Some(0.0))),
+            None
+        );
+        assert_eq!(
+            TaskOutcome::best_of(&o(false, Some(0.0)), &o(true, None)),
+            None
+        );
+        let other = TaskOutcome {
+            task: t(4),
+            ..o(true, Some(0.0))
+        };
+        assert_eq!(TaskOutcome::best_of(&o(false, Some(-1.0)), &other), None);
     }
 
     #[test]

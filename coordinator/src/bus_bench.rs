@@ -243,6 +243,7 @@ fn instant(job: &Job) -> JobResult {
                 steps: 1,
                 tokens: 0,
                 wall_ms: 0,
+                confidence: None,
             })
             .collect()
     };

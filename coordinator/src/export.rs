@@ -36,6 +36,13 @@ pub fn ranked(store: &Store) -> Result<Vec<Scored>> {
     let fin: Final = store.meta("final")?.unwrap_or_default();
     let mut all = Vec::new();
     for h in store.harnesses()? {
+        // A best-of's rest is a part of the best-of's outcomes, not a harness of its own.
+        if store
+            .lineage(&h.id())?
+            .is_some_and(|l| l.operator == crate::search::BEST_OF_REST)
+        {
+            continue;
+        }
         let evals = store.evaluations(&h.id())?;
         let fits = [Split::Train, Split::Validation, Split::Test, Split::Heldout]
             .into_iter()

@@ -370,10 +370,22 @@ const ARM: &str = "arm";
 const EQUAL_BUDGET: &str = "equal-budget";
 /// The lineage operator of the chosen harness with its rewriting switched off.
 const REWRITING_OFF: &str = "rewriting-off";
+/// The lineage operator of the part of a best-of that plays all its episodes but the base's
+/// ([`Harness::best_of_rest`]); its parent is the best-of.
+pub const BEST_OF_REST: &str = "best-of rest";
 /// The lineage operator of the chosen harness less a component ([`RacingOptions::prune`]).
 ///
 /// [`RacingOptions::prune`]: hx_common::config::RacingOptions::prune
 const PRUNE: &str = "prune";
+/// A best-of's outcome on a task, to be made from its parts once they are recorded: its
+/// base's episode, and where it plays several, its rest's.
+struct Join {
+    harness: HarnessId,
+    base: HarnessId,
+    rest: Option<HarnessId>,
+    task: TaskRef,
+}
+
 /// The removals [`Search::prune`] tried, each with its select-split fitness.
 type Trials = Vec<(HarnessId, Fitness)>;
 /// The final-stage role of a harness [`Search::prune`] tried and did not keep.
@@ -394,7 +406,10 @@ fn arm_role(h: &Harness) -> &'static str {
 /// Whether a lineage operator marks a harness scored only in the final stage, never a
 /// candidate.
 pub fn final_only(operator: &str) -> bool {
-    matches!(operator, ARM | EQUAL_BUDGET | REWRITING_OFF | PRUNE)
+    matches!(
+        operator,
+        ARM | EQUAL_BUDGET | REWRITING_OFF | PRUNE | BEST_OF_REST
+    )
 }
 
 /// What one variation operator made over the run (`hx status`, status.json).
@@ -1980,10 +1995,13 @@ impl<'a> Search<'a> {
     /// Evaluates `harnesses` on `split` seeds `0..n` through the bus (cached pairs skipped)
     /// and returns each one's fitness there (95% intervals).
     ///
-    /// A best-of harness (the equal-budget baseline) plays a single episode on some tasks,
-    /// and that episode is exactly its base harness's ([`Harness::single_episode_as`]):
-    /// where the base is scored here too, those tasks take the base's recorded outcome
-    /// instead of being played twice.
+    /// A best-of harness (the equal-budget baseline) whose base harness is scored here too
+    /// does not play its base's episode again: that episode is its first (sampling stream 0).
+    /// Where it plays a single episode ([`Harness::single_episode_as`]), the task takes the
+    /// base's recorded outcome; where it plays several, its rest ([`Harness::best_of_rest`])
+    /// plays the others, and the task's outcome is the more certain of the two
+    /// ([`TaskOutcome::best_of`]), as if the best-of had played them all. A base outcome
+    /// without its certainty (recorded by an older build) has the best-of play the task whole.
     fn evaluate_on(&mut self, harnesses: &[Harness], split: Split, n: u32) -> Result<Vec<Fitness>> {
         self.stage = Some((split, harnesses.iter().map(Harness::id).collect(), n));
         // The step's start in the status at once (it may take hours).
@@ -2001,17 +2019,46 @@ impl<'a> Search<'a> {
             seed,
         };
         let mut pending = Vec::new();
-        let mut taken: Vec<(HarnessId, HarnessId, TaskRef)> = Vec::new();
+        let mut joins: Vec<Join> = Vec::new();
         for h in harnesses {
-            let mut seeds = Vec::new();
+            let base = h
+                .best_of_base()
+                .filter(|b| harnesses.iter().any(|x| x.id() == b.id()));
+            let rest = match &base {
+                Some(_) => h.best_of_rest(),
+                None => None,
+            };
+            let (mut seeds, mut rest_seeds) = (Vec::new(), Vec::new());
             for s in 0..u64::from(n) {
                 let t = task(s);
                 if self.store.evaluation(&h.id(), &t)?.is_some() {
                     continue;
                 }
-                match h.single_episode_as(s) {
-                    Some(base) if harnesses.iter().any(|b| b.id() == base.id()) => {
-                        taken.push((h.id(), base.id(), t));
+                let Some(b) = &base else {
+                    seeds.push(s);
+                    continue;
+                };
+                if h.single_episode_as(s).is_some() {
+                    joins.push(Join {
+                        harness: h.id(),
+                        base: b.id(),
+                        rest: None,
+                        task: t,
+                    });
+                    continue;
+                }
+                let known = self.store.evaluation(&b.id(), &t)?;
+                match &rest {
+                    Some(r) if known.is_none_or(|o| o.confidence.is_some()) => {
+                        if self.store.evaluation(&r.id(), &t)?.is_none() {
+                            rest_seeds.push(s);
+                        }
+                        joins.push(Join {
+                            harness: h.id(),
+                            base: b.id(),
+                            rest: Some(r.id()),
+                            task: t,
+                        });
                     }
                     _ => seeds.push(s),
                 }
@@ -2019,15 +2066,41 @@ impl<'a> Search<'a> {
             if !seeds.is_empty() {
                 pending.push((h.clone(), seeds));
             }
+            if let Some(r) = rest.filter(|_| !rest_seeds.is_empty()) {
+                // Named in the store as the best-of's part, never a candidate.
+                if self.store.lineage(&r.id())?.is_none() {
+                    self.store.put_harness(&r)?;
+                    self.store.put_lineage(
+                        &r.id(),
+                        &Lineage {
+                            parents: vec![h.id()],
+                            operator: BEST_OF_REST.into(),
+                            adopted: vec![],
+                            job: None,
+                            at_ms: 0,
+                        },
+                    )?;
+                }
+                pending.push((r, rest_seeds));
+            }
         }
-        if !taken.is_empty() {
+        let (single, joined) = joins.iter().fold((0, 0), |(a, b), j| match j.rest {
+            None => (a + 1, b),
+            Some(_) => (a, b + 1),
+        });
+        if single > 0 {
             (self.say)(&format!(
-                "final: {} {split} task(s) where a best-of plays one episode take its base's \
-                 outcome",
-                taken.len()
+                "final: {single} {split} task(s) where a best-of plays one episode take its \
+                 base's outcome"
             ));
         }
-        self.take_outcomes(&mut taken)?;
+        if joined > 0 {
+            (self.say)(&format!(
+                "final: {joined} {split} task(s) where a best-of plays several keep its base's \
+                 episode as the first and play the others"
+            ));
+        }
+        let mut whole = self.join_outcomes(&mut joins)?;
         // Jobs of at most the first rung's size, in rounds over the harnesses: a killed run
         // loses at most the jobs out, and what is recorded stays comparable across harnesses.
         let chunk = self.rungs().first().copied().unwrap_or(8).max(1) as usize;
@@ -2039,12 +2112,21 @@ impl<'a> Search<'a> {
         }
         rounds.sort_by_key(|(r, i, _, _)| (*r, *i));
         let bound = self.exp.population.jobs_in_flight;
-        let mut queue = rounds.into_iter().map(|(_, _, h, seeds)| (h, seeds));
+        let mut queue: std::collections::VecDeque<(Harness, Vec<u64>)> = rounds
+            .into_iter()
+            .map(|(_, _, h, seeds)| (h, seeds))
+            .collect();
         let mut heard = Heard::default();
         loop {
+            // A task whose best-of outcome could not be joined is played whole.
+            for (id, seed) in whole.drain(..) {
+                if let Some(h) = harnesses.iter().find(|h| h.id() == id) {
+                    queue.push_back((h.clone(), vec![seed]));
+                }
+            }
             let mut fresh = Vec::new();
             while self.out.len() + fresh.len() < bound {
-                let Some((h, seeds)) = queue.next() else {
+                let Some((h, seeds)) = queue.pop_front() else {
                     break;
                 };
                 let jid = self.store.next_job_id()?;
@@ -2052,36 +2134,55 @@ impl<'a> Search<'a> {
             }
             self.send_all(fresh, std::mem::take(&mut heard))?;
             if self.out.is_empty() {
-                break;
+                whole = self.join_outcomes(&mut joins)?;
+                if whole.is_empty() {
+                    break;
+                }
+                continue;
             }
             heard = self.hear()?;
             self.stop_if_asked(&mut heard)?;
-            self.take_outcomes(&mut taken)?;
+            whole = self.join_outcomes(&mut joins)?;
             self.checkpoint_now_and_then("final", false)?;
         }
-        self.take_outcomes(&mut taken)?;
         harnesses
             .iter()
             .map(|h| Ok(Fitness::of(&self.played(&h.id(), split, n)?, 0.95)))
             .collect()
     }
 
-    /// Records, for each `(harness, base, task)` still in `taken`, the base's outcome on the
-    /// task as the harness's, once the base has one; those done leave the list.
-    fn take_outcomes(&mut self, taken: &mut Vec<(HarnessId, HarnessId, TaskRef)>) -> Result<()> {
+    /// Records each best-of outcome in `joins` whose parts are recorded (the base's, and the
+    /// rest's where it plays several); those done leave the list. Returns the `(harness,
+    /// seed)` pairs whose parts are recorded but cannot be joined (an outcome without its
+    /// certainty): those are to be played whole.
+    fn join_outcomes(&mut self, joins: &mut Vec<Join>) -> Result<Vec<(HarnessId, u64)>> {
         let mut left = Vec::new();
-        for (h, base, t) in taken.drain(..) {
-            match self.store.evaluation(&base, &t)? {
+        let mut whole = Vec::new();
+        for j in joins.drain(..) {
+            let Some(first) = self.store.evaluation(&j.base, &j.task)? else {
+                left.push(j);
+                continue;
+            };
+            let o = match j.rest {
+                None => Some(first),
+                Some(r) => match self.store.evaluation(&r, &j.task)? {
+                    None => {
+                        left.push(j);
+                        continue;
+                    }
+                    Some(rest) => TaskOutcome::best_of(&first, &rest),
+                },
+            };
+            match o {
                 Some(o) => {
-                    self.store.record_evaluation(&h, &o)?;
+                    self.store.record_evaluation(&j.harness, &o)?;
                 }
-                None => left.push((h, base, t)),
+                None => whole.push((j.harness, j.task.seed)),
             }
         }
-        *taken = left;
-        Ok(())
+        *joins = left;
+        Ok(whole)
     }
-
     /// The final stage: finalists on the select split, then the chosen one and the seeds on
     /// the test split.
     fn finish(&mut self) -> Result<Final> {
@@ -2578,6 +2679,7 @@ mod tests {
                 steps: 10,
                 tokens: 1000,
                 wall_ms: 1,
+                confidence: None,
             })
             .collect()
     }

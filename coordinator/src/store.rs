@@ -913,6 +913,7 @@ mod tests {
             steps: 5,
             tokens: 100,
             wall_ms: 10,
+            confidence: None,
         }
     }
 

@@ -200,12 +200,34 @@ impl Harness {
     /// best-of writes nothing into the context). `None` where it plays several, or has no
     /// best-of.
     pub fn single_episode_as(&self, seed: u64) -> Option<Harness> {
-        let c = self.in_group("best-of")?;
         if super::catalog::best_of_episodes(self.best_of_samples(), seed) != 1 {
             return None;
         }
+        self.best_of_base()
+    }
+
+    /// This harness without its `best-of` (whose episode is the best-of's first, on sampling
+    /// stream 0), or `None` where it has none or is a best-of's rest.
+    pub fn best_of_base(&self) -> Option<Harness> {
+        let c = self.in_group("best-of").filter(|c| !c.flag("rest"))?;
         self.apply(&Edit::Remove {
             name: c.name.clone(),
+        })
+        .ok()
+    }
+
+    /// A best-of's episodes but the first (`rest` set): what is left to play on a task where
+    /// the base's episode ([`Harness::best_of_base`]) is recorded already. The task's outcome
+    /// is then the more certain of the two ([`TaskOutcome::best_of`]). `None` where this
+    /// harness has no `best-of`, or is a rest already.
+    ///
+    /// [`TaskOutcome::best_of`]: crate::protocol::TaskOutcome::best_of
+    pub fn best_of_rest(&self) -> Option<Harness> {
+        let c = self.in_group("best-of").filter(|c| !c.flag("rest"))?;
+        self.apply(&Edit::SetParameter {
+            component: c.name.clone(),
+            param: "rest".into(),
+            value: ParamValue::Bool(true),
         })
         .ok()
     }

@@ -727,18 +727,29 @@ static SPECS: &[KindSpec] = &[
         singleton: Some("best-of"),
         stages: &[TaskStart],
         default_stages: &[TaskStart],
-        params: &[p(
-            "samples",
-            T::Float {
-                min: 1.0,
-                max: MAX_SAMPLES,
-            },
-            D::Float(1.0),
-            "episodes played per task, on different sampling streams; the one whose commands \
-             the model was most certain of (mean log-likelihood per token) is kept, and its \
-             cost is all of them. A fractional part is the share of tasks that get one more \
-             episode (chosen by the task's seed), so a token budget can be matched closely",
-        )],
+        params: &[
+            p(
+                "samples",
+                T::Float {
+                    min: 1.0,
+                    max: MAX_SAMPLES,
+                },
+                D::Float(1.0),
+                "episodes played per task, on different sampling streams; the one whose \
+                 commands the model was most certain of (mean log-likelihood per token) is \
+                 kept, and its cost is all of them. A fractional part is the share of tasks \
+                 that get one more episode (chosen by the task's seed), so a token budget can \
+                 be matched closely",
+            ),
+            late(
+                "rest",
+                T::Bool,
+                D::Bool(false),
+                "play all the episodes but the first (sampling stream 0, which is the episode \
+                 of the harness without its best-of), for a coordinator that has that one \
+                 already and keeps the more certain of the two",
+            ),
+        ],
         doc: "test-time scaling without a verifier: plays a task several times and keeps the \
               most certain episode. The search never inserts or tunes it (it buys success \
               with cost, not with a better agent); the final stage uses it for the \

@@ -358,6 +358,15 @@ impl Harness {
         self.in_group("best-of").map_or(1.0, |c| c.float("samples"))
     }
 
+    /// The sampling streams this harness plays on the task with seed `seed`: `0..n` for a
+    /// `best-of` playing `n` episodes there (one for a harness without one), `1..n` for a
+    /// best-of's rest ([`Harness::best_of_rest`]), which may be empty.
+    pub fn best_of_streams(&self, seed: u64) -> std::ops::Range<u64> {
+        let n = u64::from(catalog::best_of_episodes(self.best_of_samples(), seed));
+        let rest = self.in_group("best-of").is_some_and(|c| c.flag("rest"));
+        u64::from(rest)..n
+    }
+
     /// The tool component offering `tool`, if present.
     pub fn tool(&self, tool: &str) -> Option<&Component> {
         self.components().find(|c| c.tool() == Some(tool))

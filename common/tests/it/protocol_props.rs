@@ -55,6 +55,7 @@ fn result(j: &Job, h: Harness, edits: Vec<Edit>) -> JobResult {
                 steps: i as u32,
                 tokens: 1000,
                 wall_ms: 20,
+                confidence: (i % 3 == 0).then_some(-0.25 * i as f64),
             })
             .collect(),
         rewrites: edits

@@ -170,10 +170,16 @@ impl JobBus for Scripted {
             .map(|task| {
                 log.evaluated.push((child.id().to_string(), task.clone()));
                 // A best-of harness pays for every episode it plays, as the runtime's does;
-                // its best-of component writes nothing into the prompt.
+                // its best-of component writes nothing into the prompt. A best-of's rest
+                // plays all but the first, and never none (the runtime refuses that).
                 let prompt = child.components().filter(|c| c.kind.searched()).count();
-                let tokens = (1000 + prompt as u64 * 100)
-                    * u64::from(best_of_episodes(child.best_of_samples(), task.seed));
+                let episodes = child.best_of_streams(task.seed).count() as u64;
+                assert!(episodes > 0, "{} plays no episode on {task}", child.id());
+                let tokens = (1000 + prompt as u64 * 100) * episodes;
+                // The model's certainty, from the harness and the task; none on every
+                // fourth seed, as in records an older build made.
+                let confidence = (!task.seed.is_multiple_of(4))
+                    .then(|| -((((child.id().0[0] as u64) ^ task.seed) % 5) as f64));
                 TaskOutcome {
                     won: (self.rule)(&child, &task),
                     task,
@@ -181,6 +187,7 @@ impl JobBus for Scripted {
                     steps: 5,
                     tokens,
                     wall_ms: 1,
+                    confidence,
                 }
             })
             .collect();
@@ -546,18 +553,21 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
             "equal budget spends {theirs:.0} per task, the chosen {mine:.0}"
         );
     }
-    // Only on the held-out splits.
+    // Played (through its rest) only on the held-out splits.
     let id = eb.to_string();
+    let rest = h.best_of_rest().expect("a best-of").id();
+    let rest_id = rest.to_string();
     let log = log.lock().unwrap();
-    assert!(log.evaluated.iter().any(|(h, _)| *h == id));
+    assert!(log.evaluated.iter().any(|(h, _)| *h == rest_id));
     for (h, task) in &log.evaluated {
-        if *h == id {
+        if *h == id || *h == rest_id {
             assert!(matches!(task.split, Split::Test | Split::Heldout), "{task}");
         }
     }
-    // Where it plays a single episode, that episode is the seed's: it takes the seed's
-    // outcome, and no job plays it again; everywhere else it is played.
-    let (mut taken, mut played) = (0, 0);
+    // Its first episode is the seed's, never played again: where it plays a single episode,
+    // it takes the seed's outcome; where it plays several, its rest plays the others and the
+    // more certain of the two is its outcome, at the cost of both.
+    let (mut taken, mut joined, mut wholes) = (0, 0, 0);
     for split in [Split::Test, Split::Heldout] {
         for seed in 0..40 {
             let t = TaskRef {
@@ -565,19 +575,47 @@ fn the_equal_budget_baseline_matches_the_chosen_harness_tokens() {
                 split,
                 seed,
             };
-            let sent = log.evaluated.contains(&(id.clone(), t.clone()));
+            let whole = log.evaluated.contains(&(id.clone(), t.clone()));
             let mine = store.evaluation(&eb, &t).expect("reads").expect("scored");
-            if best_of_episodes(h.best_of_samples(), seed) == 1 {
+            let first = store
+                .evaluation(&react, &t)
+                .expect("reads")
+                .expect("scored");
+            let rest_sent = log.evaluated.contains(&(rest_id.clone(), t.clone()));
+            let n = best_of_episodes(h.best_of_samples(), seed);
+            if n == 1 {
                 taken += 1;
-                assert!(!sent, "{t} played again");
-                assert_eq!(Some(mine), store.evaluation(&react, &t).expect("reads"));
+                assert!(
+                    !whole && !rest_sent,
+                    "{t}: played where the best-of plays one"
+                );
+                assert_eq!(mine, first);
+            } else if first.confidence.is_none() {
+                // The seed's episode without its certainty cannot be compared: played whole.
+                wholes += 1;
+                assert!(whole, "{t} not played whole");
+                assert_eq!(mine.tokens, first.tokens * u64::from(n));
             } else {
-                played += 1;
-                assert!(sent, "{t} not played");
+                assert!(!whole, "{t} played whole");
+                joined += 1;
+                assert!(rest_sent, "{t}: the rest not played");
+                let others = store.evaluation(&rest, &t).expect("reads").expect("scored");
+                assert_eq!(TaskOutcome::best_of(&first, &others), Some(mine.clone()));
+                assert_eq!(mine.tokens, first.tokens + others.tokens);
             }
         }
     }
-    assert!(taken > 0 && played > 0, "{taken} taken, {played} played");
+    assert!(
+        taken > 0 && joined > 0 && wholes > 0,
+        "{taken} taken, {joined} joined, {wholes} played whole"
+    );
+    // The rest is a part of the baseline, not a harness of the run's.
+    let l = store.lineage(&rest).expect("reads").expect("named");
+    assert_eq!(
+        (l.operator.as_str(), l.parents.as_slice()),
+        (hx_coordinator::search::BEST_OF_REST, &[eb][..])
+    );
+    assert!(!f.roles.iter().any(|(r, _)| *r == rest));
 }
 
 /// A run resumed after its final stage began keeps the equal-budget baseline it made then,
@@ -1055,12 +1093,13 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
         log.evaluated.len(),
         "a pair was evaluated twice"
     );
-    // Every stored outcome was played, but those a best-of took from its base harness.
+    // Every stored outcome was played, but those a best-of made from its base harness's
+    // (taken whole, or joined with its rest's).
     let mut taken = 0;
     for h in store.harnesses().expect("reads") {
         for o in store.evaluations(&h.id()).expect("reads") {
-            if h.single_episode_as(o.task.seed).is_some() {
-                assert!(!pairs.contains(&(h.id().to_string(), o.task.clone())));
+            if h.best_of_base().is_some() && !pairs.contains(&(h.id().to_string(), o.task.clone()))
+            {
                 taken += 1;
             }
         }

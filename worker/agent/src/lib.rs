@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use hx_common::harness::catalog::{Kind, Stage, best_of_episodes};
+use hx_common::harness::catalog::{Kind, Stage};
 use hx_common::harness::param::ParamValue;
 use hx_common::harness::{Component, Harness};
 use hx_common::protocol::{RewriteRecord, TaskOutcome};
@@ -44,6 +44,18 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         cause: std::io::Error,
+    },
+    /// The harness plays no episode on the task: a best-of's rest where the best-of plays one.
+    #[error(
+        "{task}: harness {harness} plays no episode there (a best-of's rest, streams {streams:?})"
+    )]
+    NoEpisode {
+        /// The task.
+        task: TaskRef,
+        /// The harness.
+        harness: hx_common::harness::HarnessId,
+        /// The sampling streams it would play there.
+        streams: std::ops::Range<u64>,
     },
 }
 
@@ -80,9 +92,6 @@ pub struct Episode {
     pub harness: Harness,
     /// The trace.
     pub events: Vec<Event>,
-    /// The model's self-certainty: the mean per-token log-probability it gave the commands a
-    /// log-likelihood selector chose (`None` where no step was chosen that way).
-    pub confidence: Option<f64>,
 }
 
 /// One past step, as memories see it.
@@ -137,6 +146,11 @@ struct State {
     seen: std::collections::HashSet<String>,
     usage: Usage,
     exemplars: Option<Vec<exemplars::Exemplar>>,
+    /// Parts the context leaves out to fit the model's context ([`fitting`]): the oldest
+    /// history turns first, then worked examples, last first.
+    shed: usize,
+    /// The parts the context assembled last could leave out.
+    sheddable: usize,
 }
 
 pub use hx_common::harness::catalog::PLACEHOLDERS;
@@ -227,6 +241,8 @@ pub fn run_episode(
         seen: Default::default(),
         usage: Usage::default(),
         exemplars,
+        shed: 0,
+        sheddable: 0,
     };
     let mut rw = rewrite::Rewriter::new(!options.no_rewriting);
     let mut h = harness.clone();
@@ -253,13 +269,17 @@ pub fn run_episode(
                 st.plan.is_none() || (every > 0 && st.step > 0 && st.step.is_multiple_of(every));
             if due {
                 let prompt = p.text("text").to_owned();
-                let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "plan", 96)?;
+                let out = fitting(&mut st, &mut trace, |st, trace| {
+                    ask(model, &h, st, env, trace, &prompt, "plan", 96)
+                })?;
                 st.plan = Some(out);
             }
         }
 
         // before-model and the action selector.
-        let mut command = act(model, &h, &mut st, env, &mut trace)?;
+        let mut command = fitting(&mut st, &mut trace, |st, trace| {
+            act(model, &h, st, env, trace)
+        })?;
 
         // before-action: guards, in schedule order.
         for c in h.schedule(Stage::BeforeAction) {
@@ -347,7 +367,9 @@ pub fn run_episode(
                         && (st.reflections.len() as i64) < c.int("max-reflections")
                     {
                         let prompt = c.text("text").to_owned();
-                        let out = ask(model, &h, &mut st, env, &mut trace, &prompt, "reflect", 64)?;
+                        let out = fitting(&mut st, &mut trace, |st, trace| {
+                            ask(model, &h, st, env, trace, &prompt, "reflect", 64)
+                        })?;
                         st.reflections.push(out);
                         // A reflection restarts its own stall clock, so it does not fire
                         // every step.
@@ -388,6 +410,10 @@ pub fn run_episode(
             steps: st.step,
             tokens,
             wall_ms: clock.elapsed().as_millis() as u64,
+            // The mean per-token log-probability the model gave the commands a
+            // log-likelihood selector chose (none where no step was chosen that way).
+            confidence: (!st.chosen_logprobs.is_empty())
+                .then(|| st.chosen_logprobs.iter().sum::<f64>() / st.chosen_logprobs.len() as f64),
         },
         usage: st.usage,
         rewrites: rw.records,
@@ -395,27 +421,27 @@ pub fn run_episode(
         reason,
         harness: h,
         events: trace.events,
-        confidence: (!st.chosen_logprobs.is_empty())
-            .then(|| st.chosen_logprobs.iter().sum::<f64>() / st.chosen_logprobs.len() as f64),
     })
 }
 
-/// Test-time scaling without a verifier, the equal-budget baseline: plays `n` episodes of the
-/// task on sampling streams `0..n` and keeps the one the model was most certain of (highest
-/// [`Episode::confidence`]; the earliest stream among equals or where none has one). The
-/// world's reward never chooses. The kept outcome carries the tokens and wall time of all `n`
-/// episodes, so its cost is what the baseline spent.
+/// Test-time scaling without a verifier, the equal-budget baseline: plays the task on the
+/// sampling streams `streams` (offsets from `options.stream`; [`Harness::best_of_streams`])
+/// and keeps the episode the model was most certain of (highest
+/// [`TaskOutcome::confidence`]; the earliest stream among equals or where none has one). The
+/// world's reward never chooses. The kept outcome carries the tokens and wall time of all the
+/// episodes, so its cost is what the baseline spent. An empty range is an error (a best-of's
+/// rest on a task where the best-of plays one episode).
 pub fn run_best_of(
     harness: &Harness,
     env: &mut dyn Environment,
     task: &TaskRef,
     model: &dyn ModelBackend,
     options: &Options,
-    n: u32,
+    streams: std::ops::Range<u64>,
 ) -> Result<Episode, Error> {
     let mut best: Option<Episode> = None;
     let (mut tokens, mut wall_ms, mut usage) = (0, 0, Usage::default());
-    for k in 0..u64::from(n.max(1)) {
+    for k in streams.clone() {
         let o = Options {
             stream: options.stream.wrapping_add(k),
             ..options.clone()
@@ -424,12 +450,18 @@ pub fn run_best_of(
         tokens += e.outcome.tokens;
         wall_ms += e.outcome.wall_ms;
         usage += e.usage;
-        let certainty = |e: &Episode| e.confidence.unwrap_or(f64::NEG_INFINITY);
+        let certainty = |e: &Episode| e.outcome.confidence.unwrap_or(f64::NEG_INFINITY);
         if best.as_ref().is_none_or(|b| certainty(&e) > certainty(b)) {
             best = Some(e);
         }
     }
-    let mut e = best.expect("at least one episode ran");
+    let Some(mut e) = best else {
+        return Err(Error::NoEpisode {
+            task: task.clone(),
+            harness: harness.id(),
+            streams,
+        });
+    };
     e.outcome.tokens = tokens;
     e.outcome.wall_ms = wall_ms;
     e.usage = usage;
@@ -449,6 +481,41 @@ fn changes_every_step(c: &Component) -> bool {
     }
 }
 
+/// Runs `f`, which assembles the context and asks the model with it, until the prompt fits
+/// the model's context: each time the model answers that it does not, the context leaves out
+/// one more part (`State::shed`: the oldest history turn shown, then the last worked example)
+/// and `f` runs again. Where nothing is left to leave out, the model's error stands. A prompt
+/// that fits is unchanged, and leaving parts out is in the trace.
+fn fitting<T>(
+    st: &mut State,
+    trace: &mut Trace,
+    mut f: impl FnMut(&mut State, &mut Trace) -> Result<T, Error>,
+) -> Result<T, Error> {
+    st.shed = 0;
+    st.sheddable = 0;
+    let r = loop {
+        match f(st, trace) {
+            Err(Error::Model(model::Error::ContextFull { .. })) if st.shed < st.sheddable => {
+                st.shed += 1;
+            }
+            r => break r,
+        }
+    };
+    if st.shed > 0 && r.is_ok() {
+        trace.push(Event::Guard {
+            step: st.step,
+            guard: "context".into(),
+            detail: format!(
+                "left out {} part(s) of the context (history turns, oldest first, then worked \
+                 examples) to fit the model's context",
+                st.shed
+            ),
+        });
+    }
+    st.shed = 0;
+    r
+}
+
 /// The context the `before-model` components assemble, as chat messages.
 fn context(
     h: &Harness,
@@ -460,6 +527,20 @@ fn context(
     let mut parts: Vec<String> = Vec::new();
     let mut volatile: Vec<String> = Vec::new();
     let mut history_shown = false;
+    // What fitting the model's context leaves out (`st.shed`): history turns, oldest first,
+    // then worked examples, last first.
+    let turns_in_window = h
+        .components()
+        .find(|c| c.kind == Kind::HistoryWindow)
+        .map_or(0, |c| {
+            let len = st.turns.len();
+            len - window_start(len, c.int("steps") as usize)
+        });
+    st.sheddable = turns_in_window;
+    let (turns_shed, examples_shed) = (
+        st.shed.min(turns_in_window),
+        st.shed.saturating_sub(turns_in_window),
+    );
     for c in h.schedule(Stage::BeforeModel) {
         let parts = if changes_every_step(c) {
             &mut volatile
@@ -475,7 +556,13 @@ fn context(
                     let ex = st.exemplars.get_or_insert_with(|| {
                         exemplars::for_task(&st.task, n, c.flag("same-type"))
                     });
-                    for (i, e) in ex.iter().take(n).enumerate() {
+                    let shown = ex.len().min(n);
+                    st.sheddable += shown;
+                    for (i, e) in ex
+                        .iter()
+                        .take(shown.saturating_sub(examples_shed))
+                        .enumerate()
+                    {
                         parts.push(format!("Example {}:\n{}", i + 1, e.text.trim_end()));
                     }
                 }
@@ -488,7 +575,7 @@ fn context(
                     .in_group("observation-view")
                     .is_some_and(|v| v.text("mode") == "compact");
                 let mut s = format!("{}\n", view(&st.intro, compact));
-                for t in &st.turns[window_start(st.turns.len(), n)..] {
+                for t in &st.turns[window_start(st.turns.len(), n) + turns_shed..] {
                     s.push_str(&format!(
                         "> {}\n{}\n",
                         t.command,
@@ -1206,19 +1293,22 @@ fn check(
             detail: format!("{command:?} is not admissible; asking again"),
         });
         st.invalid += 1;
-        let mut messages = context(h, st, env, trace)?;
-        if let Some(last) = messages.last_mut() {
-            last.content.push_str(&format!(
-                "\n\n\"{command}\" is not a valid command here. Valid commands: {}.\nAnswer with one of them.",
-                admissible.join("; ")
-            ));
-        }
-        let g = model.generate(&GenerateRequest {
-            messages: messages.clone(),
-            stop: vec!["\n>".into()],
-            max_tokens: 48,
-            temperature: 0.0,
-            seed: st.sampling,
+        let (messages, g) = fitting(st, trace, |st, trace| {
+            let mut messages = context(h, st, env, trace)?;
+            if let Some(last) = messages.last_mut() {
+                last.content.push_str(&format!(
+                    "\n\n\"{command}\" is not a valid command here. Valid commands: {}.\nAnswer with one of them.",
+                    admissible.join("; ")
+                ));
+            }
+            let g = model.generate(&GenerateRequest {
+                messages: messages.clone(),
+                stop: vec!["\n>".into()],
+                max_tokens: 48,
+                temperature: 0.0,
+                seed: st.sampling,
+            })?;
+            Ok((messages, g))
         })?;
         st.usage += g.usage;
         record(trace, st, "retry", &flat(&messages), g.usage, &g.text);
@@ -1322,10 +1412,9 @@ fn digest(st: &State, won: bool, reason: &str) -> String {
 
 /// Runs `harness` on every task, `concurrency` episodes at a time (each with its own
 /// environment; the model batches their calls); where the harness has a `best-of` component,
-/// each task is [`run_best_of`] as many episodes as it asks for on that task
-/// ([`hx_common::harness::catalog::best_of_episodes`]). `progress` hears each finished
-/// episode. An
-/// episode that fails (an adapter crash, a model error) is returned as its error, in order.
+/// each task is [`run_best_of`] on the streams it asks for there
+/// ([`Harness::best_of_streams`]). `progress` hears each finished episode. An episode that
+/// fails (an adapter crash, a model error) is returned as its error, in order.
 pub fn run_many(
     harness: &Harness,
     tasks: &[TaskRef],
@@ -1356,9 +1445,9 @@ pub fn run_many(
                     }
                     .map_err(Error::from)
                     .and_then(|env| {
-                        let n = best_of_episodes(harness.best_of_samples(), task.seed);
-                        if n > 1 {
-                            run_best_of(harness, env.as_mut(), task, model, options, n)
+                        let streams = harness.best_of_streams(task.seed);
+                        if streams != (0..1) {
+                            run_best_of(harness, env.as_mut(), task, model, options, streams)
                         } else {
                             run_episode(harness, env.as_mut(), task, model, options)
                         }

@@ -157,11 +157,10 @@ impl Embedded {
         let text = self.template.render(messages)?;
         let tokens = self.tokenizer.encode(&text);
         if tokens.len() >= self.context {
-            return Err(Error::Request(format!(
-                "the prompt has {} tokens; the context holds {}",
-                tokens.len(),
-                self.context
-            )));
+            return Err(Error::ContextFull {
+                tokens: tokens.len(),
+                context: self.context,
+            });
         }
         Ok(tokens)
     }
@@ -235,11 +234,10 @@ impl Embedded {
             .iter()
             .find(|c| prompt.len() + c.len() > self.context)
         {
-            return Err(Error::Request(format!(
-                "prompt and a candidate take {} tokens; the context holds {}",
-                prompt.len() + c.len(),
-                self.context
-            )));
+            return Err(Error::ContextFull {
+                tokens: prompt.len() + c.len(),
+                context: self.context,
+            });
         }
         let (reply, rx) = mpsc::channel();
         self.send(Job::Score {

@@ -162,9 +162,17 @@ pub enum Error {
     /// The chat template failed.
     #[error("chat template: {0}")]
     Template(String),
-    /// The request cannot be served (too long, no candidates, ...).
+    /// The request cannot be served (no candidates, ...).
     #[error("bad request: {0}")]
     Request(String),
+    /// The prompt (with a candidate, when scoring) does not fit the model's context.
+    #[error("bad request: the prompt takes {tokens} tokens; the context holds {context}")]
+    ContextFull {
+        /// The tokens it would take.
+        tokens: usize,
+        /// The context's size.
+        context: usize,
+    },
     /// The server could not be reached or answered with an error.
     #[error("{url}: {reason}")]
     Server {

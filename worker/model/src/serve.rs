@@ -189,7 +189,7 @@ fn finish(f: Finish) -> &'static str {
 
 fn model_error(e: Error) -> (u16, Value) {
     match e {
-        Error::Request(_) | Error::Template(_) => error(400, e),
+        Error::Request(_) | Error::ContextFull { .. } | Error::Template(_) => error(400, e),
         other => error(500, other),
     }
 }

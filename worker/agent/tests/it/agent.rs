@@ -9,6 +9,7 @@ use hx_agent::{Options, exemplars, run_episode};
 use hx_common::harness::catalog::Kind;
 use hx_common::harness::format::{Format, parse_as};
 use hx_common::harness::{Component, Edit, Harness};
+use hx_common::protocol::TaskOutcome;
 use hx_common::task::{Split, TaskRef};
 use hx_env::Environment;
 use hx_env::household::Household;
@@ -573,9 +574,9 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
         sent(&streams[0]),
         sent(&run_episode(&h, &mut env, &task(), &Hashing, &Options::default()).expect("runs"))
     );
-    let best = hx_agent::run_best_of(&h, &mut env, &task(), &Hashing, &Options::default(), 4)
+    let best = hx_agent::run_best_of(&h, &mut env, &task(), &Hashing, &Options::default(), 0..4)
         .expect("runs");
-    let certainty = |e: &hx_agent::Episode| e.confidence.expect("scored steps");
+    let certainty = |e: &hx_agent::Episode| e.outcome.confidence.expect("scored steps");
     let top = streams
         .iter()
         .map(certainty)
@@ -601,7 +602,58 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
     );
     let e = many.into_iter().next().expect("one").expect("runs");
     assert_eq!(sent(&e), sent(&best));
-    assert_eq!(e.outcome.tokens, best.outcome.tokens);
+    // Outcomes but their wall time, which no two runs share.
+    let timeless = |o: &TaskOutcome| TaskOutcome {
+        wall_ms: 0,
+        ..o.clone()
+    };
+    assert_eq!(timeless(&e.outcome), timeless(&best.outcome));
+    // Its rest plays streams 1..4 only; with the base's episode (stream 0) it makes the same
+    // outcome, cost included, as the best-of playing all four, so a coordinator that has
+    // the base's episode plays three.
+    let rest = with.best_of_rest().expect("a best-of");
+    assert_eq!(with.best_of_base().map(|b| b.id()), Some(h.id()));
+    assert_eq!((rest.best_of_rest(), rest.best_of_base()), (None, None));
+    assert_eq!(rest.best_of_streams(task().seed), 1..4);
+    let r = hx_agent::run_many(
+        &rest,
+        &[task()],
+        &Hashing,
+        None,
+        &Options::default(),
+        1,
+        &|_, _| {},
+    );
+    let r = r.into_iter().next().expect("one").expect("runs");
+    assert_eq!(
+        r.outcome.tokens,
+        streams[1..].iter().map(|e| e.outcome.tokens).sum::<u64>()
+    );
+    assert_eq!(
+        TaskOutcome::best_of(&streams[0].outcome, &r.outcome).map(|o| timeless(&o)),
+        Some(timeless(&best.outcome))
+    );
+    // Where the best-of plays one episode, its rest plays none: an error, not an empty win.
+    let single = h
+        .with_best_of(1.0)
+        .expect("valid")
+        .best_of_rest()
+        .expect("a best-of");
+    let none = hx_agent::run_many(
+        &single,
+        &[task()],
+        &Hashing,
+        None,
+        &Options::default(),
+        1,
+        &|_, _| {},
+    );
+    let err = none
+        .into_iter()
+        .next()
+        .expect("one")
+        .expect_err("no episode");
+    assert!(err.to_string().contains("plays no episode"), "{err}");
     // And a fraction plays one more episode on that share of the tasks: 1.5 on 20 tasks
     // plays 30 episodes, each task once or twice.
     let tasks: Vec<_> = (0..20)
@@ -690,6 +742,86 @@ impl ModelBackend for Prefers {
             usage: Usage::default(),
         })
     }
+}
+
+/// [`Hashing`] with a context of `limit` bytes of prompt: a longer prompt is refused as the
+/// embedded model refuses one over its context. Keeps the prompts it scored.
+struct Tight {
+    limit: usize,
+    prompts: Mutex<Vec<String>>,
+}
+
+impl ModelBackend for Tight {
+    fn describe(&self) -> String {
+        "tight".into()
+    }
+    fn generate(&self, _: &GenerateRequest) -> Result<Generation, Error> {
+        unreachable!("a log-likelihood selector only scores")
+    }
+    fn score(&self, r: &ScoreRequest) -> Result<Scores, Error> {
+        let prompt: String = r.messages.iter().map(|m| m.content.as_str()).collect();
+        if prompt.len() > self.limit {
+            return Err(Error::ContextFull {
+                tokens: prompt.len(),
+                context: self.limit,
+            });
+        }
+        self.prompts.lock().unwrap().push(prompt);
+        Hashing.score(r)
+    }
+}
+
+/// A prompt over the model's context leaves out the oldest history turns until it fits, and
+/// the episode plays on (the same commands, where the model's choice does not read them);
+/// prompts that fit are unchanged; where nothing is left to leave out, the model's error
+/// stands.
+#[test]
+fn a_prompt_over_the_context_leaves_out_its_oldest_turns() {
+    let h = loglik_harness("temperature = 1.0", 16);
+    let wide = Tight {
+        limit: usize::MAX,
+        prompts: Mutex::new(Vec::new()),
+    };
+    let play = |m: &Tight| run_episode(&h, &mut Household::new(), &task(), m, &Options::default());
+    let free = play(&wide).expect("runs");
+    let prompts = wide.prompts.into_inner().unwrap();
+    let (shortest, longest) = (
+        prompts.iter().map(String::len).min().expect("prompts"),
+        prompts.iter().map(String::len).max().expect("prompts"),
+    );
+    assert!(longest > shortest + 200, "{shortest}..{longest}");
+    let limit = (shortest + longest) / 2;
+    let tight = Tight {
+        limit,
+        prompts: Mutex::new(Vec::new()),
+    };
+    let fitted = play(&tight).expect("plays on");
+    assert_eq!(sent(&fitted), sent(&free));
+    let shed = fitted
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Guard { guard, .. } if guard == "context"))
+        .count();
+    assert!(shed > 0, "no step left anything out");
+    let scored = tight.prompts.into_inner().unwrap();
+    assert_eq!(scored.len(), prompts.len());
+    for (a, b) in prompts.iter().zip(&scored) {
+        assert!(b.len() <= limit);
+        if a.len() <= limit {
+            assert_eq!(a, b, "a prompt that fits was changed");
+        } else {
+            // The intro and the latest turns stay; the oldest turn shown went.
+            assert!(b.len() < a.len());
+            assert_eq!(a.lines().next(), b.lines().next());
+            assert_eq!(a.lines().last(), b.lines().last());
+        }
+    }
+    let none = Tight {
+        limit: shortest / 2,
+        prompts: Mutex::new(Vec::new()),
+    };
+    let err = play(&none).expect_err("nothing fits");
+    assert!(err.to_string().contains("context holds"), "{err}");
 }
 
 /// The commands an episode sent, from its trace.
