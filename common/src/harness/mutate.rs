@@ -75,13 +75,32 @@ impl Limits {
         }
     }
 
-    /// Whether `c` changes nothing, so adding or removing it makes no child: a step budget at
-    /// or above the episode's limit.
-    fn inert(self, c: &Component) -> bool {
-        c.kind == Kind::StepBudget
-            && self
+    /// Whether `c` changes nothing in `h` (a harness with it, or about to have it), so adding
+    /// or removing it makes no child that plays differently: a step budget at or above the
+    /// episode's limit; an observation view that shows observations raw, as they come; and,
+    /// in a harness that cannot rewrite itself mid-task, an admissible check behind a
+    /// selector that only ever picks an admissible command, or a scratchpad nothing writes
+    /// into (only free generation takes notes).
+    fn inert(self, h: &Harness, c: &Component) -> bool {
+        let fixed = h.in_group("rewrite-policy").is_none();
+        let selector = h.action_selector().kind;
+        match c.kind {
+            Kind::StepBudget => self
                 .episode_steps
-                .is_some_and(|steps| c.int("max-steps") >= i64::from(steps))
+                .is_some_and(|steps| c.int("max-steps") >= i64::from(steps)),
+            Kind::ObservationView => c.text("mode") == "raw",
+            Kind::AdmissibleCheck => {
+                fixed && matches!(selector, Kind::LoglikScoring | Kind::RandomChoice)
+            }
+            Kind::Scratchpad => {
+                fixed
+                    && matches!(
+                        selector,
+                        Kind::LoglikScoring | Kind::RandomChoice | Kind::SampleVote
+                    )
+            }
+            _ => false,
+        }
     }
 }
 
@@ -523,7 +542,7 @@ fn structural(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
                     edges: Vec::new(),
                 });
             }
-        } else if let Some(c) = component_for(h, kind, rng).filter(|c| !limits.inert(c)) {
+        } else if let Some(c) = component_for(h, kind, rng).filter(|c| !limits.inert(h, c)) {
             out.push(Edit::Insert {
                 component: c,
                 edges: Vec::new(),
@@ -531,7 +550,7 @@ fn structural(h: &Harness, limits: Limits, rng: &mut ChaCha8Rng) -> Vec<Edit> {
         }
     }
     for c in h.components() {
-        if c.kind != Kind::SystemPrompt && !limits.inert(c) {
+        if c.kind != Kind::SystemPrompt && !limits.inert(h, c) {
             out.push(Edit::Remove {
                 name: c.name.clone(),
             });
@@ -764,6 +783,72 @@ mod tests {
             .map(|t| t.to_string())
             .collect();
         assert_eq!(inserted, free, "react offers only the admissible list");
+    }
+
+    /// The kinds structural moves insert into `h`, over many draws.
+    fn inserted_kinds(h: &Harness) -> std::collections::BTreeSet<Kind> {
+        (0..64)
+            .flat_map(|seed| structural(h, Limits::default(), &mut ChaCha8Rng::seed_from_u64(seed)))
+            .filter_map(|e| match e {
+                Edit::Insert { component, .. } => Some(component.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_structural_move_adds_or_removes_a_component_that_changes_nothing() {
+        // Behind a log-likelihood selector, with no rewrite policy: the check never fires
+        // (every choice is admissible) and nothing writes notes.
+        let h = react();
+        let kinds = inserted_kinds(&h);
+        for k in [Kind::AdmissibleCheck, Kind::Scratchpad] {
+            assert!(!kinds.contains(&k), "{k:?} inserted into react");
+        }
+        assert!(kinds.contains(&Kind::FailureMemory), "{kinds:?}");
+        // An observation view is a move only where it changes how observations read.
+        for seed in 0..64 {
+            for e in structural(&h, Limits::default(), &mut ChaCha8Rng::seed_from_u64(seed)) {
+                if let Edit::Insert { component, .. } = e
+                    && component.kind == Kind::ObservationView
+                {
+                    assert_eq!(component.text("mode"), "compact");
+                }
+            }
+        }
+        // Behind free generation, or where the harness may rewrite itself, both are moves.
+        let free = h
+            .apply(&Edit::Replace {
+                component: Component::new("act", Kind::FreeGeneration),
+            })
+            .expect("valid");
+        let kinds = inserted_kinds(&free);
+        assert!(kinds.contains(&Kind::AdmissibleCheck) && kinds.contains(&Kind::Scratchpad));
+        let rewriting = h
+            .apply(&Edit::Insert {
+                component: Component::new("rw", Kind::RewritePolicy),
+                edges: Vec::new(),
+            })
+            .expect("valid");
+        let kinds = inserted_kinds(&rewriting);
+        assert!(kinds.contains(&Kind::AdmissibleCheck) && kinds.contains(&Kind::Scratchpad));
+        // A check already in react is not a removal worth a child either.
+        let checked = h
+            .apply(&Edit::Insert {
+                component: Component::new("verify", Kind::AdmissibleCheck),
+                edges: Vec::new(),
+            })
+            .expect("valid");
+        let removes_check = (0..16).any(|seed| {
+            structural(
+                &checked,
+                Limits::default(),
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+            .iter()
+            .any(|e| matches!(e, Edit::Remove { name } if name == "verify"))
+        });
+        assert!(!removes_check);
     }
 
     #[test]
