@@ -591,16 +591,19 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
     );
     // The same through the harness: a `best-of` component of 4 makes `run_many` play it.
     let with = h.with_best_of(4.0).expect("valid");
-    let many = hx_agent::run_many(
-        &with,
-        &[task()],
-        &Hashing,
-        None,
-        &Options::default(),
-        1,
-        &|_, _| {},
-    );
-    let e = many.into_iter().next().expect("one").expect("runs");
+    let on_the_task = |h: &Harness| {
+        let many = hx_agent::run_many(
+            h,
+            &[task()],
+            &Hashing,
+            None,
+            &Options::default(),
+            1,
+            &|_, _| {},
+        );
+        many.into_iter().next().expect("one")
+    };
+    let e = on_the_task(&with).expect("runs");
     assert_eq!(sent(&e), sent(&best));
     // Outcomes but their wall time, which no two runs share.
     let timeless = |o: &TaskOutcome| TaskOutcome {
@@ -615,16 +618,7 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
     assert_eq!(with.best_of_base().map(|b| b.id()), Some(h.id()));
     assert_eq!((rest.best_of_rest(), rest.best_of_base()), (None, None));
     assert_eq!(rest.best_of_streams(task().seed), 1..4);
-    let r = hx_agent::run_many(
-        &rest,
-        &[task()],
-        &Hashing,
-        None,
-        &Options::default(),
-        1,
-        &|_, _| {},
-    );
-    let r = r.into_iter().next().expect("one").expect("runs");
+    let r = on_the_task(&rest).expect("runs");
     assert_eq!(
         r.outcome.tokens,
         streams[1..].iter().map(|e| e.outcome.tokens).sum::<u64>()
@@ -639,20 +633,7 @@ fn best_of_n_keeps_the_most_certain_episode_and_pays_for_all() {
         .expect("valid")
         .best_of_rest()
         .expect("a best-of");
-    let none = hx_agent::run_many(
-        &single,
-        &[task()],
-        &Hashing,
-        None,
-        &Options::default(),
-        1,
-        &|_, _| {},
-    );
-    let err = none
-        .into_iter()
-        .next()
-        .expect("one")
-        .expect_err("no episode");
+    let err = on_the_task(&single).expect_err("no episode");
     assert!(err.to_string().contains("plays no episode"), "{err}");
     // And a fraction plays one more episode on that share of the tasks: 1.5 on 20 tasks
     // plays 30 episodes, each task once or twice.
