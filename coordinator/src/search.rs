@@ -2024,10 +2024,7 @@ impl<'a> Search<'a> {
             let base = h
                 .best_of_base()
                 .filter(|b| harnesses.iter().any(|x| x.id() == b.id()));
-            let rest = match &base {
-                Some(_) => h.best_of_rest(),
-                None => None,
-            };
+            let rest = base.as_ref().and_then(|_| h.best_of_rest());
             let (mut seeds, mut rest_seeds) = (Vec::new(), Vec::new());
             for s in 0..u64::from(n) {
                 let t = task(s);
@@ -2068,19 +2065,7 @@ impl<'a> Search<'a> {
             }
             if let Some(r) = rest.filter(|_| !rest_seeds.is_empty()) {
                 // Named in the store as the best-of's part, never a candidate.
-                if self.store.lineage(&r.id())?.is_none() {
-                    self.store.put_harness(&r)?;
-                    self.store.put_lineage(
-                        &r.id(),
-                        &Lineage {
-                            parents: vec![h.id()],
-                            operator: BEST_OF_REST.into(),
-                            adopted: vec![],
-                            job: None,
-                            at_ms: 0,
-                        },
-                    )?;
-                }
+                self.name_final_only(&r, BEST_OF_REST, vec![h.id()])?;
                 pending.push((r, rest_seeds));
             }
         }
@@ -2149,6 +2134,25 @@ impl<'a> Search<'a> {
             .iter()
             .map(|h| Ok(Fitness::of(&self.played(&h.id(), split, n)?, 0.95)))
             .collect()
+    }
+
+    /// Names a harness the final stage makes (never a candidate) in the store with its
+    /// lineage, where the store does not know it yet, so a resumed run and the report know it.
+    fn name_final_only(&self, h: &Harness, operator: &str, parents: Vec<HarnessId>) -> Result<()> {
+        if self.store.lineage(&h.id())?.is_none() {
+            self.store.put_harness(h)?;
+            self.store.put_lineage(
+                &h.id(),
+                &Lineage {
+                    parents,
+                    operator: operator.into(),
+                    adopted: vec![],
+                    job: None,
+                    at_ms: 0,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Records each best-of outcome in `joins` whose parts are recorded (the base's, and the
@@ -2267,19 +2271,11 @@ impl<'a> Search<'a> {
         }
         for (h, operator, role) in extra {
             // Named in the store, so a resumed run and the report know it.
-            if self.store.lineage(&h.id())?.is_none() {
-                self.store.put_harness(&h)?;
-                self.store.put_lineage(
-                    &h.id(),
-                    &Lineage {
-                        parents: if operator == ARM { vec![] } else { vec![best] },
-                        operator: operator.into(),
-                        adopted: vec![],
-                        job: None,
-                        at_ms: 0,
-                    },
-                )?;
-            }
+            self.name_final_only(
+                &h,
+                operator,
+                if operator == ARM { vec![] } else { vec![best] },
+            )?;
             if !test_set.iter().any(|t| t.id() == h.id()) {
                 test_set.push(h.clone());
                 roles.push((h.id(), role));
@@ -2453,19 +2449,7 @@ impl<'a> Search<'a> {
             if finalists.contains(&h.id()) {
                 continue;
             }
-            if self.store.lineage(&h.id())?.is_none() {
-                self.store.put_harness(&h)?;
-                self.store.put_lineage(
-                    &h.id(),
-                    &Lineage {
-                        parents: vec![cur.id()],
-                        operator: PRUNE.into(),
-                        adopted: vec![],
-                        job: None,
-                        at_ms: 0,
-                    },
-                )?;
-            }
+            self.name_final_only(&h, PRUNE, vec![cur.id()])?;
             let n = self.exp.racing.select_tasks;
             let f = self
                 .evaluate_on(std::slice::from_ref(&h), split, n)?
