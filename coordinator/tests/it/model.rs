@@ -118,6 +118,38 @@ fn acceptance(m: &dyn ModelBackend) {
     factual_questions_get_correct_short_answers(m);
     scoring_ranks_the_right_command_first(m);
     the_same_seed_gives_the_same_text(m);
+    a_prompt_over_the_context_is_context_full(m);
+}
+
+/// A prompt longer than the model's context is `ContextFull` with the numbers, whether the
+/// model is embedded or a server says so in its own words, for generation and scoring alike:
+/// the agent runtime leaves parts of the context out on that error and no other.
+fn a_prompt_over_the_context_is_context_full(m: &dyn ModelBackend) {
+    // About 10,000 tokens: over any context these tests give SmolLM2 (at most its 8,192).
+    let messages = ask(None, &"The cat sat on the mat by the door. ".repeat(1000));
+    let check = |what: &str, err: Error| match err {
+        Error::ContextFull {
+            tokens: Some(tokens),
+            context: Some(context),
+        } => assert!(
+            tokens > context,
+            "{what}: {tokens} tokens, context {context}"
+        ),
+        other => panic!("{what} over the context: {other}"),
+    };
+    check(
+        "generating",
+        m.generate(&GenerateRequest::new(messages.clone(), 4))
+            .expect_err("does not fit"),
+    );
+    check(
+        "scoring",
+        m.score(&ScoreRequest {
+            messages,
+            candidates: vec!["go to fridge 1".into(), "look".into()],
+        })
+        .expect_err("does not fit"),
+    );
 }
 
 #[test]

@@ -158,8 +158,8 @@ impl Embedded {
         let tokens = self.tokenizer.encode(&text);
         if tokens.len() >= self.context {
             return Err(Error::ContextFull {
-                tokens: tokens.len(),
-                context: self.context,
+                tokens: Some(tokens.len()),
+                context: Some(self.context),
             });
         }
         Ok(tokens)
@@ -235,8 +235,8 @@ impl Embedded {
             .find(|c| prompt.len() + c.len() > self.context)
         {
             return Err(Error::ContextFull {
-                tokens: prompt.len() + c.len(),
-                context: self.context,
+                tokens: Some(prompt.len() + c.len()),
+                context: Some(self.context),
             });
         }
         let (reply, rx) = mpsc::channel();

@@ -165,13 +165,14 @@ pub enum Error {
     /// The request cannot be served (no candidates, ...).
     #[error("bad request: {0}")]
     Request(String),
-    /// The prompt (with a candidate, when scoring) does not fit the model's context.
-    #[error("bad request: the prompt takes {tokens} tokens; the context holds {context}")]
+    /// The prompt (with a candidate, when scoring) does not fit the model's context: the
+    /// embedded model's check, or a server's answer that says so (see `openai`).
+    #[error("bad request: the prompt does not fit the model's context ({})", context_full(*.tokens, *.context))]
     ContextFull {
-        /// The tokens it would take.
-        tokens: usize,
-        /// The context's size.
-        context: usize,
+        /// The tokens it would take, where known.
+        tokens: Option<usize>,
+        /// The context's size, where known.
+        context: Option<usize>,
     },
     /// The server could not be reached or answered with an error.
     #[error("{url}: {reason}")]
@@ -192,6 +193,16 @@ pub enum Error {
     /// The backend stopped.
     #[error("the model backend has stopped")]
     Stopped,
+}
+
+fn context_full(tokens: Option<usize>, context: Option<usize>) -> String {
+    let tokens = tokens.map_or("more tokens than it holds".into(), |t| {
+        format!("it takes {t} tokens")
+    });
+    match context {
+        Some(c) => format!("{tokens}; the context holds {c}"),
+        None => tokens,
+    }
 }
 
 /// A model agents can call.

@@ -9,7 +9,9 @@
 //! most hosted chat APIs) is reported as [`Error::NoLogprobs`].
 //!
 //! Requests are limited to `max_concurrency` in flight, time out, and are retried with
-//! exponential backoff on 429 and 5xx answers and on connection failures.
+//! exponential backoff on 429 and 5xx answers and on connection failures. A server's answer
+//! that the prompt does not fit its context is [`Error::ContextFull`], as the embedded model's
+//! is, so the agent runtime leaves parts of the context out the same way with either.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -136,6 +138,11 @@ impl OpenAi {
                 }
                 Err(ureq::Error::Status(code, resp)) => {
                     let text = resp.into_string().unwrap_or_default();
+                    if (400..500).contains(&code)
+                        && let Some(full) = context_full(&text)
+                    {
+                        return Err(full);
+                    }
                     let text = text.chars().take(500).collect::<String>();
                     if code == 429 || code >= 500 {
                         last = format!("HTTP {code}: {text}");
@@ -315,6 +322,54 @@ impl OpenAi {
 /// One candidate's per-token log-probabilities and the tokens its request used.
 type Scored = (Vec<f64>, Usage);
 
+/// A server's answer (the body of a 4xx) that the prompt does not fit its context, as
+/// [`Error::ContextFull`] with the numbers the answer gives: OpenAI's and llama-cpp-python's
+/// `context_length_exceeded` ("This model's maximum context length is 2048 tokens, however you
+/// requested 2100 tokens ..."), vLLM's ("... maximum context length is 4096 tokens and your
+/// request has 4100 input tokens"), llama.cpp's server's `exceed_context_size_error` (with
+/// `n_prompt_tokens` and `n_ctx`), and `hx model serve`'s. `None` for any other answer.
+fn context_full(body: &str) -> Option<Error> {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let e = if v["error"].is_object() {
+        &v["error"]
+    } else {
+        &v
+    };
+    let message = e["message"].as_str().unwrap_or(body).to_lowercase();
+    let said = e["code"] == "context_length_exceeded"
+        || e["type"] == "exceed_context_size_error"
+        || [
+            "maximum context length",
+            "exceeds the available context size",
+            "exceed context window",
+        ]
+        .iter()
+        .any(|m| message.contains(m));
+    if !said {
+        return None;
+    }
+    let field = |k: &str| e[k].as_u64().and_then(|n| usize::try_from(n).ok());
+    let after = |markers: &[&str]| markers.iter().find_map(|m| number_after(&message, m));
+    Some(Error::ContextFull {
+        tokens: field("n_prompt_tokens")
+            .or_else(|| after(&["requested ", "request has ", "request ("])),
+        context: field("n_ctx").or_else(|| {
+            after(&[
+                "maximum context length is ",
+                "available context size (",
+                "context window of ",
+            ])
+        }),
+    })
+}
+
+/// The whole number that follows the first `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<usize> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn usage(u: &Value) -> Usage {
     Usage {
         prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
@@ -402,5 +457,94 @@ impl ModelBackend for OpenAi {
             scores.usage += u;
         }
         Ok(scores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(body: &str) -> (Option<usize>, Option<usize>) {
+        match context_full(body) {
+            Some(Error::ContextFull { tokens, context }) => (tokens, context),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    /// The answers of the servers hx talks to when a prompt does not fit, with their numbers.
+    #[test]
+    fn servers_answers_that_a_prompt_does_not_fit_are_context_full() {
+        // llama-cpp-python 0.3.36 (its error formatter), text completion.
+        assert_eq!(
+            full(
+                r#"{"error":{"message":"This model's maximum context length is 2048 tokens, however you requested 3001 tokens (3000 in your prompt; 1 for the completion). Please reduce your prompt; or completion length.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#
+            ),
+            (Some(3001), Some(2048))
+        );
+        // vLLM, older and newer wording.
+        assert_eq!(
+            full(
+                r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 4200 tokens (4199 in the messages, 1 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#
+            ),
+            (Some(4200), Some(4096))
+        );
+        assert_eq!(
+            full(
+                r#"{"error":{"message":"'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum context length is 4096 tokens and your request has 2778 input tokens (8000 > 4096 - 2778). None","type":"BadRequestError","param":null,"code":400}}"#
+            ),
+            (Some(2778), Some(4096))
+        );
+        // llama.cpp's server.
+        assert_eq!(
+            full(
+                r#"{"error":{"code":400,"message":"request (4476 tokens) exceeds the available context size (4096 tokens)","type":"exceed_context_size_error","n_prompt_tokens":4476,"n_ctx":4096}}"#
+            ),
+            (Some(4476), Some(4096))
+        );
+        // hx model serve's own answer, and a code without numbers.
+        let ours = Error::ContextFull {
+            tokens: Some(2100),
+            context: Some(2048),
+        };
+        let (code, body) = crate::serve::model_error(ours);
+        assert_eq!(code, 400);
+        assert_eq!(full(&body.to_string()), (Some(2100), Some(2048)));
+        assert_eq!(
+            full(r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn other_bad_requests_are_not_context_full() {
+        for body in [
+            r#"{"error":{"message":"The model `x` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#,
+            r#"{"error":{"message":"logprobs are not supported","type":"invalid_request_error"}}"#,
+            "Bad Request",
+            "",
+        ] {
+            assert!(context_full(body).is_none(), "{body}");
+        }
+    }
+
+    #[test]
+    fn context_full_says_what_it_knows() {
+        let e = Error::ContextFull {
+            tokens: Some(2100),
+            context: Some(2048),
+        };
+        assert_eq!(
+            e.to_string(),
+            "bad request: the prompt does not fit the model's context (it takes 2100 tokens; \
+             the context holds 2048)"
+        );
+        let e = Error::ContextFull {
+            tokens: None,
+            context: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "bad request: the prompt does not fit the model's context (more tokens than it holds)"
+        );
     }
 }

@@ -187,9 +187,21 @@ fn finish(f: Finish) -> &'static str {
     }
 }
 
-fn model_error(e: Error) -> (u16, Value) {
+pub(crate) fn model_error(e: Error) -> (u16, Value) {
     match e {
-        Error::Request(_) | Error::ContextFull { .. } | Error::Template(_) => error(400, e),
+        // OpenAI's code for it, with llama.cpp's server's numbers, so clients (hx's among
+        // them) can tell it from other bad requests and leave something out.
+        Error::ContextFull { tokens, context } => (
+            400,
+            json!({"error": {
+                "message": e.to_string(),
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+                "n_prompt_tokens": tokens,
+                "n_ctx": context,
+            }}),
+        ),
+        Error::Request(_) | Error::Template(_) => error(400, e),
         other => error(500, other),
     }
 }

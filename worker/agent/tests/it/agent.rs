@@ -743,8 +743,8 @@ impl ModelBackend for Tight {
         let prompt: String = r.messages.iter().map(|m| m.content.as_str()).collect();
         if prompt.len() > self.limit {
             return Err(Error::ContextFull {
-                tokens: prompt.len(),
-                context: self.limit,
+                tokens: Some(prompt.len()),
+                context: Some(self.limit),
             });
         }
         self.prompts.lock().unwrap().push(prompt);
