@@ -43,6 +43,13 @@ checking DIR/SHA256SUMS, once.
 Needs `pip install alfworld` (which brings textworld and fast-downward).
 """
 
+import sys
+
+# Run as `python3 -c SCRIPT` (as hx runs it), Python searches the working directory first: a
+# file there named like a standard module (inspect.py, json.py) would be imported in its place.
+if sys.path[:1] == [""]:
+    del sys.path[0]
+
 import argparse
 import functools
 import glob
@@ -50,7 +57,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tarfile
 import zlib
 

@@ -34,10 +34,16 @@ Needs `pip install scienceworld` (the wheel carries its JAR) and a Java runtime 
 `apt-get install default-jre-headless`). Each adapter process runs one JVM.
 """
 
+import sys
+
+# Run as `python3 -c SCRIPT` (as hx runs it), Python searches the working directory first: a
+# file there named like a standard module (inspect.py, json.py) would be imported in its place.
+if sys.path[:1] == [""]:
+    del sys.path[0]
+
 import json
 import os
 import re
-import sys
 
 SPLITS = {"train": "train", "validation": "dev", "test": "test"}
 ROOM = re.compile(r"^This room is called the (.+?)\.", re.M)

@@ -194,3 +194,40 @@ fn an_example_named_outside_the_train_split_is_refused() {
     // The faulty process is gone; the next episode starts a fresh one.
     env.reset(&task("vault/train/1")).expect("resets");
 }
+
+#[test]
+fn shipped_adapters_ignore_modules_in_the_working_directory() {
+    // `python3 -c` puts the working directory first on the module path: a stray `json.py` or
+    // `inspect.py` there once broke ScienceWorld's resets with an IndexError from that file.
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for module in ["json", "inspect", "re"] {
+        std::fs::write(
+            dir.path().join(format!("{module}.py")),
+            "raise RuntimeError('the working directory was searched')\n",
+        )
+        .expect("writes");
+    }
+    for suite in ["alfworld", "scienceworld"] {
+        let a = hx_env::shipped_adapter(suite).expect("shipped");
+        let mut child = std::process::Command::new(&a.command[0])
+            .args(&a.command[1..])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // Answered before any benchmark package loads, so this needs only Python.
+        writeln!(stdin, r#"{{"op":"step","command":"look"}}"#).expect("writes");
+        drop(stdin);
+        let out = child.wait_with_output().expect("exits");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("step before reset"),
+            "{suite}: {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
