@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::gguf::Gguf;
 use super::llama::{Config, Kv, Llama, Row, Scratch, SeqKv};
-use super::quant::Team;
+use super::quant::{Isa, Team, log_sum_exp};
 use super::template::{CHATML, ChatTemplate};
 use super::tokenizer::{Token, Tokenizer};
 use super::{
@@ -501,12 +501,6 @@ fn flatten(cfg: &Config, seq: &mut SeqKv) {
     seq.shared = vec![(Arc::new(kv), total)];
 }
 
-fn log_softmax_at(logits: &[f32], token: Token) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
-    f64::from(logits[token as usize] - max) - sum.ln()
-}
-
 fn sample(logits: &[f32], temperature: f32, rng: &mut ChaCha8Rng) -> Token {
     if temperature <= 0.0 {
         let mut best = 0;
@@ -710,6 +704,7 @@ impl Engine {
                 let lane_index = s.lane;
                 Self::deliver(
                     &self.model.cfg,
+                    self.model.isa(),
                     &self.tokenizer,
                     &mut self.cache,
                     act,
@@ -723,6 +718,7 @@ impl Engine {
 
     fn deliver(
         cfg: &Config,
+        isa: Isa,
         tokenizer: &Tokenizer,
         cache: &mut PrefixCache,
         act: &mut Active,
@@ -786,9 +782,10 @@ impl Engine {
                 if lane == 0 {
                     // The prompt is computed: score every first token.
                     let logits = got.last().expect("one row");
+                    let norm = log_sum_exp(isa, logits);
                     for (c, toks) in candidates.iter().enumerate() {
                         if let Some(&t0) = toks.first() {
-                            logprobs[c].push(log_softmax_at(logits, t0));
+                            logprobs[c].push(f64::from(logits[t0 as usize]) - norm);
                         }
                     }
                     let prompt = &mut act.lanes[0];
@@ -804,8 +801,15 @@ impl Engine {
                         let row = progress[k];
                         progress[k] += 1;
                         let position = seg.start + row + 1;
-                        for &c in &seg.readers[row] {
-                            logprobs[c].push(log_softmax_at(logits, candidates[c][position]));
+                        // One normalizer per row, however many candidates read the row.
+                        let readers = &seg.readers[row];
+                        if readers.is_empty() {
+                            continue;
+                        }
+                        let norm = log_sum_exp(isa, logits);
+                        for &c in readers {
+                            let t = candidates[c][position] as usize;
+                            logprobs[c].push(f64::from(logits[t]) - norm);
                         }
                     }
                     if act.lanes[lane].pending.is_empty() && !seg.children.is_empty() {
