@@ -1,7 +1,8 @@
 //! Kernel microbenchmark: min time of a 1536x576 Q4_1 and a 4096x576 Q8_0 matmul (its
 //! activations quantized or rounded as each set needs them included), and of one
 //! grouped-query attention (SmolLM2's shape: 3 query heads of 64 per key/value head) over
-//! sequences of 100 to 2,000 positions, with every set of kernels this CPU runs.
+//! sequences of 100 to 2,000 positions (one row, and four rows in one call), with every set
+//! of kernels this CPU runs.
 use std::time::Instant;
 
 use hx_model::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul};
@@ -50,8 +51,10 @@ fn main() {
         }
     }
     let (hd, group, kvd) = (64, 3, 192);
-    for upto in [100usize, 700, 2000] {
-        let q: Vec<f32> = (0..group * hd)
+    // One row's heads, then four consecutive rows' heads in one call (a prompt chunk's block),
+    // timed per row.
+    for (upto, rows) in [(100usize, 1usize), (700, 1), (700, 4), (2000, 1), (2000, 4)] {
+        let q: Vec<f32> = (0..rows * group * hd)
             .map(|i| ((i * 17 % 23) as f32 - 11.0) / 11.0)
             .collect();
         let k: Vec<f32> = (0..upto * kvd)
@@ -67,10 +70,12 @@ fn main() {
             runs: &runs,
             stride: kvd,
             off: 0,
-            upto,
+            upto: &(0..rows)
+                .flat_map(|r| std::iter::repeat_n(upto - rows + 1 + r, group))
+                .collect::<Vec<_>>(),
             scale: 0.125,
         };
-        let mut out = vec![0f32; group * hd];
+        let mut out = vec![0f32; rows * group * hd];
         let mut best = vec![f64::MAX; isas.len()];
         for _ in 0..30 {
             for (k, &isa) in isas.iter().enumerate() {
@@ -78,7 +83,7 @@ fn main() {
                 for _ in 0..20 {
                     attend_group(isa, &job, &mut out);
                 }
-                best[k] = best[k].min(t.elapsed().as_secs_f64() / 20.0);
+                best[k] = best[k].min(t.elapsed().as_secs_f64() / 20.0 / rows as f64);
             }
         }
         let line: Vec<String> = isas
@@ -86,6 +91,9 @@ fn main() {
             .zip(&best)
             .map(|(i, b)| format!("{i} {:.1} us", b * 1e6))
             .collect();
-        println!("attention over {upto} positions: {}", line.join(", "));
+        println!(
+            "attention over {upto} positions, {rows} row(s) a call, per row: {}",
+            line.join(", ")
+        );
     }
 }

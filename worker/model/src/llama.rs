@@ -13,6 +13,10 @@ use super::gguf::{DType, Error, Gguf};
 use super::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul, silu_mul};
 use super::tokenizer::Token;
 
+/// Rows of one sequence that attend together (see [`Llama::forward`]): four rows read each key
+/// and value once where one row at a time read them four times.
+const BLOCK: usize = 4;
+
 /// Hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -398,6 +402,14 @@ impl Llama {
         }
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
+        // Attention's blocks: runs of up to BLOCK rows of one sequence, (first row, rows).
+        let mut blocks: Vec<(usize, usize)> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            match blocks.last_mut() {
+                Some((first, len)) if *len < BLOCK && rows[*first].seq == r.seq => *len += 1,
+                _ => blocks.push((i, 1)),
+            }
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
@@ -414,37 +426,57 @@ impl Llama {
             for r in rows {
                 seqs[r.seq].own.len += usize::from(l == 0);
             }
-            // Each (row, key/value head) attends over its sequence up to the row's position,
-            // for the query heads that share that key/value head; the pairs are spread over
-            // the threads, so one long row still uses every core.
+            // Each (block of rows, key/value head) attends over its sequence, each row up to
+            // its own position, for the query heads that share that key/value head; the pairs
+            // are spread over the threads, so one long row still uses every core. A block is
+            // up to BLOCK consecutive rows of one sequence (a prompt's chunk), whose keys and
+            // values are then read from memory once for all of its rows.
             let segments: Vec<Vec<(&[f32], &[f32])>> =
                 seqs.iter().map(|q| segments(q, l, kvd)).collect();
-            s.h.clear();
-            s.h.resize(n * d, 0.0);
             let a = &s.a;
-            let hd = c.head_dim;
+            let (hd, hg) = (c.head_dim, group * c.head_dim);
             let isa = self.isa;
             let attend = |i: usize, out: &mut [f32]| {
-                let (row, g) = (i / c.kv_heads, i % c.kv_heads);
-                let q = row * width + g * group * hd;
+                let (b, g) = (i / c.kv_heads, i % c.kv_heads);
+                let (first, len) = blocks[b];
+                let mut q = Vec::with_capacity(len * hg);
+                let mut upto = Vec::with_capacity(len * group);
+                for (r, p) in pos.iter().enumerate().skip(first).take(len) {
+                    let at = r * width + g * hg;
+                    q.extend_from_slice(&a[at..at + hg]);
+                    upto.extend(std::iter::repeat_n(p + 1, group));
+                }
                 let job = Attend {
-                    q: &a[q..q + group * hd],
+                    q: &q,
                     hd,
-                    runs: &segments[rows[row].seq],
+                    runs: &segments[rows[first].seq],
                     stride: kvd,
                     off: g * hd,
-                    upto: pos[row] + 1,
+                    upto: &upto,
                     scale,
                 };
-                attend_group(isa, &job, out);
+                attend_group(isa, &job, &mut out[..len * hg]);
             };
             // Short contexts are cheaper to attend on one thread than to hand out.
+            s.b.clear();
+            s.b.resize(blocks.len() * c.kv_heads * BLOCK * hg, 0.0);
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
             if team.size() > 1 && work >= 1024 {
-                team.for_each_chunk_mut(&mut s.h, group * hd, &attend);
+                team.for_each_chunk_mut(&mut s.b, BLOCK * hg, &attend);
             } else {
-                for (i, out) in s.h.chunks_mut(group * hd).enumerate() {
+                for (i, out) in s.b.chunks_mut(BLOCK * hg).enumerate() {
                     attend(i, out);
+                }
+            }
+            // Back to one row after another, each row's heads in order.
+            s.h.clear();
+            s.h.resize(n * d, 0.0);
+            for (i, out) in s.b.chunks(BLOCK * hg).enumerate() {
+                let (b, g) = (i / c.kv_heads, i % c.kv_heads);
+                let (first, len) = blocks[b];
+                for (k, r) in (first..first + len).enumerate() {
+                    s.h[r * d + g * hg..r * d + (g + 1) * hg]
+                        .copy_from_slice(&out[k * hg..(k + 1) * hg]);
                 }
             }
             s.qa.quantize_into(self.isa, &s.h, n, d);

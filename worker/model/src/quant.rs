@@ -649,7 +649,9 @@ mod x86 {
     /// AVX2 and FMA are present; the shapes are as `super::attend_group` checks.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend_group(a: &super::Attend<'_>, out: &mut [f32]) {
-        let (hd, upto) = (a.hd, a.upto);
+        // Every head's scores over the most positions any attends; a head's row past its own
+        // count is then zeroed, so adding its weighted values changes nothing.
+        let (hd, upto) = (a.hd, a.most());
         // This head's key and value at each position: plain slices, so the loops below
         // inline (an iterator chain over the runs did not).
         let kv = a.positions();
@@ -679,9 +681,11 @@ mod x86 {
                 scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
             }
         }
-        for s in scores.chunks_exact_mut(upto) {
+        for (s, &own) in scores.chunks_exact_mut(upto).zip(a.upto) {
+            let (s, past) = s.split_at_mut(own);
             // SAFETY: AVX2 and FMA are present.
             unsafe { softmax(s) };
+            past.fill(0.0);
         }
         let mut heads: Vec<(&[f32], &mut [f32])> = scores
             .chunks_exact(upto)
@@ -705,9 +709,9 @@ mod x86 {
                 }
             }
         } else {
-            for (w, oh) in heads {
+            for ((w, oh), &own) in heads.into_iter().zip(a.upto) {
                 oh.fill(0.0);
-                for ((_, v), &w) in kv.iter().zip(w) {
+                for ((_, v), &w) in kv.iter().zip(&w[..own]) {
                     // SAFETY: AVX2 and FMA are present; `oh` and every value hold `hd` floats.
                     unsafe { axpy_f32(oh, w, v) };
                 }
@@ -1130,8 +1134,9 @@ pub fn axpy_f32(isa: Isa, y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// One grouped-query attention: the query heads that share one key/value head, attending
-/// over a sequence's first `upto` positions.
+/// One grouped-query attention: the query heads that share one key/value head, each attending
+/// over its sequence's first `upto` positions (heads of several rows of one sequence, each
+/// row's own count: the keys and values are then read once for all of them).
 pub struct Attend<'a> {
     /// The heads' queries, `hd` floats each, one after another.
     pub q: &'a [f32],
@@ -1143,19 +1148,25 @@ pub struct Attend<'a> {
     pub stride: usize,
     /// Where this key/value head starts within a position.
     pub off: usize,
-    /// Positions attended (the row's own included).
-    pub upto: usize,
+    /// Positions each head attends (its row's own included), one per head in `q`.
+    pub upto: &'a [usize],
     /// The scale of the scores, 1/sqrt(hd).
     pub scale: f32,
 }
 
 impl Attend<'_> {
-    /// This head's key and value at each attended position, in order.
+    /// The most positions any head attends.
+    fn most(&self) -> usize {
+        self.upto.iter().copied().max().unwrap_or(0)
+    }
+
+    /// This key/value head's key and value at each position any head attends, in order.
     fn positions(&self) -> Vec<(&[f32], &[f32])> {
         let (off, hd, stride) = (self.off, self.hd, self.stride);
-        let mut out = Vec::with_capacity(self.upto);
+        let most = self.most();
+        let mut out = Vec::with_capacity(most);
         for (k, v) in self.runs {
-            let n = (k.len() / stride).min(self.upto - out.len());
+            let n = (k.len() / stride).min(most - out.len());
             for p in 0..n {
                 let at = p * stride + off;
                 out.push((&k[at..at + hd], &v[at..at + hd]));
@@ -1235,10 +1246,16 @@ fn softmax_scalar(s: &mut [f32]) {
 /// [`axpy_f32`] per value for each head; on AVX2 in one call instead of two per position.
 ///
 /// # Panics
-/// If the shapes disagree: `q` not whole heads, `out` not `q`'s length, a run not whole
-/// positions, the head outside a position, or fewer than `upto` (at least one) positions.
+/// If the shapes disagree: `q` not whole heads, `out` not `q`'s length, `upto` not one count
+/// per head, a run not whole positions, the head outside a position, or a head attending
+/// none or more positions than the runs hold.
 pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
     assert!(a.hd > 0 && a.q.len().is_multiple_of(a.hd) && out.len() == a.q.len());
+    assert_eq!(
+        a.upto.len(),
+        a.q.len() / a.hd,
+        "one position count per head"
+    );
     assert!(a.off + a.hd <= a.stride);
     assert!(
         a.runs
@@ -1246,10 +1263,11 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
             .all(|(k, v)| k.len() == v.len() && k.len().is_multiple_of(a.stride))
     );
     let held: usize = a.runs.iter().map(|(k, _)| k.len() / a.stride).sum();
+    let fewest = a.upto.iter().copied().min().unwrap_or(1);
     assert!(
-        a.upto >= 1 && a.upto <= held,
+        fewest >= 1 && a.most() <= held,
         "attending {} of {held} positions",
-        a.upto
+        a.most()
     );
     match isa.0 {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
@@ -1260,7 +1278,9 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
         },
         _ => {
             let kv = a.positions();
-            for (qh, oh) in a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd)) {
+            let heads = a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd));
+            for ((qh, oh), &upto) in heads.zip(a.upto) {
+                let kv = &kv[..upto];
                 let mut scores: Vec<f32> = kv
                     .iter()
                     .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
@@ -1856,28 +1876,49 @@ mod tests {
                     .iter()
                     .map(|(k, v)| (k.as_slice(), v.as_slice()))
                     .collect();
-                let q: Vec<f32> = (0..group * hd).map(|_| lcg(&mut seed) * 3.0).collect();
+                // Up to four rows' heads at once, each row attending one position more
+                // than the one before, as consecutive rows of a sequence do.
+                let q: Vec<f32> = (0..4 * group * hd).map(|_| lcg(&mut seed) * 3.0).collect();
                 for g in 0..kv_heads {
-                    for upto in [1, 4, 6, 51, 148, 150] {
+                    for (first, rows) in [
+                        (1, 1),
+                        (4, 1),
+                        (6, 1),
+                        (51, 1),
+                        (148, 1),
+                        (150, 1),
+                        (1, 4),
+                        (47, 4),
+                        (147, 4),
+                        (5, 3),
+                        (10, 2),
+                    ] {
+                        let upto: Vec<usize> = (0..rows)
+                            .flat_map(|r| std::iter::repeat_n(first + r, group))
+                            .collect();
+                        let q = &q[..rows * group * hd];
                         let a = Attend {
-                            q: &q,
+                            q,
                             hd,
                             runs: &runs,
                             stride,
                             off: g * hd,
-                            upto,
+                            upto: &upto,
                             scale: 1.0 / (hd as f32).sqrt(),
                         };
-                        let mut got = vec![f32::NAN; group * hd];
+                        let mut got = vec![f32::NAN; q.len()];
                         attend_group(isa, &a, &mut got);
-                        let positions: Vec<(&[f32], &[f32])> = runs
-                            .iter()
-                            .flat_map(|(k, v)| k.chunks_exact(stride).zip(v.chunks_exact(stride)))
-                            .take(upto)
-                            .map(|(k, v)| (&k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]))
-                            .collect();
-                        let mut want = vec![0f32; group * hd];
-                        for (qh, oh) in q.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
+                        let mut want = vec![0f32; q.len()];
+                        let heads = q.chunks_exact(hd).zip(want.chunks_exact_mut(hd));
+                        for ((qh, oh), &own) in heads.zip(&upto) {
+                            let positions: Vec<(&[f32], &[f32])> = runs
+                                .iter()
+                                .flat_map(|(k, v)| {
+                                    k.chunks_exact(stride).zip(v.chunks_exact(stride))
+                                })
+                                .take(own)
+                                .map(|(k, v)| (&k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]))
+                                .collect();
                             let mut scores: Vec<f32> = positions
                                 .iter()
                                 .map(|(k, _)| dot_f32(isa, qh, k) * a.scale)
@@ -1889,7 +1930,7 @@ mod tests {
                         }
                         assert_eq!(
                             got, want,
-                            "{isa}, head width {hd}, group {g}, {upto} positions"
+                            "{isa}, head width {hd}, group {g}, {rows} rows from {first} positions"
                         );
                     }
                 }
@@ -1909,7 +1950,7 @@ mod tests {
             runs: &runs,
             stride: 8,
             off: 0,
-            upto: 16,
+            upto: &[16],
             scale: 1.0,
         };
         attend_group(Isa::SCALAR, &a, &mut [0f32; 8]);
