@@ -19,7 +19,8 @@ is one variation of every task type and any prefix of seeds is spread over them.
 
 Score: ScienceWorld's score / 100 on every step (a failed task's negative score counts as 0);
 won exactly when the task is completed with score 100. Admissible commands are ScienceWorld's
-`get_valid_action_object_combinations()`, unchanged (often several hundred). The reset reply
+`get_valid_action_object_combinations()`, unchanged (often several hundred), asked once per
+state (ScienceWorld words a third of them differently on each call). The reset reply
 carries the variation's gold path as the walkthrough, which `hx tasks check` replays. No step
 limit is sent: hx's configured limit applies (the shipped default is 100 steps).
 
@@ -117,6 +118,7 @@ class World:
         version = getattr(scienceworld, "__version__", "unknown")
         self.lists = variation_lists(self.env, version)
         self.started = False
+        self.commands = None
 
     def view(self, look, inventory):
         """The world's view for hx: rooms seen, the room the agent is in, what it carries, and
@@ -147,6 +149,7 @@ class World:
         self.env.load(name, variation, "", generateGoldPath=True)
         observation, info = self.env.reset()
         self.started = True
+        self.commands = None
         self.places, self.at = [], None
         admissible = self.admissible()
         reply = {
@@ -161,6 +164,7 @@ class World:
 
     def step(self, command):
         observation, _, done, info = self.env.step(command)
+        self.commands = None
         score = info["score"]
         reply = {
             "observation": observation.strip(),
@@ -173,7 +177,13 @@ class World:
         return reply
 
     def admissible(self):
-        return unique(self.env.get_valid_action_object_combinations())
+        # ScienceWorld names objects afresh on every call: the same state lists "cup containing
+        # red paint" once and "paint in wood cup" the next, a fifth to a third of the commands
+        # differing. So the list is computed once per state, and every reader of one step (the
+        # scorer's candidates, an admissibility check) sees the same commands.
+        if self.commands is None:
+            self.commands = unique(self.env.get_valid_action_object_combinations())
+        return self.commands
 
     def close(self):
         self.env.close()

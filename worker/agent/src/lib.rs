@@ -1267,6 +1267,9 @@ pub fn parse_command(output: &str, react: bool) -> String {
 
 /// The admissible check: an inadmissible command goes back to the model with feedback, at
 /// most `max-retries` times; then the closest admissible command (by shared words) is sent.
+/// So is it at once when the feedback, which lists every admissible command, does not fit
+/// the model's context even with history and examples left out (ScienceWorld's lists run to
+/// hundreds of commands, ten thousand tokens).
 fn check(
     model: &dyn ModelBackend,
     h: &Harness,
@@ -1293,7 +1296,7 @@ fn check(
             detail: format!("{command:?} is not admissible; asking again"),
         });
         st.invalid += 1;
-        let (messages, g) = fitting(st, trace, |st, trace| {
+        let fitted = fitting(st, trace, |st, trace| {
             let mut messages = context(h, st, env, trace)?;
             if let Some(last) = messages.last_mut() {
                 last.content.push_str(&format!(
@@ -1309,7 +1312,25 @@ fn check(
                 seed: st.sampling,
             })?;
             Ok((messages, g))
-        })?;
+        });
+        let (messages, g) = match fitted {
+            Err(Error::Model(model::Error::ContextFull { tokens, context })) => {
+                let size = |n: Option<usize>| n.map_or("?".into(), |n| n.to_string());
+                trace.push(Event::Guard {
+                    step: st.step,
+                    guard: "admissible-check".into(),
+                    detail: format!(
+                        "the {} admissible commands do not fit the model's context ({} tokens \
+                         of {}); not asking again",
+                        admissible.len(),
+                        size(tokens),
+                        size(context)
+                    ),
+                });
+                break;
+            }
+            r => r?,
+        };
         st.usage += g.usage;
         record(trace, st, "retry", &flat(&messages), g.usage, &g.text);
         command = parse_command(&g.text, react);

@@ -805,6 +805,96 @@ fn a_prompt_over_the_context_leaves_out_its_oldest_turns() {
     assert!(err.to_string().contains("context holds"), "{err}");
 }
 
+/// Answers "dance" (never admissible); asked again with the admissible commands listed, it
+/// answers that the prompt is over its context, as a small model does when a world admits
+/// hundreds of commands.
+struct Crowded;
+
+impl ModelBackend for Crowded {
+    fn describe(&self) -> String {
+        "crowded".into()
+    }
+    fn generate(&self, r: &GenerateRequest) -> Result<Generation, Error> {
+        if r.messages
+            .iter()
+            .any(|m| m.content.contains("is not a valid command here"))
+        {
+            return Err(Error::ContextFull {
+                tokens: Some(10_922),
+                context: Some(2048),
+            });
+        }
+        Ok(Generation {
+            text: "Action: dance".into(),
+            finish: Finish::Stop,
+            usage: Usage::default(),
+        })
+    }
+    fn score(&self, _: &ScoreRequest) -> Result<Scores, Error> {
+        unreachable!("free generation only generates")
+    }
+}
+
+/// Where the admissible check's feedback does not fit the model's context, the check sends
+/// the closest admissible command instead of failing the episode, and says why.
+#[test]
+fn an_admissible_list_over_the_context_falls_back_to_the_closest_command() {
+    let h = parse_as(
+        r#"
+[[components]]
+name = "system"
+kind = "system-prompt"
+params.text = "You are an agent in a household."
+
+[[components]]
+name = "history"
+kind = "history-window"
+
+[[components]]
+name = "act"
+kind = "free-generation"
+
+[[components]]
+name = "admissible"
+kind = "tool"
+stages = ["after-model"]
+params.tool = "admissible-commands"
+
+[[components]]
+name = "verify"
+kind = "admissible-check"
+params.tool = "admissible-commands"
+params.max-retries = 2
+
+[[components]]
+name = "steps"
+kind = "step-budget"
+params.max-steps = 3
+"#,
+        Format::Toml,
+        "test",
+    )
+    .expect("a valid harness");
+    let mut env = Household::new();
+    let ep = run_episode(&h, &mut env, &task(), &Crowded, &Options::default())
+        .expect("the episode plays on");
+    let commands = sent(&ep);
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let mut probe = Household::new();
+    probe.reset(&task()).expect("resets");
+    let admissible = probe.admissible_commands().expect("admissible");
+    assert!(admissible.contains(&commands[0]), "{commands:?}");
+    let said = ep
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Guard { guard, detail, .. }
+                if guard == "admissible-check" && detail.contains("do not fit the model's context"))
+        })
+        .count();
+    assert_eq!(said, 3, "one fallback per step");
+}
+
 /// The commands an episode sent, from its trace.
 fn sent(ep: &hx_agent::Episode) -> Vec<String> {
     ep.events
