@@ -17,6 +17,9 @@ use super::tokenizer::Token;
 /// and value once where one row at a time read them four times.
 const BLOCK: usize = 4;
 
+/// Rows of the feed-forward's gate per piece handed to a thread.
+const GATE_ROWS: usize = 16;
+
 /// Hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -357,11 +360,16 @@ impl Llama {
         }
     }
 
-    fn rotate(&self, v: &mut [f32], pos: usize) {
+    /// The rotation's (sine, cosine) at `pos`, one per pair of a head's values: the same for
+    /// every head and layer, so computed once per row of a forward pass.
+    fn angles(&self, pos: usize, out: &mut Vec<(f32, f32)>) {
+        out.extend(self.rope.iter().map(|f| (pos as f32 * f).sin_cos()));
+    }
+
+    fn rotate(&self, v: &mut [f32], angles: &[(f32, f32)]) {
         // Adjacent pairs, as GGUF's Llama weights are permuted for.
         for head in v.chunks_exact_mut(self.cfg.head_dim) {
-            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                let (s, c) = (pos as f32 * self.rope[i]).sin_cos();
+            for (pair, &(s, c)) in head.chunks_exact_mut(2).zip(angles) {
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * c - b * s;
                 pair[1] = a * s + b * c;
@@ -402,6 +410,11 @@ impl Llama {
         }
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let half = c.head_dim / 2;
+        let mut angles = Vec::with_capacity(n * half);
+        for &p in &pos {
+            self.angles(p, &mut angles);
+        }
         // Attention's blocks: runs of up to BLOCK rows of one sequence, (first row, rows).
         let mut blocks: Vec<(usize, usize)> = Vec::new();
         for (i, r) in rows.iter().enumerate() {
@@ -418,7 +431,7 @@ impl Llama {
             let width = d + 2 * kvd;
             for (i, r) in rows.iter().enumerate() {
                 let row = &mut s.a[i * width..(i + 1) * width];
-                self.rotate(&mut row[..d + kvd], pos[i]);
+                self.rotate(&mut row[..d + kvd], &angles[i * half..(i + 1) * half]);
                 let own = &mut seqs[r.seq].own;
                 own.layers[l].0.extend_from_slice(&row[d..d + kvd]);
                 own.layers[l].1.extend_from_slice(&row[d + kvd..]);
@@ -488,11 +501,23 @@ impl Llama {
             self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
             s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, team);
+            // The gate, rows spread over the team (on one thread it was a serial stretch of
+            // every layer, with the helpers spinning).
             s.b.clear();
             s.b.resize(n * c.ff, 0.0);
-            for (row, out) in s.a.chunks_exact(2 * c.ff).zip(s.b.chunks_exact_mut(c.ff)) {
-                let (gate, up) = row.split_at(c.ff);
-                silu_mul(self.isa, gate, up, out);
+            let (a, ff, isa) = (&s.a, c.ff, self.isa);
+            let gate = |i: usize, out: &mut [f32]| {
+                let first = i * GATE_ROWS;
+                for (k, out) in out.chunks_exact_mut(ff).enumerate() {
+                    let row = &a[(first + k) * 2 * ff..(first + k + 1) * 2 * ff];
+                    let (gate, up) = row.split_at(ff);
+                    silu_mul(isa, gate, up, out);
+                }
+            };
+            if team.size() > 1 && n > GATE_ROWS {
+                team.for_each_chunk_mut(&mut s.b, GATE_ROWS * ff, &gate);
+            } else {
+                gate(0, &mut s.b);
             }
             s.qa.quantize_into(self.isa, &s.b, n, c.ff);
             matmul(self.isa, &layer.down, &s.qa, &mut s.a, team);
