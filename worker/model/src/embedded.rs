@@ -684,7 +684,7 @@ impl Engine {
                 .forward(&mut seqs, &rows, &mut self.scratch, &mut self.team)
         };
         // Hand out logits in row order.
-        let mut logits = logits.into_iter();
+        let mut logits = logits.chunks_exact(self.model.cfg.vocab);
         for s in &slots {
             let act = &mut self.active[s.active];
             let lane = &mut act.lanes[s.lane];
@@ -723,7 +723,7 @@ impl Engine {
         cache: &mut PrefixCache,
         act: &mut Active,
         lane: usize,
-        got: Vec<Vec<f32>>,
+        got: Vec<&[f32]>,
     ) {
         match &mut act.work {
             Work::Generate {
@@ -797,7 +797,7 @@ impl Engine {
                 } else {
                     let k = lane - 1;
                     let seg = &trie[lane_segment[k]];
-                    for logits in &got {
+                    for &logits in &got {
                         let row = progress[k];
                         progress[k] += 1;
                         let position = seg.start + row + 1;

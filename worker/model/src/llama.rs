@@ -378,16 +378,18 @@ impl Llama {
     }
 
     /// Runs `rows` through the model, appending each row's keys and values to its sequence's
-    /// own cache, and returns the logits of the rows that asked for them, in row order. Rows
-    /// of one sequence must come in position order; row `i` of a sequence sits at position
-    /// `seq.len()` (before the call) plus its index among that sequence's rows.
-    pub fn forward(
+    /// own cache, and returns the logits of the rows that asked for them, in row order, one
+    /// `vocab` long run each, in `s` (so read, not copied: a step that scores hundreds of
+    /// candidates has as many rows of 49,152 logits). Rows of one sequence must come in
+    /// position order; row `i` of a sequence sits at position `seq.len()` (before the call)
+    /// plus its index among that sequence's rows.
+    pub fn forward<'s>(
         &self,
         seqs: &mut [&mut SeqKv],
         rows: &[Row],
-        s: &mut Scratch,
+        s: &'s mut Scratch,
         team: &mut Team,
-    ) -> Vec<Vec<f32>> {
+    ) -> &'s [f32] {
         let c = &self.cfg;
         let (d, n) = (c.embd, rows.len());
         let kvd = c.kv_heads * c.head_dim;
@@ -528,7 +530,7 @@ impl Llama {
         // Logits for the rows that want them.
         let want: Vec<usize> = (0..n).filter(|&i| rows[i].logits).collect();
         if want.is_empty() {
-            return Vec::new();
+            return &[];
         }
         let picked: Vec<f32> = want
             .iter()
@@ -538,7 +540,7 @@ impl Llama {
         s.qa.quantize_into(self.isa, &s.h, want.len(), d);
         let out = self.output.as_ref().unwrap_or(&self.embd);
         matmul(self.isa, out, &s.qa, &mut s.a, team);
-        s.a.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect()
+        &s.a[..want.len() * c.vocab]
     }
 }
 
