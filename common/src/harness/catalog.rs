@@ -549,6 +549,17 @@ static SPECS: &[KindSpec] = &[
                  is, so a command needed again in a new state is not held against",
             ),
             late(
+                "undo-penalty",
+                T::Float { min: 0.0, max: 5.0 },
+                D::Float(0.0),
+                "penalty (in nats) for a candidate that would undo the last command, by the \
+                 forms of undo the episode has seen: once a command and the next led back to \
+                 the state the first was sent from, the pair (either way round), with the words \
+                 the two share read as slots, says what undoes what (`unstack A from B` is \
+                 undone by `stack A on B` for every A and B, `open X` by `close X`); an \
+                 immediate undo in a world whose commands are deterministic wastes two steps",
+            ),
+            late(
                 "example-weight",
                 T::Float { min: 0.0, max: 5.0 },
                 D::Float(0.0),

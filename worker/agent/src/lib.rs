@@ -986,6 +986,97 @@ fn revisits(turns: &[Turn], now: u64, command: &str) -> usize {
         .count()
 }
 
+/// A form of undo the episode has seen: a command's words, with the slots (`None`) that its
+/// undo takes over, and the undo's words, each either its own or the undone command's word at
+/// a slot's position.
+#[derive(Debug, Clone, PartialEq)]
+struct UndoForm {
+    done: Vec<Option<String>>,
+    undo: Vec<Result<String, usize>>,
+}
+
+impl UndoForm {
+    /// The form in which `b` undoes `a`: each word of `b` is matched to the same word's
+    /// occurrence of the same rank in `a` (a slot) or kept as its own.
+    fn of(a: &str, b: &str) -> UndoForm {
+        let a: Vec<&str> = a.split_whitespace().collect();
+        let mut taken = vec![false; a.len()];
+        let undo = b
+            .split_whitespace()
+            .map(|w| match (0..a.len()).find(|&i| !taken[i] && a[i] == w) {
+                Some(i) => {
+                    taken[i] = true;
+                    Err(i)
+                }
+                None => Ok(w.to_owned()),
+            })
+            .collect();
+        let done = a
+            .iter()
+            .zip(&taken)
+            .map(|(w, &slot)| (!slot).then(|| (*w).to_owned()))
+            .collect();
+        UndoForm { done, undo }
+    }
+
+    /// The command that would undo `command` in this form, if `command` has the form's words
+    /// where it has no slots.
+    fn undo_of(&self, command: &str) -> Option<String> {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let fits = words.len() == self.done.len()
+            && self
+                .done
+                .iter()
+                .zip(&words)
+                .all(|(d, w)| d.as_deref().is_none_or(|d| d == *w));
+        fits.then(|| {
+            self.undo
+                .iter()
+                .map(|u| match u {
+                    Ok(w) => w.as_str(),
+                    Err(i) => words[*i],
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+}
+
+/// The forms of undo seen in the episode: each pair of consecutive turns whose first changed
+/// the state and whose second led back to the state the first was sent from, both ways round
+/// (an undo's undo is the command it undid). The state after the last turn is `now`.
+fn undo_forms(turns: &[Turn], now: u64) -> Vec<UndoForm> {
+    let mut forms = Vec::new();
+    for i in 0..turns.len().saturating_sub(1) {
+        let (a, b) = (&turns[i], &turns[i + 1]);
+        let after = turns.get(i + 2).map_or(Some(now), |t| t.from);
+        let undone = a.from.is_some() && a.from != b.from && after == a.from;
+        if !undone || a.invalid || b.invalid {
+            continue;
+        }
+        let (a, b) = (a.command.to_lowercase(), b.command.to_lowercase());
+        for form in [UndoForm::of(&a, &b), UndoForm::of(&b, &a)] {
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms
+}
+
+/// Whether `candidate` would undo `last`, the episode's last command, by a form in `forms`.
+fn undoes(forms: &[UndoForm], last: &str, candidate: &str) -> bool {
+    let last = last.to_lowercase();
+    let candidate = candidate
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    forms
+        .iter()
+        .any(|f| f.undo_of(&last).is_some_and(|u| u == candidate))
+}
+
 /// The first turn a history window of `n` steps shows out of `len`: the window advances in
 /// blocks of half its size, so between advances the context only grows at its end and the
 /// model's prefix cache covers everything before the newest step.
@@ -1095,6 +1186,13 @@ fn act(
                 sel.float("repeat-penalty"),
                 sel.float("revisit-penalty"),
             );
+            let undo_penalty = sel.float("undo-penalty");
+            let forms = if undo_penalty > 0.0 {
+                undo_forms(&st.turns, now)
+            } else {
+                Vec::new()
+            };
+            let last = st.turns.last().map(|t| t.command.as_str());
             let example_weight = sel.float("example-weight");
             let next_example_step = if example_weight > 0.0 {
                 example_next_step(st)
@@ -1120,10 +1218,12 @@ fn act(
                 let example = next_example_step
                     .as_ref()
                     .is_some_and(|e| e.done_by(&candidates[i]));
+                let undo = last.is_some_and(|l| undoes(&forms, l, &candidates[i]));
                 ll + goal_weight * goal_bonus(&candidates[i])
                     + if example { example_weight } else { 0.0 }
                     - repeat_penalty * used as f64
                     - revisit_penalty * back as f64
+                    - if undo { undo_penalty } else { 0.0 }
             };
             let temperature = sel.float("temperature");
             let best = if temperature > 0.0 {
@@ -1620,6 +1720,79 @@ mod tests {
             invalid: false,
             from: Some(from),
         }
+    }
+
+    #[test]
+    fn an_undo_seen_once_is_known_in_its_form_for_other_objects() {
+        // 1 -unstack-> 2 -stack (undoes it)-> 1 -pick up-> (now) 3.
+        let turns = [
+            turn(1, "unstack the cyan block from on top of the white block"),
+            turn(2, "stack the cyan block on top of the white block"),
+            turn(1, "pick up the red block"),
+        ];
+        let forms = undo_forms(&turns, 3);
+        assert_eq!(forms.len(), 2, "{forms:?}");
+        // The form carries over to other blocks, both ways round.
+        let (unstack, stack) = (
+            "unstack the red block from on top of the blue block",
+            "stack the red block on top of the blue block",
+        );
+        assert!(undoes(&forms, unstack, stack));
+        assert!(undoes(&forms, stack, unstack));
+        assert!(undoes(
+            &forms,
+            unstack,
+            "Stack the red  block on top of the blue block"
+        ));
+        // Not an undo: other blocks, or a command of another form.
+        assert!(!undoes(
+            &forms,
+            unstack,
+            "stack the red block on top of the cyan block"
+        ));
+        assert!(!undoes(&forms, unstack, "put down the red block"));
+        assert!(!undoes(
+            &forms,
+            "pick up the red block",
+            "put down the red block"
+        ));
+        // The same form in another world: `take X from Y` undone by `put X in/on Y`.
+        let turns = [
+            turn(5, "take apple 1 from countertop 2"),
+            turn(6, "put apple 1 in/on countertop 2"),
+        ];
+        let forms = undo_forms(&turns, 5);
+        assert!(undoes(
+            &forms,
+            "take mug 2 from shelf 1",
+            "put mug 2 in/on shelf 1"
+        ));
+        assert!(!undoes(
+            &forms,
+            "take mug 2 from shelf 1",
+            "put mug 2 in/on shelf 3"
+        ));
+        assert!(!undoes(&forms, "go to shelf 1", "put mug 2 in/on shelf 1"));
+    }
+
+    #[test]
+    fn only_a_return_to_the_state_before_a_change_teaches_an_undo() {
+        // 1 -look-> 1 (no change) -look-> (now) 1: nothing undone.
+        assert!(undo_forms(&[turn(1, "look"), turn(1, "look")], 1).is_empty());
+        // 1 -go-> 2 -go-> (now) 3: a new state, no undo.
+        assert!(undo_forms(&[turn(1, "go to a"), turn(2, "go to b")], 3).is_empty());
+        // 1 -open-> 2 -close-> 1, but the world refused the first: not learned.
+        let mut refused = turn(1, "open box 1");
+        refused.invalid = true;
+        assert!(undo_forms(&[refused, turn(2, "close box 1")], 1).is_empty());
+        // States nobody read teach nothing.
+        let mut unread = turn(1, "open box 1");
+        unread.from = None;
+        assert!(undo_forms(&[unread, turn(2, "close box 1")], 1).is_empty());
+        // The same pair, read: learned, and it carries to another box.
+        let forms = undo_forms(&[turn(1, "open box 1"), turn(2, "close box 1")], 1);
+        assert!(undoes(&forms, "open box 7", "close box 7"));
+        assert!(undoes(&forms, "close box 7", "open box 7"));
     }
 
     #[test]
