@@ -1064,17 +1064,27 @@ fn undo_forms(turns: &[Turn], now: u64) -> Vec<UndoForm> {
     forms
 }
 
-/// Whether `candidate` would undo `last`, the episode's last command, by a form in `forms`.
-fn undoes(forms: &[UndoForm], last: &str, candidate: &str) -> bool {
+/// The commands that would undo `last`, the episode's last command, by the forms in `forms`
+/// (lower case, single spaces: compare with [`normalized`]). Computed once per step, not once
+/// per candidate.
+fn undos_of(forms: &[UndoForm], last: &str) -> Vec<String> {
     let last = last.to_lowercase();
-    let candidate = candidate
+    forms.iter().filter_map(|f| f.undo_of(&last)).collect()
+}
+
+/// `command` in lower case with single spaces, as [`undos_of`] writes commands.
+fn normalized(command: &str) -> String {
+    command
         .to_lowercase()
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ");
-    forms
-        .iter()
-        .any(|f| f.undo_of(&last).is_some_and(|u| u == candidate))
+        .join(" ")
+}
+
+/// Whether `candidate` would undo `last` by a form in `forms`.
+#[cfg(test)]
+fn undoes(forms: &[UndoForm], last: &str, candidate: &str) -> bool {
+    undos_of(forms, last).contains(&normalized(candidate))
 }
 
 /// The first turn a history window of `n` steps shows out of `len`: the window advances in
@@ -1187,12 +1197,12 @@ fn act(
                 sel.float("revisit-penalty"),
             );
             let undo_penalty = sel.float("undo-penalty");
-            let forms = if undo_penalty > 0.0 {
-                undo_forms(&st.turns, now)
-            } else {
-                Vec::new()
+            let undos = match st.turns.last() {
+                Some(last) if undo_penalty > 0.0 => {
+                    undos_of(&undo_forms(&st.turns, now), &last.command)
+                }
+                _ => Vec::new(),
             };
-            let last = st.turns.last().map(|t| t.command.as_str());
             let example_weight = sel.float("example-weight");
             let next_example_step = if example_weight > 0.0 {
                 example_next_step(st)
@@ -1218,7 +1228,7 @@ fn act(
                 let example = next_example_step
                     .as_ref()
                     .is_some_and(|e| e.done_by(&candidates[i]));
-                let undo = last.is_some_and(|l| undoes(&forms, l, &candidates[i]));
+                let undo = !undos.is_empty() && undos.contains(&normalized(&candidates[i]));
                 ll + goal_weight * goal_bonus(&candidates[i])
                     + if example { example_weight } else { 0.0 }
                     - repeat_penalty * used as f64
