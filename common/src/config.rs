@@ -363,6 +363,15 @@ pub struct PopulationOptions {
     /// each move on more tasks, every one on the same tasks as the seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screen_tasks: Option<u32>,
+    /// With `screen`, also race every mechanism of each seed that is switched off, switched
+    /// on: each number at 0 where its range starts at 0 (the scorer's goal, repeat, revisit
+    /// and undo priors and its top-k, for `react`), at `screen-draws` values above 0, one in
+    /// each part of its range. The parametric operator moves a dozen parameters at random, so
+    /// in a 90-minute search each is tried about twice and a prior worth 15 points on its own
+    /// can go untried (blocks-16: the undo prior was moved in two children of 57). Off by
+    /// default: five more moves to race at the first rung.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub screen_priors: bool,
 }
 
 /// The mutation operators, by the name their children carry.
@@ -384,6 +393,7 @@ impl Default for PopulationOptions {
             screen: false,
             screen_draws: 1,
             screen_tasks: None,
+            screen_priors: false,
         }
     }
 }
@@ -1035,6 +1045,11 @@ impl Experiment {
         p.range("racing.select-tasks", r.select_tasks, 1, 100_000);
         p.range("racing.test-tasks", r.test_tasks, 0, 100_000);
         p.range("racing.heldout-tasks", r.heldout_tasks, 0, 100_000);
+        p.check(
+            pop.screen || !pop.screen_priors,
+            "population.screen-priors",
+            "has no effect without population.screen = true",
+        );
         if let Some(n) = pop.screen_tasks {
             p.check(
                 r.rungs.contains(&n),
@@ -1218,6 +1233,14 @@ mod tests {
             msg.contains("population.screen-tasks: has no effect without population.screen"),
             "{msg}"
         );
+        let text = format!("{MINIMAL}[population]\nscreen-priors = true\n");
+        let msg = parse(&text, &[]).expect_err("no screen").to_string();
+        assert!(
+            msg.contains("population.screen-priors: has no effect without population.screen"),
+            "{msg}"
+        );
+        let text = format!("{MINIMAL}[population]\nscreen = true\nscreen-priors = true\n");
+        assert!(parse(&text, &[]).expect("valid").population.screen_priors);
         let text = format!(
             "{MINIMAL}[population]\nscreen = true\nscreen-tasks = 12\n[racing]\nrungs = [8, 16]\n"
         );

@@ -569,8 +569,9 @@ pub struct Search<'a> {
     pool: Option<Vec<(HarnessId, Fitness)>>,
     /// Candidates due for their next rung; `None` after results changed the candidates.
     promotions: Option<Vec<(HarnessId, Vec<u64>)>>,
-    /// The seeds' structural children not yet raced, when the config screens them
-    /// (`population.screen`), each with its parent, next last; `None` until the first child is
+    /// The seeds' structural children (and, with `population.screen-priors`, those with a
+    /// prior switched on) not yet raced, when the config screens them (`population.screen`),
+    /// each with its parent, next last; `None` until the first child is
     /// due. Made again on resume, less the children the store already holds.
     screen: Option<Vec<(HarnessId, Child)>>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
@@ -1314,28 +1315,39 @@ impl<'a> Search<'a> {
     }
 
     /// The seeds' structural children the store does not hold yet ([`mutate::neighbourhood`],
-    /// in an order drawn from the run's seed), each with its parent, next last.
+    /// in an order drawn from the run's seed), then, with `population.screen-priors`, their
+    /// children with a prior switched on ([`mutate::switch_ons`]), each with its parent, next
+    /// last.
     ///
     /// [`mutate::neighbourhood`]: hx_common::harness::mutate::neighbourhood
+    /// [`mutate::switch_ons`]: hx_common::harness::mutate::switch_ons
     fn screen_children(&mut self) -> Vec<(HarnessId, Child)> {
-        let limits = hx_common::harness::mutate::Limits {
+        use hx_common::harness::mutate;
+        let limits = mutate::Limits {
             episode_steps: Some(self.exp.budget.episode_steps),
         };
-        let mut all = Vec::new();
+        let pop = &self.exp.population;
+        let (mut all, mut switched) = (Vec::new(), 0);
         for seed in &self.seeds {
-            let children = hx_common::harness::mutate::neighbourhood(
-                seed,
-                limits,
-                self.exp.run.seed,
-                self.exp.population.screen_draws,
-            );
+            let children = mutate::neighbourhood(seed, limits, self.exp.run.seed, pop.screen_draws);
             all.extend(children.into_iter().map(|c| (seed.id(), c)));
+            if pop.screen_priors {
+                let on = mutate::switch_ons(seed, limits, self.exp.run.seed, pop.screen_draws);
+                switched += on.len();
+                all.extend(on.into_iter().map(|c| (seed.id(), c)));
+            }
         }
         let total = all.len();
         all.retain(|(_, c)| !self.cands.contains_key(&c.harness.id()));
         let known = total - all.len();
         (self.say)(&format!(
-            "screening the seeds' one-edit neighbourhood: {total} structural children{}",
+            "screening the seeds' one-edit neighbourhood: {} structural children{}{}",
+            total - switched,
+            if pop.screen_priors {
+                format!(", {switched} with a prior switched on")
+            } else {
+                String::new()
+            },
             if known > 0 {
                 format!(", {known} raced already")
             } else {

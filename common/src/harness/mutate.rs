@@ -236,6 +236,87 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) 
     out
 }
 
+/// Every mechanism of `parent` that is switched off, switched on: each parameter of a
+/// searched component that is a number at 0 where its range starts at 0 and goes above it
+/// (a prior's weight, a penalty, a top-k; moot ones left out, [`moot`]), set to a value above
+/// 0 `draws` times, the k-th drawn from the k-th of `draws` equal parts of its range, and
+/// each parameter the move makes live (the scorer's `goal-match` once `goal-weight` is on)
+/// drawn with it as [`neighbourhood`] draws them. In an order drawn from `seed`; a value the
+/// algebra refuses, or two draws that make one harness, make one child or none. A search
+/// screens these beside the structural neighbourhood (`population.screen-priors`), so each
+/// prior the catalog offers is judged in every run, where the parametric operator, moving a
+/// dozen parameters at random, may never try one.
+pub fn switch_ons(parent: &Harness, limits: Limits, seed: u64, draws: usize) -> Vec<Child> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let draws = draws.max(1);
+    let mut moves = Vec::new();
+    for c in parent.components().filter(|c| c.kind.searched()) {
+        for p in c.spec().params {
+            if moot(parent, c, p.name) {
+                continue;
+            }
+            // The range above 0 of a number that is 0 now and may be more.
+            let on = match limits.range(c, p.name, p.ty) {
+                ParamType::Int { min: 0, max } if max > 0 && c.int(p.name) == 0 => {
+                    ParamType::Int { min: 1, max }
+                }
+                ParamType::Float { min, max }
+                    if min == 0.0 && max > 0.01 && c.float(p.name) == 0.0 =>
+                {
+                    ParamType::Float { min: 0.01, max }
+                }
+                _ => continue,
+            };
+            moves.push((c.name.clone(), p.name, on));
+        }
+    }
+    moves.shuffle(&mut rng);
+    let mut made = std::collections::BTreeSet::from([parent.id()]);
+    let mut out = Vec::new();
+    for (component, name, on) in moves {
+        // Each child's stratum of the parameters the switch makes live, shuffled per
+        // parameter; the switched parameter itself takes the k-th part in the k-th child.
+        let mut orders: Option<Vec<Vec<usize>>> = None;
+        for k in 0..draws {
+            let Some(value) = draw(&on, Stratum { k, of: draws }, &mut rng) else {
+                continue;
+            };
+            let edit = Edit::SetParameter {
+                component: component.clone(),
+                param: name.to_owned(),
+                value,
+            };
+            let Ok(harness) = parent.apply(&edit) else {
+                continue;
+            };
+            let child = Child {
+                harness,
+                edits: vec![edit],
+                operator: "parametric",
+            };
+            let woken = woken(parent, &child.harness, limits);
+            let orders = orders.get_or_insert_with(|| {
+                woken
+                    .iter()
+                    .map(|_| {
+                        let mut order: Vec<usize> = (0..draws).collect();
+                        order.shuffle(&mut rng);
+                        order
+                    })
+                    .collect()
+            });
+            let drawn = set_drawn(child, &woken, &mut rng, |j| Stratum {
+                k: orders.get(j).map_or(0, |o| o[k]),
+                of: if j < orders.len() { draws } else { 1 },
+            });
+            if made.insert(drawn.harness.id()) {
+                out.push(drawn);
+            }
+        }
+    }
+    out
+}
+
 /// The first candidate edit that the algebra accepts and that changes the harness.
 fn first_valid(
     parent: &Harness,
@@ -1063,6 +1144,70 @@ mod tests {
             ids(&neighbourhood(&base, limits, 9, 3)),
             ids(&neighbourhood(&base, limits, 9, 3))
         );
+    }
+
+    /// Switching on what is off: react's scorer has its goal, repeat, revisit and undo priors
+    /// and its top-k at 0 (its example prior is moot without worked examples, its
+    /// temperature is not 0), so with three draws each of those five gives three children,
+    /// one in each third of its range above 0, each one edit but the goal prior's, which
+    /// wakes and draws what it rewards; a parameter already on gives none.
+    #[test]
+    fn switching_on_tries_each_prior_that_is_off_in_every_part_of_its_range() {
+        let base = react();
+        let limits = Limits {
+            episode_steps: Some(40),
+        };
+        let on = switch_ons(&base, limits, 5, 3);
+        let ids: std::collections::BTreeSet<_> = on.iter().map(|c| c.harness.id()).collect();
+        assert_eq!(ids.len(), on.len(), "a child twice");
+        assert!(!ids.contains(&base.id()));
+        let param = |c: &Child| match &c.edits[0] {
+            Edit::SetParameter { param, .. } => param.clone(),
+            e => panic!("not a parameter move: {e:?}"),
+        };
+        let mut names: Vec<String> = on.iter().map(param).collect();
+        names.dedup();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                "goal-weight",
+                "repeat-penalty",
+                "revisit-penalty",
+                "top-k",
+                "undo-penalty"
+            ]
+        );
+        for name in &names {
+            let mut values: Vec<f64> = on
+                .iter()
+                .filter(|c| param(c) == *name)
+                .map(|c| c.harness.action_selector().float(name))
+                .collect();
+            values.sort_by(f64::total_cmp);
+            assert_eq!(values.len(), 3, "{name}");
+            let max = if name == "top-k" { 64.0 } else { 5.0 };
+            for (k, v) in values.iter().enumerate() {
+                let (lo, hi) = (max * k as f64 / 3.0, max * (k + 1) as f64 / 3.0);
+                assert!(*v > 0.0 && *v >= lo - 1.0 && *v <= hi + 0.01, "{name} {v}");
+            }
+        }
+        for c in &on {
+            let want = if param(c) == "goal-weight" { 2 } else { 1 };
+            assert_eq!(c.edits.len(), want, "{:?}", c.edits);
+            assert_eq!(c.operator, "parametric");
+        }
+        // A prior already on is not switched on again; the same seed makes the same children.
+        let repeats = with_act(&base, "repeat-penalty", 1.0);
+        assert!(
+            switch_ons(&repeats, limits, 5, 3)
+                .iter()
+                .all(|c| param(c) != "repeat-penalty")
+        );
+        let ids = |n: &[Child]| n.iter().map(|c| c.harness.id()).collect::<Vec<_>>();
+        assert_eq!(ids(&on), ids(&switch_ons(&base, limits, 5, 3)));
+        assert_eq!(switch_ons(&base, limits, 5, 1).len(), 5);
     }
 
     /// Dropping worked examples and settling gives back the harness that never had them (the
