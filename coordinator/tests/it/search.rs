@@ -1110,14 +1110,15 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
 /// With `population.screen`, every structural child of the seed is raced at the first rung
 /// before anything climbs past it and before any child is bred at random, each once, across
 /// a kill and a resume; with `screen-draws`, the move that wakes a parameter is raced with
-/// that many draws.
+/// that many draws; with `screen-priors`, so is each prior the seed has switched off,
+/// switched on.
 #[test]
 fn a_screen_races_every_structural_child_of_the_seed_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (exp, seeds) = experiment_with(
         dir.path(),
         1,
-        "seeds = [\"react.toml\"]\nscreen = true\nscreen-draws = 2\n\
+        "seeds = [\"react.toml\"]\nscreen = true\nscreen-draws = 2\nscreen-priors = true\n\
          operators = [\"parametric\", \"structural\"]",
     );
     let react = seeds[0].clone();
@@ -1138,6 +1139,15 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
         "the few-shot move twice"
     );
     assert!(screen.len() > 10, "{} children", screen.len());
+    let switched: BTreeSet<HarnessId> =
+        hx_common::harness::mutate::switch_ons(&react, limits, exp.run.seed, 2)
+            .iter()
+            .map(|c| c.harness.id())
+            .collect();
+    assert_eq!(switched.len(), 10, "five priors, two draws each");
+    assert!(switched.is_disjoint(&screen));
+    let structural = screen.clone();
+    let screen: BTreeSet<HarnessId> = screen.union(&switched).cloned().collect();
     // Room for the screen at the first rung (2 tasks), the seed's rungs and some breeding.
     let mut exp = exp;
     exp.budget.evaluations = 2 * screen.len() as u64 + 60;
@@ -1169,7 +1179,12 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
         }
         let job = l.job.expect("a search child has its job");
         if screen.contains(&h.id()) {
-            assert_eq!(l.operator, "structural");
+            let want = if structural.contains(&h.id()) {
+                "structural"
+            } else {
+                "parametric"
+            };
+            assert_eq!(l.operator, want);
             assert_eq!(l.parents, vec![react.id()]);
             screen_jobs.push(job);
         } else {
