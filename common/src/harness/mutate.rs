@@ -835,6 +835,13 @@ mod tests {
         format::parse_as(&text, format::Format::Toml, path).expect("valid")
     }
 
+    /// Children that are distinct harnesses, none of them `parent`.
+    fn assert_distinct_from(children: &[Child], parent: &Harness) {
+        let ids: std::collections::BTreeSet<_> = children.iter().map(|c| c.harness.id()).collect();
+        assert_eq!(ids.len(), children.len(), "a child twice");
+        assert!(!ids.contains(&parent.id()));
+    }
+
     fn with_act(h: &Harness, param: &str, value: f64) -> Harness {
         h.apply(&Edit::SetParameter {
             component: "act".into(),
@@ -1040,9 +1047,7 @@ mod tests {
             episode_steps: Some(40),
         };
         let all = neighbourhood(&base, limits, 7, 1);
-        let ids: std::collections::BTreeSet<_> = all.iter().map(|c| c.harness.id()).collect();
-        assert_eq!(ids.len(), all.len(), "a child twice");
-        assert!(!ids.contains(&base.id()));
+        assert_distinct_from(&all, &base);
         // A move: what the edit inserts, removes or replaces (a hint's text is drawn), read
         // from the first edit ([`wake`] may add a parameter).
         let key = |c: &Child| match &c.edits[0] {
@@ -1158,9 +1163,7 @@ mod tests {
             episode_steps: Some(40),
         };
         let on = switch_ons(&base, limits, 5, 3);
-        let ids: std::collections::BTreeSet<_> = on.iter().map(|c| c.harness.id()).collect();
-        assert_eq!(ids.len(), on.len(), "a child twice");
-        assert!(!ids.contains(&base.id()));
+        assert_distinct_from(&on, &base);
         let param = |c: &Child| match &c.edits[0] {
             Edit::SetParameter { param, .. } => param.clone(),
             e => panic!("not a parameter move: {e:?}"),
