@@ -213,14 +213,7 @@ pub fn neighbourhood(parent: &Harness, limits: Limits, seed: u64, draws: usize) 
         }
         // A move that wakes nothing makes the same child each time: `made` keeps one.
         let woken = woken(parent, &child.harness, limits);
-        let orders: Vec<Vec<usize>> = woken
-            .iter()
-            .map(|_| {
-                let mut order: Vec<usize> = (0..draws).collect();
-                order.shuffle(&mut rng);
-                order
-            })
-            .collect();
+        let orders = strata_orders(woken.len(), draws, &mut rng);
         for k in 0..draws {
             // The k-th child's stratum of each woken parameter.
             let row: Vec<usize> = orders.iter().map(|order| order[k]).collect();
@@ -295,16 +288,7 @@ pub fn switch_ons(parent: &Harness, limits: Limits, seed: u64, draws: usize) -> 
                 operator: "parametric",
             };
             let woken = woken(parent, &child.harness, limits);
-            let orders = orders.get_or_insert_with(|| {
-                woken
-                    .iter()
-                    .map(|_| {
-                        let mut order: Vec<usize> = (0..draws).collect();
-                        order.shuffle(&mut rng);
-                        order
-                    })
-                    .collect()
-            });
+            let orders = orders.get_or_insert_with(|| strata_orders(woken.len(), draws, &mut rng));
             let drawn = set_drawn(child, &woken, &mut rng, |j| Stratum {
                 k: orders.get(j).map_or(0, |o| o[k]),
                 of: if j < orders.len() { draws } else { 1 },
@@ -397,6 +381,18 @@ fn woken(
         }
     }
     out
+}
+
+/// For each of `params` parameters, the order in which `draws` children take the parts of its
+/// range, drawn per parameter (a Latin hypercube over several).
+fn strata_orders(params: usize, draws: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    (0..params)
+        .map(|_| {
+            let mut order: Vec<usize> = (0..draws).collect();
+            order.shuffle(rng);
+            order
+        })
+        .collect()
 }
 
 /// The `k`-th of `of` equal parts of a parameter's range; `of` 1 is the whole range.
