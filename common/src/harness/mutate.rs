@@ -1207,6 +1207,15 @@ mod tests {
         let ids = |n: &[Child]| n.iter().map(|c| c.harness.id()).collect::<Vec<_>>();
         assert_eq!(ids(&on), ids(&switch_ons(&base, limits, 5, 3)));
         assert_eq!(switch_ons(&base, limits, 5, 1).len(), 5);
+        // blocks-17 (run seed 71, three draws) screened `db8264d6c467`, react with the undo
+        // prior at 4.94 (benchmarks/runs/blocks-17.jsonl.gz), so its resume finds it raced.
+        assert!(
+            switch_ons(&base, limits, 71, 3).iter().any(|c| c
+                .harness
+                .id()
+                .to_string()
+                .starts_with("db8264d6c467"))
+        );
     }
 
     /// Dropping worked examples and settling gives back the harness that never had them (the
