@@ -32,10 +32,11 @@ fn shipped_configs_check_out() {
         "configs/cluster.toml",
         "configs/blocks.toml",
         "configs/alfworld.toml",
+        "configs/scienceworld.toml",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
     assert!(stdout.contains(
         "configs/quickstart.toml: ok (run quickstart, 1 seed harness, 1 comparison arm)"
     ));
@@ -46,6 +47,12 @@ fn shipped_configs_check_out() {
     assert!(
         stdout.contains(
             "configs/alfworld.toml: ok (run alfworld, 1 seed harness, 2 comparison arms)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "configs/scienceworld.toml: ok (run scienceworld, 1 seed harness, 2 comparison arms)"
         ),
         "{stdout}"
     );
