@@ -372,6 +372,21 @@ pub struct PopulationOptions {
     /// default: five more moves to race at the first rung.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub screen_priors: bool,
+    /// With `screen`, screen again around the search's leader: once the seeds' screen is
+    /// through, each time the incumbent (the best of those with the most rungs played) has
+    /// played every rung, ranks above every seed and is a candidate not screened yet, race its own one-edit
+    /// neighbourhood (and, with `screen-priors`, its priors still switched off) at the first
+    /// rung before anything else climbs or is bred, up to this many times in a run. The
+    /// parametric operator draws one of a dozen parameters at random, so a second move that
+    /// helps on top of the first is as much left to chance as the first was (blocks-17: the
+    /// screened undo prior carried the whole gain; the moves bred on it after bought cost
+    /// only). 0 (the default) screens the seeds alone.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rescreen: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The mutation operators, by the name their children carry.
@@ -394,6 +409,7 @@ impl Default for PopulationOptions {
             screen_draws: 1,
             screen_tasks: None,
             screen_priors: false,
+            rescreen: 0,
         }
     }
 }
@@ -1050,6 +1066,12 @@ impl Experiment {
             "population.screen-priors",
             "has no effect without population.screen = true",
         );
+        p.check(
+            pop.screen || pop.rescreen == 0,
+            "population.rescreen",
+            "has no effect without population.screen = true",
+        );
+        p.range("population.rescreen", pop.rescreen, 0, 64);
         if let Some(n) = pop.screen_tasks {
             p.check(
                 r.rungs.contains(&n),
@@ -1241,6 +1263,14 @@ mod tests {
         );
         let text = format!("{MINIMAL}[population]\nscreen = true\nscreen-priors = true\n");
         assert!(parse(&text, &[]).expect("valid").population.screen_priors);
+        let text = format!("{MINIMAL}[population]\nrescreen = 2\n");
+        let msg = parse(&text, &[]).expect_err("no screen").to_string();
+        assert!(
+            msg.contains("population.rescreen: has no effect without population.screen"),
+            "{msg}"
+        );
+        let text = format!("{MINIMAL}[population]\nscreen = true\nrescreen = 2\n");
+        assert_eq!(parse(&text, &[]).expect("valid").population.rescreen, 2);
         let text = format!(
             "{MINIMAL}[population]\nscreen = true\nscreen-tasks = 12\n[racing]\nrungs = [8, 16]\n"
         );

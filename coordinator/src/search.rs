@@ -574,6 +574,9 @@ pub struct Search<'a> {
     /// each with its parent, next last; `None` until the first child is
     /// due. Made again on resume, less the children the store already holds.
     screen: Option<Vec<(HarnessId, Child)>>,
+    /// Candidates whose neighbourhood the search screened after the seeds' (with
+    /// `population.rescreen`), in order; kept in the store so a resumed run screens the rest.
+    rescreened: Vec<HarnessId>,
     /// Most jobs out at once so far (the scheduler's bound is checked against it).
     pub peak_in_flight: usize,
     /// The harnesses of the final stage's held-out comparison and their roles, once chosen.
@@ -679,6 +682,7 @@ impl<'a> Search<'a> {
             rewrite_stats: store.meta("rewrite_stats")?.unwrap_or_default(),
             refused: store.meta("refused_by_operator")?.unwrap_or_default(),
             gates: store.meta("gates_by_operator")?.unwrap_or_default(),
+            rescreened: store.meta("rescreened")?.unwrap_or_default(),
             exp,
             store,
             bus,
@@ -1129,6 +1133,7 @@ impl<'a> Search<'a> {
         if self.exp.population.screen && self.screen.is_none() {
             self.screen = Some(self.screen_children());
         }
+        self.rescreen_if_due()?;
         // While the seeds' structural children are screened, only the seeds' own first rung
         // goes before them: the screen is raced at the first rung before anything climbs, so
         // the first promotions compare all of it (ties at the median would otherwise climb
@@ -1314,34 +1319,91 @@ impl<'a> Search<'a> {
         Ok(None)
     }
 
-    /// The seeds' structural children the store does not hold yet ([`mutate::neighbourhood`],
-    /// in an order drawn from the run's seed), then, with `population.screen-priors`, their
-    /// children with a prior switched on ([`mutate::switch_ons`]), each with its parent, next
-    /// last.
+    /// With `population.rescreen`, once the screen is through: when the incumbent has played
+    /// every rung, ranks above every seed, is no seed and was not screened yet, and screens
+    /// are left, its neighbourhood becomes the screen (recorded in the store first, so a resumed run
+    /// screens what is left of it).
+    fn rescreen_if_due(&mut self) -> Result<()> {
+        let due = self.exp.population.rescreen as usize > self.rescreened.len()
+            && self.screen.as_ref().is_some_and(Vec::is_empty);
+        if !due {
+            return Ok(());
+        }
+        // The first to play every rung is the incumbent until another does, whatever its
+        // rate: it leads only where it ranks above every seed.
+        let above_seeds = |c: &Cand| {
+            self.seeds.iter().all(|s| {
+                self.cands
+                    .get(&s.id())
+                    .is_none_or(|s| c.fitness().rank(&s.fitness()) == Ordering::Greater)
+            })
+        };
+        let Some(lead) = self
+            .incumbent()
+            .filter(|c| self.rung(c) == self.rungs().len() && above_seeds(c))
+            .map(|c| c.harness.clone())
+        else {
+            return Ok(());
+        };
+        let id = lead.id();
+        if self.seeds.iter().any(|s| s.id() == id) || self.rescreened.contains(&id) {
+            return Ok(());
+        }
+        self.rescreened.push(id);
+        self.store.set_meta("rescreened", &self.rescreened)?;
+        self.screen = Some(self.neighbourhoods(&[lead], &format!("the leader {id}'s")));
+        // Nothing climbs until the new screen is out, as for the seeds'.
+        self.promotions = None;
+        Ok(())
+    }
+
+    /// The screen: the seeds' neighbourhoods ([`Self::neighbourhoods`]), then those of the
+    /// candidates screened after them (`population.rescreen`), less what the store holds.
+    fn screen_children(&mut self) -> Vec<(HarnessId, Child)> {
+        let mut all = self.neighbourhoods(&self.seeds.clone(), "the seeds'");
+        let again: Vec<Harness> = self
+            .rescreened
+            .iter()
+            .filter_map(|id| self.cands.get(id).map(|c| c.harness.clone()))
+            .collect();
+        if !again.is_empty() {
+            let mut more = self.neighbourhoods(&again, "the leaders'");
+            // Next last: the seeds' first.
+            more.append(&mut all);
+            all = more;
+        }
+        all
+    }
+
+    /// The structural children of `parents` the store does not hold yet
+    /// ([`mutate::neighbourhood`], in an order drawn from the run's seed), then, with
+    /// `population.screen-priors`, their children with a prior switched on
+    /// ([`mutate::switch_ons`]), each with its parent, next last.
     ///
     /// [`mutate::neighbourhood`]: hx_common::harness::mutate::neighbourhood
     /// [`mutate::switch_ons`]: hx_common::harness::mutate::switch_ons
-    fn screen_children(&mut self) -> Vec<(HarnessId, Child)> {
+    fn neighbourhoods(&mut self, parents: &[Harness], whose: &str) -> Vec<(HarnessId, Child)> {
         use hx_common::harness::mutate;
         let limits = mutate::Limits {
             episode_steps: Some(self.exp.budget.episode_steps),
         };
         let pop = &self.exp.population;
         let (mut all, mut switched) = (Vec::new(), 0);
-        for seed in &self.seeds {
-            let children = mutate::neighbourhood(seed, limits, self.exp.run.seed, pop.screen_draws);
-            all.extend(children.into_iter().map(|c| (seed.id(), c)));
+        for parent in parents {
+            let children =
+                mutate::neighbourhood(parent, limits, self.exp.run.seed, pop.screen_draws);
+            all.extend(children.into_iter().map(|c| (parent.id(), c)));
             if pop.screen_priors {
-                let on = mutate::switch_ons(seed, limits, self.exp.run.seed, pop.screen_draws);
+                let on = mutate::switch_ons(parent, limits, self.exp.run.seed, pop.screen_draws);
                 switched += on.len();
-                all.extend(on.into_iter().map(|c| (seed.id(), c)));
+                all.extend(on.into_iter().map(|c| (parent.id(), c)));
             }
         }
         let total = all.len();
         all.retain(|(_, c)| !self.cands.contains_key(&c.harness.id()));
         let known = total - all.len();
         (self.say)(&format!(
-            "screening the seeds' one-edit neighbourhood: {} structural children{}{}",
+            "screening {whose} one-edit neighbourhood: {} structural children{}{}",
             total - switched,
             if pop.screen_priors {
                 format!(", {switched} with a prior switched on")

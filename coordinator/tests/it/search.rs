@@ -1232,6 +1232,180 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     );
 }
 
+/// A world where a harness with the undo prior switched on wins every task and any other
+/// one task in five: the screen's undo child leads as soon as it is raced.
+fn an_undo_prior_wins(h: &Harness, task: &TaskRef) -> bool {
+    let undo = h.components().any(|c| {
+        matches!(c.param("undo-penalty"), Some(hx_common::harness::ParamValue::Float(x)) if *x > 0.0)
+    });
+    undo || task.seed.is_multiple_of(5)
+}
+
+/// With `population.rescreen = 1`, once the seeds' screen is out and its winner (the undo
+/// child here) has played every rung, that winner's own neighbourhood is raced at the first
+/// rung, each child once, as the winner's child, before anything else climbs or is bred;
+/// and only that one winner's, killed and resumed anywhere on the way.
+#[test]
+fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
+    use hx_common::harness::mutate;
+    let mut resumed_mid_rescreen = false;
+    for kill_after in [20, 34, 44] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut exp, seeds) = experiment_with(
+            dir.path(),
+            1,
+            "seeds = [\"react.toml\"]\nscreen = true\nscreen-priors = true\nrescreen = 1\n\
+             operators = [\"parametric\", \"structural\"]",
+        );
+        let react = seeds[0].clone();
+        let limits = mutate::Limits {
+            episode_steps: Some(exp.budget.episode_steps),
+        };
+        let around = |h: &Harness| {
+            let mut all = mutate::neighbourhood(h, limits, exp.run.seed, 1);
+            all.extend(mutate::switch_ons(h, limits, exp.run.seed, 1));
+            all.into_iter().map(|c| c.harness).collect::<Vec<_>>()
+        };
+        let first = around(&react);
+        let leaders: Vec<&Harness> = first
+            .iter()
+            .filter(|h| {
+                let task = TaskRef {
+                    suite: "household".into(),
+                    split: Split::Train,
+                    seed: 1,
+                };
+                an_undo_prior_wins(h, &task)
+            })
+            .collect();
+        assert_eq!(leaders.len(), 1, "one undo child");
+        let leader = leaders[0].clone();
+        let first: BTreeSet<HarnessId> = first.iter().map(Harness::id).collect();
+        let second: BTreeSet<HarnessId> = around(&leader)
+            .iter()
+            .map(Harness::id)
+            .filter(|id| !first.contains(id) && *id != react.id())
+            .collect();
+        assert!(second.len() > 10, "{} children", second.len());
+        // Room for both screens at the first rung (2 tasks), the leader's rungs and breeding.
+        exp.budget.evaluations = 2 * (first.len() + second.len()) as u64 + 60;
+        let log = Arc::new(Mutex::new(Log::default()));
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            let mut bus = Scripted::new(&log, Some(kill_after));
+            bus.rule = an_undo_prior_wins;
+            let mut say = |_: &str| {};
+            let e = Search::new(
+                exp.clone(),
+                seeds.clone(),
+                &store,
+                &mut bus,
+                false,
+                &mut say,
+            )
+            .expect("starts")
+            .run()
+            .expect_err("killed");
+            assert!(e.to_string().contains("killed"), "{e}");
+        }
+        let store = Store::open(dir.path()).expect("reopens");
+        let held = store
+            .harnesses()
+            .expect("reads")
+            .iter()
+            .filter(|h| second.contains(&h.id()))
+            .count();
+        resumed_mid_rescreen |= held > 0 && held < second.len();
+        let mut bus = Scripted::new(&log, None);
+        bus.rule = an_undo_prior_wins;
+        let mut said = Vec::new();
+        let mut say = |m: &str| said.push(m.to_owned());
+        Search::new(exp, seeds.clone(), &store, &mut bus, true, &mut say)
+            .expect("resumes")
+            .run()
+            .expect("finishes");
+        if held > 0 {
+            assert!(
+                said.iter()
+                    .any(|m| m.contains("the leaders' one-edit neighbourhood")),
+                "{said:?}"
+            );
+        }
+        let (mut rescreen_jobs, mut other_children) = (Vec::new(), Vec::new());
+        for h in store.harnesses().expect("reads") {
+            let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
+            if l.operator == "seed" || hx_coordinator::search::final_only(&l.operator) {
+                continue;
+            }
+            let job = l.job.expect("a search child has its job");
+            if second.contains(&h.id()) {
+                assert_eq!(l.parents, vec![leader.id()], "{}", h.id());
+                assert!(["structural", "parametric"].contains(&l.operator.as_str()));
+                rescreen_jobs.push(job);
+            } else if !first.contains(&h.id()) {
+                other_children.push(job);
+            }
+        }
+        // The leader's whole neighbourhood, each child made once and raced at the first rung.
+        assert_eq!(
+            rescreen_jobs.len(),
+            second.len(),
+            "killed after {kill_after}"
+        );
+        for id in &second {
+            let rung0 = store
+                .evaluations(id)
+                .expect("reads")
+                .iter()
+                .filter(|o| o.task.split == Split::Train && o.task.seed < 2)
+                .count();
+            assert_eq!(rung0, 2, "{id}");
+        }
+        // The leader had played every rung (8 tasks) first.
+        let leader_played = store.evaluations(&leader.id()).expect("reads");
+        assert!(
+            leader_played
+                .iter()
+                .filter(|o| o.task.split == Split::Train)
+                .count()
+                >= 8,
+            "the leader was screened around before it played every rung"
+        );
+        // Nothing bred or climbed while it was out.
+        let (from, to) = (
+            rescreen_jobs.iter().min().expect("some"),
+            rescreen_jobs.iter().max().expect("some"),
+        );
+        assert!(
+            other_children.iter().all(|j| j < from || j > to),
+            "bred {other_children:?} within the rescreen {from:?}..{to:?}"
+        );
+        let climbs: Vec<_> = store
+            .jobs()
+            .expect("reads")
+            .into_iter()
+            .filter(|r| {
+                r.job.tasks.split == Split::Train && r.job.tasks.seeds.iter().any(|&s| s >= 2)
+            })
+            .map(|r| r.job.id)
+            .filter(|j| j > from && j < to)
+            .collect();
+        assert!(
+            climbs.is_empty(),
+            "promoted in {climbs:?} within the rescreen"
+        );
+        assert!(!other_children.is_empty(), "the budget left no breeding");
+        let log = log.lock().unwrap();
+        let pairs: BTreeSet<_> = log.evaluated.iter().collect();
+        assert_eq!(
+            pairs.len(),
+            log.evaluated.len(),
+            "a pair was evaluated twice"
+        );
+    }
+    assert!(resumed_mid_rescreen, "no kill fell within the rescreen");
+}
+
 /// With `population.screen-tasks`, the seed and every screened child play that many tasks in
 /// their first job, and nothing climbs past them, nor is any child bred, until the whole
 /// screen is out: the first promotions compare every move on the same, larger set of tasks.
