@@ -297,7 +297,21 @@ fn run_killed(
     answers: usize,
     resume: bool,
 ) -> anyhow::Error {
+    run_killed_in(wins, exp, seeds, store, log, answers, resume)
+}
+
+/// [`run_killed`] in a world of the test's own (`rule` says which episodes are won).
+fn run_killed_in(
+    rule: fn(&Harness, &TaskRef) -> bool,
+    exp: &Experiment,
+    seeds: &[Harness],
+    store: &Store,
+    log: &Arc<Mutex<Log>>,
+    answers: usize,
+    resume: bool,
+) -> anyhow::Error {
     let mut bus = Scripted::new(log, Some(answers));
+    bus.rule = rule;
     let mut say = |_: &str| {};
     Search::new(
         exp.clone(),
@@ -1292,20 +1306,15 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
         let log = Arc::new(Mutex::new(Log::default()));
         {
             let store = Store::open(dir.path()).expect("opens");
-            let mut bus = Scripted::new(&log, Some(kill_after));
-            bus.rule = an_undo_prior_wins;
-            let mut say = |_: &str| {};
-            let e = Search::new(
-                exp.clone(),
-                seeds.clone(),
+            let e = run_killed_in(
+                an_undo_prior_wins,
+                &exp,
+                &seeds,
                 &store,
-                &mut bus,
+                &log,
+                kill_after,
                 false,
-                &mut say,
-            )
-            .expect("starts")
-            .run()
-            .expect_err("killed");
+            );
             assert!(e.to_string().contains("killed"), "{e}");
         }
         let store = Store::open(dir.path()).expect("reopens");
@@ -1867,20 +1876,15 @@ fn a_resumed_final_stage_keeps_the_choice_it_began_with() {
         // Two search jobs, six select jobs, the trials' (three jobs each where pruning is on),
         // then six of the held-out jobs before the kill.
         let answers = 2 + 6 + if first { 9 } else { 0 } + 6;
-        let mut bus = Scripted::new(&log, Some(answers));
-        bus.rule = a_loop_guard_wins;
-        let mut say = |_: &str| {};
-        Search::new(
-            exp.clone(),
-            seeds.clone(),
+        run_killed_in(
+            a_loop_guard_wins,
+            &exp,
+            &seeds,
             &store,
-            &mut bus,
+            &log,
+            answers,
             false,
-            &mut say,
-        )
-        .expect("starts")
-        .run()
-        .expect_err("killed");
+        );
         assert!(
             store
                 .evaluations(&kept)
