@@ -20,7 +20,7 @@ use hx_common::stats::Rate;
 use hx_common::task::{Split, TaskRef};
 use hx_coordinator::bus::{Delivery, JobBus};
 use hx_coordinator::search::Search;
-use hx_coordinator::store::Store;
+use hx_coordinator::store::{Lineage, Store};
 
 /// What the scripted workers did, shared across buses (a resumed run uses a new bus).
 #[derive(Default)]
@@ -32,6 +32,18 @@ struct Log {
     max_out: usize,
     /// Jobs out when the first answer was asked for.
     out_at_first_answer: Option<usize>,
+}
+
+impl Log {
+    /// No (harness, task) pair was evaluated twice, across kills and resumes.
+    fn assert_no_pair_twice(&self) {
+        let pairs: BTreeSet<_> = self.evaluated.iter().collect();
+        assert_eq!(
+            pairs.len(),
+            self.evaluated.len(),
+            "a pair was evaluated twice"
+        );
+    }
 }
 
 struct Scripted {
@@ -287,21 +299,10 @@ fn run_scripted(
     (status, log)
 }
 
-/// Runs (or with `resume`, resumes) the scripted search on `store`, killing it after
-/// `answers` answers; returns the error it stopped with.
+/// Runs (or with `resume`, resumes) the scripted search on `store` in the world `rule` says
+/// ([`wins`] unless a test has its own), killing it after `answers` answers; returns the
+/// error it stopped with.
 fn run_killed(
-    exp: &Experiment,
-    seeds: &[Harness],
-    store: &Store,
-    log: &Arc<Mutex<Log>>,
-    answers: usize,
-    resume: bool,
-) -> anyhow::Error {
-    run_killed_in(wins, exp, seeds, store, log, answers, resume)
-}
-
-/// [`run_killed`] in a world of the test's own (`rule` says which episodes are won).
-fn run_killed_in(
     rule: fn(&Harness, &TaskRef) -> bool,
     exp: &Experiment,
     seeds: &[Harness],
@@ -382,12 +383,7 @@ fn a_run_asked_to_stop_stops_between_results_and_resumes() {
         assert_eq!(done.phase, "done");
         let log = log.lock().unwrap();
         assert!(log.splits.contains(&Split::Test));
-        let pairs: BTreeSet<_> = log.evaluated.iter().collect();
-        assert_eq!(
-            pairs.len(),
-            log.evaluated.len(),
-            "a pair was evaluated twice"
-        );
+        log.assert_no_pair_twice();
     }
 }
 
@@ -662,14 +658,14 @@ fn a_resumed_final_stage_keeps_its_equal_budget_baseline() {
     exp.run.store = Some(dir.path().to_path_buf());
     let store = Store::open(dir.path()).expect("opens");
     let log = Arc::new(Mutex::new(Log::default()));
-    run_killed(&exp, &seeds, &store, &log, before_heldout - 1, false);
+    run_killed(wins, &exp, &seeds, &store, &log, before_heldout - 1, false);
     let planted = seeds[0].with_best_of(3.0).expect("a best-of");
     assert_ne!(planted.id(), made);
     store.put_harness(&planted).expect("writes");
     store
         .put_lineage(
             &planted.id(),
-            &hx_coordinator::store::Lineage {
+            &Lineage {
                 parents: vec![best],
                 operator: "equal-budget".into(),
                 adopted: vec![],
@@ -1030,7 +1026,7 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     let before: BTreeMap<String, TaskOutcome>;
     {
         let store = Store::open(dir.path()).expect("opens");
-        let e = run_killed(&exp, &seeds, &store, &log, 9, false);
+        let e = run_killed(wins, &exp, &seeds, &store, &log, 9, false);
         assert!(e.to_string().contains("killed"), "{e}");
         before = store
             .harnesses()
@@ -1101,12 +1097,8 @@ fn a_killed_run_resumes_without_losing_or_repeating_an_evaluation() {
     }
     // And no pair was evaluated twice, across the kill.
     let log = log.lock().unwrap();
+    log.assert_no_pair_twice();
     let pairs: BTreeSet<_> = log.evaluated.iter().collect();
-    assert_eq!(
-        pairs.len(),
-        log.evaluated.len(),
-        "a pair was evaluated twice"
-    );
     // Every stored outcome was played, but those a best-of made from its base harness's
     // (taken whole, or joined with its rest's).
     let mut taken = 0;
@@ -1168,7 +1160,7 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     let log = Arc::new(Mutex::new(Log::default()));
     {
         let store = Store::open(dir.path()).expect("opens");
-        let e = run_killed(&exp, &seeds, &store, &log, screen.len() / 2, false);
+        let e = run_killed(wins, &exp, &seeds, &store, &log, screen.len() / 2, false);
         assert!(e.to_string().contains("killed"), "{e}");
     }
     let store = Store::open(dir.path()).expect("reopens");
@@ -1186,12 +1178,7 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     );
     let mut screen_jobs = Vec::new();
     let mut bred_jobs = Vec::new();
-    for h in store.harnesses().expect("reads") {
-        let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
-        if l.operator == "seed" || hx_coordinator::search::final_only(&l.operator) {
-            continue;
-        }
-        let job = l.job.expect("a search child has its job");
+    for (h, l, job) in search_children(&store) {
         if screen.contains(&h.id()) {
             let want = if structural.contains(&h.id()) {
                 "structural"
@@ -1207,15 +1194,7 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     }
     // Each screened child was made once and raced at the first rung.
     assert_eq!(screen_jobs.len(), screen.len());
-    for id in &screen {
-        let rung0 = store
-            .evaluations(id)
-            .expect("reads")
-            .iter()
-            .filter(|o| o.task.split == Split::Train && o.task.seed < 2)
-            .count();
-        assert_eq!(rung0, 2, "{id}");
-    }
+    assert_raced_at_first_rung(&store, &screen);
     // Only then children bred at random.
     assert!(!bred_jobs.is_empty(), "the budget left no breeding");
     let last_screened = screen_jobs.iter().max().expect("some");
@@ -1225,25 +1204,56 @@ fn a_screen_races_every_structural_child_of_the_seed_first() {
     );
     // Nothing climbed past the first rung until the whole screen was out: the first
     // promotions compare all of it.
-    let climbs: Vec<_> = store
-        .jobs()
-        .expect("reads")
-        .into_iter()
-        .filter(|r| r.job.tasks.split == Split::Train && r.job.tasks.seeds.iter().any(|&s| s >= 2))
-        .map(|r| r.job.id)
-        .collect();
+    let climbs = climb_jobs(&store);
     assert!(!climbs.is_empty(), "nothing was promoted");
     assert!(
         climbs.iter().all(|j| j > last_screened),
         "promoted in {climbs:?} before the screen ended at {last_screened:?}"
     );
     let log = log.lock().unwrap();
-    let pairs: BTreeSet<_> = log.evaluated.iter().collect();
-    assert_eq!(
-        pairs.len(),
-        log.evaluated.len(),
-        "a pair was evaluated twice"
-    );
+    log.assert_no_pair_twice();
+}
+
+/// Each of `ids` played the first rung (train seeds 0 and 1), once.
+fn assert_raced_at_first_rung(store: &Store, ids: &BTreeSet<HarnessId>) {
+    for id in ids {
+        let rung0 = store
+            .evaluations(id)
+            .expect("reads")
+            .iter()
+            .filter(|o| o.task.split == Split::Train && o.task.seed < 2)
+            .count();
+        assert_eq!(rung0, 2, "{id}");
+    }
+}
+
+/// The children the search made (not the seeds, not the final stage's), each with its
+/// lineage and the job that first raced it.
+fn search_children(store: &Store) -> Vec<(Harness, Lineage, hx_common::protocol::JobId)> {
+    store
+        .harnesses()
+        .expect("reads")
+        .into_iter()
+        .filter_map(|h| {
+            let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
+            if l.operator == "seed" || hx_coordinator::search::final_only(&l.operator) {
+                return None;
+            }
+            let job = l.job.expect("a search child has its job");
+            Some((h, l, job))
+        })
+        .collect()
+}
+
+/// The search jobs that climbed past the first rung (2 tasks).
+fn climb_jobs(store: &Store) -> Vec<hx_common::protocol::JobId> {
+    store
+        .jobs()
+        .expect("reads")
+        .into_iter()
+        .filter(|r| r.job.tasks.split == Split::Train && r.job.tasks.seeds.iter().any(|&s| s >= 2))
+        .map(|r| r.job.id)
+        .collect()
 }
 
 /// A world where a harness with the undo prior switched on wins every task and any other
@@ -1306,7 +1316,7 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
         let log = Arc::new(Mutex::new(Log::default()));
         {
             let store = Store::open(dir.path()).expect("opens");
-            let e = run_killed_in(
+            let e = run_killed(
                 an_undo_prior_wins,
                 &exp,
                 &seeds,
@@ -1341,12 +1351,7 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
             );
         }
         let (mut rescreen_jobs, mut other_children) = (Vec::new(), Vec::new());
-        for h in store.harnesses().expect("reads") {
-            let l = store.lineage(&h.id()).expect("reads").expect("a lineage");
-            if l.operator == "seed" || hx_coordinator::search::final_only(&l.operator) {
-                continue;
-            }
-            let job = l.job.expect("a search child has its job");
+        for (h, l, job) in search_children(&store) {
             if second.contains(&h.id()) {
                 assert_eq!(l.parents, vec![leader.id()], "{}", h.id());
                 assert!(["structural", "parametric"].contains(&l.operator.as_str()));
@@ -1361,15 +1366,7 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
             second.len(),
             "killed after {kill_after}"
         );
-        for id in &second {
-            let rung0 = store
-                .evaluations(id)
-                .expect("reads")
-                .iter()
-                .filter(|o| o.task.split == Split::Train && o.task.seed < 2)
-                .count();
-            assert_eq!(rung0, 2, "{id}");
-        }
+        assert_raced_at_first_rung(&store, &second);
         // The leader had played every rung (8 tasks) first.
         let leader_played = store.evaluations(&leader.id()).expect("reads");
         assert!(
@@ -1389,14 +1386,8 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
             other_children.iter().all(|j| j < from || j > to),
             "bred {other_children:?} within the rescreen {from:?}..{to:?}"
         );
-        let climbs: Vec<_> = store
-            .jobs()
-            .expect("reads")
+        let climbs: Vec<_> = climb_jobs(&store)
             .into_iter()
-            .filter(|r| {
-                r.job.tasks.split == Split::Train && r.job.tasks.seeds.iter().any(|&s| s >= 2)
-            })
-            .map(|r| r.job.id)
             .filter(|j| j > from && j < to)
             .collect();
         assert!(
@@ -1405,12 +1396,7 @@ fn a_rescreen_races_the_leaders_neighbourhood_once_it_has_played_every_rung() {
         );
         assert!(!other_children.is_empty(), "the budget left no breeding");
         let log = log.lock().unwrap();
-        let pairs: BTreeSet<_> = log.evaluated.iter().collect();
-        assert_eq!(
-            pairs.len(),
-            log.evaluated.len(),
-            "a pair was evaluated twice"
-        );
+        log.assert_no_pair_twice();
     }
     assert!(resumed_mid_rescreen, "no kill fell within the rescreen");
 }
@@ -1556,7 +1542,7 @@ fn resume_until_final(
     dir: &Path,
 ) -> hx_coordinator::search::Status {
     for answers in (0..40).map(|i| i % 2) {
-        run_killed(exp, seeds, store, log, answers, true);
+        run_killed(wins, exp, seeds, store, log, answers, true);
         let now = hx_coordinator::search::read_status(dir).expect("a status");
         if now.phase == "final" {
             return now;
@@ -1600,7 +1586,7 @@ fn the_status_shows_the_final_stage_so_far() {
     let (exp, seeds) = experiment(dir.path(), 40);
     let store = Store::open(dir.path()).expect("opens");
     let log = Arc::new(Mutex::new(Log::default()));
-    run_killed(&exp, &seeds, &store, &log, answers - 12, false);
+    run_killed(wins, &exp, &seeds, &store, &log, answers - 12, false);
     // Resumed and killed again, one answer at a time, until the final stage resumes: the jobs
     // that were out are sent again first. The status written when the final stage resumes,
     // with no answer after it, shows exactly what the store holds.
@@ -1650,7 +1636,7 @@ fn the_status_shows_the_select_split_so_far() {
     let (exp, seeds) = experiment(dir.path(), 40);
     let store = Store::open(dir.path()).expect("opens");
     let log = Arc::new(Mutex::new(Log::default()));
-    run_killed(&exp, &seeds, &store, &log, first + 2, false);
+    run_killed(wins, &exp, &seeds, &store, &log, first + 2, false);
     // Resumed and killed again, one answer at a time, until the select step resumes (the jobs
     // that were out are sent again first).
     let st = resume_until_final(&exp, &seeds, &store, &log, dir.path());
@@ -1876,7 +1862,7 @@ fn a_resumed_final_stage_keeps_the_choice_it_began_with() {
         // Two search jobs, six select jobs, the trials' (three jobs each where pruning is on),
         // then six of the held-out jobs before the kill.
         let answers = 2 + 6 + if first { 9 } else { 0 } + 6;
-        run_killed_in(
+        run_killed(
             a_loop_guard_wins,
             &exp,
             &seeds,
