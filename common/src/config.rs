@@ -374,9 +374,9 @@ pub struct PopulationOptions {
     pub screen_priors: bool,
     /// With `screen`, screen again around the search's leader: once the seeds' screen is
     /// through, each time the incumbent (the best of those with the most rungs played) has
-    /// played every rung, ranks above every seed and is a candidate not screened yet, race its own one-edit
-    /// neighbourhood (and, with `screen-priors`, its priors still switched off) at the first
-    /// rung before anything else climbs or is bred, up to this many times in a run. The
+    /// played every rung, ranks above every seed and was not screened yet, race its own
+    /// one-edit neighbourhood (and, with `screen-priors`, its priors still switched off) at the
+    /// first rung before anything else climbs or is bred, up to this many times in a run. The
     /// parametric operator draws one of a dozen parameters at random, so a second move that
     /// helps on top of the first is as much left to chance as the first was (blocks-17: the
     /// screened undo prior carried the whole gain; the moves bred on it after bought cost

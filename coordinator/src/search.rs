@@ -1320,9 +1320,9 @@ impl<'a> Search<'a> {
     }
 
     /// With `population.rescreen`, once the screen is through: when the incumbent has played
-    /// every rung, ranks above every seed, is no seed and was not screened yet, and screens
-    /// are left, its neighbourhood becomes the screen (recorded in the store first, so a resumed run
-    /// screens what is left of it).
+    /// every rung, ranks above every seed and was not screened yet, and screens are left, its
+    /// neighbourhood becomes the screen (recorded in the store first, so a resumed run screens
+    /// what is left of it).
     fn rescreen_if_due(&mut self) -> Result<()> {
         let due = self.exp.population.rescreen as usize > self.rescreened.len()
             && self.screen.as_ref().is_some_and(Vec::is_empty);
@@ -1345,8 +1345,9 @@ impl<'a> Search<'a> {
         else {
             return Ok(());
         };
+        // A seed never ranks above itself, so the lead is no seed.
         let id = lead.id();
-        if self.seeds.iter().any(|s| s.id() == id) || self.rescreened.contains(&id) {
+        if self.rescreened.contains(&id) {
             return Ok(());
         }
         self.rescreened.push(id);
