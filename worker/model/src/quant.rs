@@ -356,13 +356,13 @@ enum Level {
     /// AVX2 with FMA and AVX-VNNI's byte dot product.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     AvxVnni,
-    /// The matmul in AVX-512 (F, BW and VNNI), two blocks per vector; AVX2 for attention.
+    /// The matmul in AVX-512 (F, BW and VNNI), two blocks per vector; AVX-512F for attention.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx512,
-    /// The matmul in AVX-512 BF16 over bfloat16 weights and activations; AVX2 for attention.
+    /// The matmul in AVX-512 BF16 over bfloat16 weights and activations; AVX-512F for attention.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Bf16,
-    /// AMX tiles for the matmul (with AVX-512F for its float part); AVX2 for attention.
+    /// AMX tiles for the matmul (with AVX-512F for its float part, and attention).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Amx,
 }
@@ -799,6 +799,257 @@ mod x86 {
             _mm_shuffle_ps::<0b01_00_01_00>(lo, hi),
             _mm_shuffle_ps::<0b11_10_11_10>(lo, hi),
         )
+    }
+
+    /// [`attend_group`] in 512-bit vectors, for head widths that are a multiple of 16: the
+    /// same operations in the same order, lane for lane, so the same bits (the kernel sets
+    /// that have AVX-512F run it; the test of grouped attention holds every set to the
+    /// per-head reference). A key's dot product is one chain of fused multiply-adds over its
+    /// sixteens, whose low eight lanes are [`dot_f32`]'s first running sum and high eight its
+    /// second; sixteen keys' chains run at once and are reduced together by `hsum`'s tree. The
+    /// weighted sum keeps a head's 64 floats in four registers, six heads at a time, where the
+    /// 256-bit one took twice the instructions for the same additions. Widths that are not a
+    /// multiple of 16 take the 256-bit path.
+    ///
+    /// # Safety
+    /// AVX2, FMA and AVX-512F are present; the shapes are as `super::attend_group` checks.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn attend_group512(a: &super::Attend<'_>, out: &mut [f32]) {
+        let (hd, upto) = (a.hd, a.most());
+        if !hd.is_multiple_of(16) {
+            // SAFETY: AVX2 and FMA are present; the shapes were checked.
+            return unsafe { attend_group(a, out) };
+        }
+        let kv = a.positions();
+        let mut scores = vec![0f32; a.q.len() / hd * upto];
+        // Sixteen positions at a time, every head of the block for each (the keys are read
+        // from memory once, then from the first-level cache); the rest four at a time, then
+        // one by one, as the 256-bit path does them.
+        // SAFETY: the features are present; every key holds `hd` floats; the scores hold
+        // `upto` per head.
+        let mut t = unsafe {
+            match hd / 16 {
+                1 => scores16::<1>(a, &kv, &mut scores),
+                2 => scores16::<2>(a, &kv, &mut scores),
+                3 => scores16::<3>(a, &kv, &mut scores),
+                4 => scores16::<4>(a, &kv, &mut scores),
+                6 => scores16::<6>(a, &kv, &mut scores),
+                8 => scores16::<8>(a, &kv, &mut scores),
+                _ => 0,
+            }
+        };
+        let scale4 = _mm_set1_ps(a.scale);
+        while t + 4 <= upto {
+            let keys = [kv[t].0, kv[t + 1].0, kv[t + 2].0, kv[t + 3].0];
+            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
+                // SAFETY: as above, four positions.
+                unsafe {
+                    let s = _mm_mul_ps(dot4(qh, keys), scale4);
+                    _mm_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
+                }
+            }
+            t += 4;
+        }
+        for (t, (k, _)) in kv.iter().enumerate().skip(t) {
+            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
+                // SAFETY: AVX2 and FMA are present; equal lengths.
+                scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
+            }
+        }
+        for (s, &own) in scores.chunks_exact_mut(upto).zip(a.upto) {
+            let (s, past) = s.split_at_mut(own);
+            // SAFETY: AVX2 and FMA are present.
+            unsafe { softmax(s) };
+            past.fill(0.0);
+        }
+        let mut heads: Vec<(&[f32], &mut [f32])> = scores
+            .chunks_exact(upto)
+            .zip(out.chunks_exact_mut(hd))
+            .collect();
+        if hd.is_multiple_of(64) {
+            for group in heads.chunks_mut(6) {
+                for off in (0..hd).step_by(64) {
+                    // SAFETY: the features are present; every value and output holds `hd`
+                    // floats, a multiple of 64 above `off`; every weight row holds one weight
+                    // per attended position.
+                    unsafe {
+                        match group.len() {
+                            1 => weighted_sums64::<1>(&kv, group, off),
+                            2 => weighted_sums64::<2>(&kv, group, off),
+                            3 => weighted_sums64::<3>(&kv, group, off),
+                            4 => weighted_sums64::<4>(&kv, group, off),
+                            5 => weighted_sums64::<5>(&kv, group, off),
+                            _ => weighted_sums64::<6>(&kv, group, off),
+                        }
+                    }
+                }
+            }
+        } else {
+            for group in heads.chunks_mut(3) {
+                for off in (0..hd).step_by(16) {
+                    // SAFETY: AVX2 and FMA are present; 16 floats above `off` in each.
+                    unsafe { weighted_sums16(&kv, group, off) };
+                }
+            }
+        }
+    }
+
+    /// Every head's scaled scores over the positions in whole sixteens (heads `16 * D` wide),
+    /// sixteen positions at a time for every head of the block, so the keys are read from
+    /// memory once, then from the first-level cache. Returns the positions done.
+    ///
+    /// # Safety
+    /// AVX-512F is present; `a.hd == 16 * D`; every key in `kv` holds `a.hd` floats; `scores`
+    /// holds `kv.len()` floats per head of `a.q`.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn scores16<const D: usize>(
+        a: &super::Attend<'_>,
+        kv: &[(&[f32], &[f32])],
+        scores: &mut [f32],
+    ) -> usize {
+        let upto = kv.len();
+        let scale = _mm512_set1_ps(a.scale);
+        let qs: Vec<[__m512; D]> = a
+            .q
+            .chunks_exact(16 * D)
+            // SAFETY: each head holds 16 * D floats.
+            .map(|qh| std::array::from_fn(|i| unsafe { _mm512_loadu_ps(qh.as_ptr().add(16 * i)) }))
+            .collect();
+        let mut t = 0;
+        while t + 16 <= upto {
+            let keys: [&[f32]; 16] = std::array::from_fn(|p| kv[t + p].0);
+            for (j, q) in qs.iter().enumerate() {
+                // SAFETY: every key holds 16 * D floats; `j * upto + t + 16 <= (j + 1) * upto`,
+                // inside `scores`.
+                unsafe {
+                    let s = _mm512_mul_ps(dot16(q, &keys), scale);
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
+                }
+            }
+            t += 16;
+        }
+        t
+    }
+
+    /// Sixteen keys' dot products with `q` (`D` sixteens of floats, in registers), in
+    /// position order: each the same operations in the same order as [`dot_f32`]. One vector
+    /// chain per key over the sixteens (lanes 0-7 are `dot_f32`'s running sum over the first
+    /// eight of each sixteen, lanes 8-15 its sum over the second), then, for all sixteen keys
+    /// at once, the two sums added and `hsum`'s tree: `x_k = a_k + a_(k+4)`, then
+    /// `(x_0 + x_2) + (x_1 + x_3)`. Float addition commutes exactly, so only which values pair
+    /// up matters, not the operands' order.
+    ///
+    /// # Safety
+    /// AVX-512F is present; every key holds at least `16 * D` floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn dot16<const D: usize>(q: &[__m512; D], k: &[&[f32]; 16]) -> __m512 {
+        let acc: [__m512; 16] = std::array::from_fn(|p| {
+            let kp = k[p].as_ptr();
+            let mut acc = _mm512_setzero_ps();
+            for (i, qv) in q.iter().enumerate() {
+                // SAFETY: 16 * i + 16 <= 16 * D floats of the key.
+                acc = _mm512_fmadd_ps(*qv, unsafe { _mm512_loadu_ps(kp.add(16 * i)) }, acc);
+            }
+            acc
+        });
+        // Keys 2m and 2m+1: each one's two running sums added, [a of 2m (8), a of 2m+1 (8)].
+        let pairs: [__m512; 8] = std::array::from_fn(|m| {
+            let (x, y) = (acc[2 * m], acc[2 * m + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+            )
+        });
+        // Keys 4n..4n+3: x_k = a_k + a_(k+4), one key per 128-bit lane.
+        let quads: [__m512; 4] = std::array::from_fn(|n| {
+            let (x, y) = (pairs[2 * n], pairs[2 * n + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y),
+            )
+        });
+        // Per 128-bit lane L: [x0 + x2 of quads 0 and 1, x1 + x3 of them], then of 2 and 3.
+        let e01 = _mm512_add_ps(
+            _mm512_unpacklo_ps(quads[0], quads[1]),
+            _mm512_unpackhi_ps(quads[0], quads[1]),
+        );
+        let e23 = _mm512_add_ps(
+            _mm512_unpacklo_ps(quads[2], quads[3]),
+            _mm512_unpackhi_ps(quads[2], quads[3]),
+        );
+        // (x0 + x2) + (x1 + x3): element 4L + n is key 4n + L.
+        let (e01, e23) = (_mm512_castps_pd(e01), _mm512_castps_pd(e23));
+        let sums = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(e01, e23)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(e01, e23)),
+        );
+        // Back to position order: key p from element 4 (p % 4) + p / 4.
+        let order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+        _mm512_permutexvar_ps(order, sums)
+    }
+
+    /// `out[off..off + 64] = sum_t w[t] * v_t[off..off + 64]` for `G` heads' weights and
+    /// outputs, each value's 64 floats loaded once for all of them; per output float the same
+    /// fused multiply-adds in the same order as `axpy_f32` into a zeroed output.
+    ///
+    /// # Safety
+    /// AVX-512F is present; `heads` holds `G` (weights, output) pairs, every weight row at
+    /// least `kv.len()` floats, every value and output at least `off + 64`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn weighted_sums64<const G: usize>(
+        kv: &[(&[f32], &[f32])],
+        heads: &mut [(&[f32], &mut [f32])],
+        off: usize,
+    ) {
+        let w: [&[f32]; G] = std::array::from_fn(|h| heads[h].0);
+        let mut acc = [[_mm512_setzero_ps(); 4]; G];
+        for (t, (_, v)) in kv.iter().enumerate() {
+            let p = v[off..off + 64].as_ptr();
+            // SAFETY: 16 * c + 16 <= 64 floats from p, inside the value.
+            let vs: [__m512; 4] =
+                std::array::from_fn(|c| unsafe { _mm512_loadu_ps(p.add(16 * c)) });
+            for h in 0..G {
+                let wv = _mm512_set1_ps(w[h][t]);
+                for (acc, v) in acc[h].iter_mut().zip(&vs) {
+                    *acc = _mm512_fmadd_ps(wv, *v, *acc);
+                }
+            }
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            let o = &mut heads[h].1[off..off + 64];
+            for (c, acc) in acc.iter().enumerate() {
+                // SAFETY: 16 * c + 16 <= 64 floats of o.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), *acc) };
+            }
+        }
+    }
+
+    /// [`weighted_sums64`] for 16 floats of up to three heads (widths that are a multiple of
+    /// 16 but not of 64).
+    ///
+    /// # Safety
+    /// AVX-512F is present; as [`weighted_sums64`], with `off + 16`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn weighted_sums16(
+        kv: &[(&[f32], &[f32])],
+        heads: &mut [(&[f32], &mut [f32])],
+        off: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 3];
+        for (t, (_, v)) in kv.iter().enumerate() {
+            // SAFETY: 16 floats from off, inside the value.
+            let vv = unsafe { _mm512_loadu_ps(v[off..off + 16].as_ptr()) };
+            for (acc, (w, _)) in acc.iter_mut().zip(heads.iter()) {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(w[t]), vv, *acc);
+            }
+        }
+        for (acc, (_, o)) in acc.iter().zip(heads.iter_mut()) {
+            // SAFETY: 16 floats of o from off.
+            unsafe { _mm512_storeu_ps(o[off..off + 16].as_mut_ptr(), *acc) };
+        }
     }
 
     /// `e^x` in each lane: Cephes' `expf` (range reduction by `ln 2` in two parts, a degree-5
@@ -1273,9 +1524,10 @@ pub fn attend_group(isa: Isa, a: &Attend<'_>, out: &mut [f32]) {
         // SAFETY: these levels are only made by `Isa::available` on CPUs with AVX2 and FMA;
         // the shapes are checked above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx => unsafe {
-            x86::attend_group(a, out)
-        },
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::attend_group(a, out) },
+        // SAFETY: these levels are only made on CPUs that also have AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Bf16 | Level::Amx => unsafe { x86::attend_group512(a, out) },
         _ => {
             let kv = a.positions();
             let heads = a.q.chunks_exact(a.hd).zip(out.chunks_exact_mut(a.hd));
