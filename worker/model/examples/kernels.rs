@@ -50,7 +50,8 @@ fn main() {
             println!("{name} n={n}: {}", line.join(", "));
         }
     }
-    let (hd, group, kvd) = (64, 3, 192);
+    // One key/value head's keys and values lie together, as the model keeps them.
+    let (hd, group, kvd) = (64, 3, 64);
     // One row's heads, then four consecutive rows' heads in one call (a prompt chunk's block),
     // timed per row.
     for (upto, rows) in [(100usize, 1usize), (700, 1), (700, 4), (2000, 1), (2000, 4)] {
