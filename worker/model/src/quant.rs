@@ -858,8 +858,8 @@ mod x86 {
         }
         for (s, &own) in scores.chunks_exact_mut(upto).zip(a.upto) {
             let (s, past) = s.split_at_mut(own);
-            // SAFETY: AVX2 and FMA are present.
-            unsafe { softmax(s) };
+            // SAFETY: AVX2, FMA and AVX-512F are present.
+            unsafe { softmax512(s) };
             past.fill(0.0);
         }
         let mut heads: Vec<(&[f32], &mut [f32])> = scores
@@ -1110,6 +1110,94 @@ mod x86 {
         let inv = _mm256_set1_ps(1.0 / hsum(sum));
         for c in s.chunks_mut(8) {
             store_part(c, _mm256_mul_ps(load_or(c, 0.0), inv));
+        }
+    }
+
+    /// `e^x` in each of sixteen lanes: [`exp8`]'s operations lane for lane, so the same bits.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    fn exp16(x: __m512) -> __m512 {
+        let under = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+            _mm512_set1_ps(88.3),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let y = _mm512_add_ps(
+            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+            _mm512_set1_ps(1.0),
+        );
+        let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        )));
+        _mm512_maskz_mov_ps(under, _mm512_mul_ps(y, pow2))
+    }
+
+    /// [`softmax`] with its exponentials and scaling sixteen lanes at a time: the same bits,
+    /// since the maximum is the same in any order, each exponential is [`exp8`]'s, the sum
+    /// still adds eight lanes at a time in order (a sixteen's low eight, then its high eight,
+    /// then the tail as `softmax` does it) and the scaling is lane by lane.
+    ///
+    /// # Safety
+    /// AVX2, FMA and AVX-512F are present.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn softmax512(s: &mut [f32]) {
+        let whole = s.len() / 16 * 16;
+        let (body, tail) = s.split_at_mut(whole);
+        let mut max16 = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in body.chunks_exact(16) {
+            // SAFETY: sixteen floats.
+            max16 = _mm512_max_ps(max16, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+        }
+        let mut max = _mm512_reduce_max_ps(max16);
+        for c in tail.chunks(8) {
+            max = max.max(hmax(load_or(c, f32::NEG_INFINITY)));
+        }
+        let (max8, max16) = (_mm256_set1_ps(max), _mm512_set1_ps(max));
+        let mut sum = _mm256_setzero_ps();
+        for c in body.chunks_exact_mut(16) {
+            // SAFETY: sixteen floats.
+            let e = exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(c.as_ptr()) }, max16));
+            // SAFETY: sixteen floats.
+            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), e) };
+            sum = _mm256_add_ps(sum, _mm512_castps512_ps256(e));
+            let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e));
+            sum = _mm256_add_ps(sum, _mm256_castpd_ps(high));
+        }
+        for c in tail.chunks_mut(8) {
+            let e = exp8(_mm256_sub_ps(load_or(c, f32::NEG_INFINITY), max8));
+            sum = _mm256_add_ps(sum, e);
+            store_part(c, e);
+        }
+        let inv = 1.0 / hsum(sum);
+        let inv16 = _mm512_set1_ps(inv);
+        for c in body.chunks_exact_mut(16) {
+            // SAFETY: sixteen floats.
+            unsafe {
+                _mm512_storeu_ps(
+                    c.as_mut_ptr(),
+                    _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv16),
+                );
+            }
+        }
+        let inv8 = _mm256_set1_ps(inv);
+        for c in tail.chunks_mut(8) {
+            store_part(c, _mm256_mul_ps(load_or(c, 0.0), inv8));
         }
     }
 
