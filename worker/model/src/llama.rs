@@ -61,8 +61,8 @@ struct Layer {
 pub struct Kv {
     /// Per layer, per key/value head: keys then values, `head_dim` floats per position each.
     /// One head's keys lie together (not interleaved with the other heads' at each position),
-    /// so attention, which reads one head's at a time, reads memory in order: at 700 positions
-    /// that made it a quarter faster (BENCHMARKS.md, "Attention in 512-bit vectors").
+    /// so attention, which reads one head's at a time, reads memory in order (at 700 positions
+    /// its kernel took a quarter less time; BENCHMARKS.md, "Attention in 512-bit vectors").
     layers: Vec<Vec<(Vec<f32>, Vec<f32>)>>,
     len: usize,
 }
