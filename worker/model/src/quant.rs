@@ -656,31 +656,9 @@ mod x86 {
         // inline (an iterator chain over the runs did not).
         let kv = a.positions();
         let mut scores = vec![0f32; a.q.len() / hd * upto];
-        // Positions outside, heads inside: each key is read from memory once for every head
-        // that shares it. Four positions at a time where the width allows, so eight sums are
-        // in flight instead of one chain of dependent adds per dot product.
-        let mut t = 0;
-        if hd.is_multiple_of(16) {
-            let scale = _mm_set1_ps(a.scale);
-            while t + 4 <= upto {
-                let keys = [kv[t].0, kv[t + 1].0, kv[t + 2].0, kv[t + 3].0];
-                for (j, qh) in a.q.chunks_exact(hd).enumerate() {
-                    // SAFETY: AVX2 and FMA are present; every key holds `hd` floats, a multiple
-                    // of 16; `j * upto + t + 4 <= (j + 1) * upto`, inside `scores`.
-                    unsafe {
-                        let s = _mm_mul_ps(dot4(qh, keys), scale);
-                        _mm_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
-                    }
-                }
-                t += 4;
-            }
-        }
-        for (t, (k, _)) in kv.iter().enumerate().skip(t) {
-            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
-                // SAFETY: AVX2 and FMA are present (this function's contract); equal lengths.
-                scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
-            }
-        }
+        // SAFETY: AVX2 and FMA are present (this function's contract); every key holds `hd`
+        // floats; the scores hold `upto` per head.
+        unsafe { scores_from(a, &kv, &mut scores, 0) };
         for (s, &own) in scores.chunks_exact_mut(upto).zip(a.upto) {
             let (s, past) = s.split_at_mut(own);
             // SAFETY: AVX2 and FMA are present.
@@ -801,6 +779,44 @@ mod x86 {
         )
     }
 
+    /// Every head's scaled scores for the positions from `t` on (`kv.len()` per head in
+    /// `scores`): positions outside, heads inside, so each key is read from memory once for
+    /// every head that shares it; four positions at a time where the width allows (eight sums
+    /// in flight instead of one chain of dependent adds per dot product), then one by one.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; every key in `kv` holds `a.hd` floats.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scores_from(
+        a: &super::Attend<'_>,
+        kv: &[(&[f32], &[f32])],
+        scores: &mut [f32],
+        mut t: usize,
+    ) {
+        let (hd, upto) = (a.hd, kv.len());
+        if hd.is_multiple_of(16) {
+            let scale = _mm_set1_ps(a.scale);
+            while t + 4 <= upto {
+                let keys = [kv[t].0, kv[t + 1].0, kv[t + 2].0, kv[t + 3].0];
+                for (j, qh) in a.q.chunks_exact(hd).enumerate() {
+                    // SAFETY: AVX2 and FMA are present; every key holds `hd` floats, a multiple
+                    // of 16; `j * upto + t + 4 <= (j + 1) * upto`, inside `scores`.
+                    unsafe {
+                        let s = _mm_mul_ps(dot4(qh, keys), scale);
+                        _mm_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
+                    }
+                }
+                t += 4;
+            }
+        }
+        for (t, (k, _)) in kv.iter().enumerate().skip(t) {
+            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
+                // SAFETY: AVX2 and FMA are present (this function's contract); equal lengths.
+                scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
+            }
+        }
+    }
+
     /// [`attend_group`] in 512-bit vectors, for head widths that are a multiple of 16: the
     /// same operations in the same order, lane for lane, so the same bits (the kernel sets
     /// that have AVX-512F run it; the test of grouped attention holds every set to the
@@ -827,7 +843,7 @@ mod x86 {
         // one by one, as the 256-bit path does them.
         // SAFETY: the features are present; every key holds `hd` floats; the scores hold
         // `upto` per head.
-        let mut t = unsafe {
+        let t = unsafe {
             match hd / 16 {
                 1 => scores16::<1>(a, &kv, &mut scores),
                 2 => scores16::<2>(a, &kv, &mut scores),
@@ -838,24 +854,8 @@ mod x86 {
                 _ => 0,
             }
         };
-        let scale4 = _mm_set1_ps(a.scale);
-        while t + 4 <= upto {
-            let keys = [kv[t].0, kv[t + 1].0, kv[t + 2].0, kv[t + 3].0];
-            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
-                // SAFETY: as above, four positions.
-                unsafe {
-                    let s = _mm_mul_ps(dot4(qh, keys), scale4);
-                    _mm_storeu_ps(scores.as_mut_ptr().add(j * upto + t), s);
-                }
-            }
-            t += 4;
-        }
-        for (t, (k, _)) in kv.iter().enumerate().skip(t) {
-            for (j, qh) in a.q.chunks_exact(hd).enumerate() {
-                // SAFETY: AVX2 and FMA are present; equal lengths.
-                scores[j * upto + t] = unsafe { dot_f32(qh, k) } * a.scale;
-            }
-        }
+        // SAFETY: as above.
+        unsafe { scores_from(a, &kv, &mut scores, t) };
         for (s, &own) in scores.chunks_exact_mut(upto).zip(a.upto) {
             let (s, past) = s.split_at_mut(own);
             // SAFETY: AVX2, FMA and AVX-512F are present.
@@ -1052,31 +1052,40 @@ mod x86 {
         }
     }
 
+    /// [`exp8`]'s and [`exp16`]'s constants: the range clamped to, `ln 2` in two parts for the
+    /// range reduction, and the polynomial's coefficients, highest degree first.
+    const EXP_MIN: f32 = -87.0;
+    const EXP_MAX: f32 = 88.3;
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    const EXP_POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ];
+
     /// `e^x` in each lane: Cephes' `expf` (range reduction by `ln 2` in two parts, a degree-5
     /// polynomial), within 2 ulp of the exact value for `x` in [-87, 88.3]; below -87 it is 0,
     /// above 88.3 it is `e^88.3`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn exp8(x: __m256) -> __m256 {
-        let under = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.0));
+        let under = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_MIN));
         let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-            _mm256_set1_ps(88.3),
+            _mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)),
+            _mm256_set1_ps(EXP_MAX),
         );
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LOW), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
         }
         let y = _mm256_add_ps(
             _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
@@ -1117,25 +1126,19 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma,avx512f")]
     fn exp16(x: __m512) -> __m512 {
-        let under = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
+        let under = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_MIN));
         let x = _mm512_min_ps(
-            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
-            _mm512_set1_ps(88.3),
+            _mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)),
+            _mm512_set1_ps(EXP_MAX),
         );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LOW), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
         let y = _mm512_add_ps(
             _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
