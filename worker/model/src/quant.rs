@@ -825,7 +825,8 @@ mod x86 {
     /// second; sixteen keys' chains run at once and are reduced together by `hsum`'s tree. The
     /// weighted sum keeps a head's 64 floats in four registers, six heads at a time, where the
     /// 256-bit one took twice the instructions for the same additions. Widths that are not a
-    /// multiple of 16 take the 256-bit path.
+    /// multiple of 16 take the 256-bit path; those with no register path for their queries
+    /// (sixteens other than 1-4, 6 or 8) are scored four positions at a time.
     ///
     /// # Safety
     /// AVX2, FMA and AVX-512F are present; the shapes are as `super::attend_group` checks.
@@ -851,6 +852,7 @@ mod x86 {
                 4 => scores16::<4>(a, &kv, &mut scores),
                 6 => scores16::<6>(a, &kv, &mut scores),
                 8 => scores16::<8>(a, &kv, &mut scores),
+                // Other widths (80, 112, over 128): every position four at a time below.
                 _ => 0,
             }
         };
