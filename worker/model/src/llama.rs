@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use super::gguf::{DType, Error, Gguf};
-use super::quant::{Attend, Isa, QActs, QMatrix, Team, attend_group, matmul, silu_mul};
+use super::quant::{
+    Attend, Isa, QActs, QMatrix, Team, attend_group, matmul, rotate_pairs, silu_mul,
+};
 use super::tokenizer::Token;
 
 /// Rows of one sequence that attend together (see [`Llama::forward`]): four rows read each key
@@ -19,6 +21,9 @@ const BLOCK: usize = 4;
 
 /// Rows of the feed-forward's gate per piece handed to a thread.
 const GATE_ROWS: usize = 16;
+
+/// Rows per piece of the normalization when spread over the team.
+const NORM_ROWS: usize = 16;
 
 /// Hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,14 +61,20 @@ struct Layer {
     down: QMatrix,
 }
 
-/// Keys and values of a run of positions, every layer.
+/// Keys and values of a run of positions, every layer, in one buffer: per layer, per
+/// key/value head, `cap` positions of keys then `cap` of values, `head_dim` floats each. One
+/// head's keys lie together (not interleaved with the other heads' at each position), so
+/// attention, which reads one head's at a time, reads memory in order (at 700 positions its
+/// kernel took a quarter less time; BENCHMARKS.md, "Attention in 512-bit vectors"). One
+/// allocation per cache, not one per layer and head: a step's candidates each hold a cache,
+/// and growing 180 small vectors each was a tenth of a forward pass.
 #[derive(Debug, Default, Clone)]
 pub struct Kv {
-    /// Per layer, per key/value head: keys then values, `head_dim` floats per position each.
-    /// One head's keys lie together (not interleaved with the other heads' at each position),
-    /// so attention, which reads one head's at a time, reads memory in order (at 700 positions
-    /// its kernel took a quarter less time; BENCHMARKS.md, "Attention in 512-bit vectors").
-    layers: Vec<Vec<(Vec<f32>, Vec<f32>)>>,
+    data: Vec<f32>,
+    /// Layers, key/value heads per layer and floats per head and position.
+    dims: (usize, usize, usize),
+    /// Positions the buffer has room for.
+    cap: usize,
     len: usize,
 }
 
@@ -71,7 +82,9 @@ impl Kv {
     /// An empty cache for a model.
     pub fn new(cfg: &Config) -> Kv {
         Kv {
-            layers: vec![vec![(Vec::new(), Vec::new()); cfg.kv_heads]; cfg.layers],
+            data: Vec::new(),
+            dims: (cfg.layers, cfg.kv_heads, cfg.head_dim),
+            cap: 0,
             len: 0,
         }
     }
@@ -86,15 +99,73 @@ impl Kv {
         self.len == 0
     }
 
+    /// Where one layer's and head's keys (`value` false) or values start.
+    fn at(&self, layer: usize, head: usize, value: bool) -> usize {
+        let (_, heads, hd) = self.dims;
+        ((layer * heads + head) * 2 + usize::from(value)) * self.cap * hd
+    }
+
+    /// One key/value head's keys and values at one layer, the first `n` positions.
+    fn head(&self, layer: usize, head: usize, n: usize) -> (&[f32], &[f32]) {
+        assert!(n <= self.len, "{n} of {} positions", self.len);
+        if n == 0 {
+            return (&[], &[]);
+        }
+        let w = n * self.dims.2;
+        let (k, v) = (self.at(layer, head, false), self.at(layer, head, true));
+        (&self.data[k..k + w], &self.data[v..v + w])
+    }
+
+    /// Room for `more` positions past those held, and counts them held (zeros until
+    /// written with [`Kv::put`]); growing moves each run to its new place.
+    fn grow(&mut self, more: usize) {
+        let want = self.len + more;
+        if want > self.cap {
+            self.relayout(want.max(2 * self.cap));
+        }
+        self.len = want;
+    }
+
+    /// The buffer with room for exactly the positions held (a frozen cache grows no more).
+    fn shrink(&mut self) {
+        if self.cap > self.len {
+            self.relayout(self.len);
+        }
+    }
+
+    /// Moves every run into a new buffer with room for `cap` positions (at least `len`).
+    fn relayout(&mut self, cap: usize) {
+        let (layers, heads, hd) = self.dims;
+        let mut data = vec![0f32; layers * heads * 2 * cap * hd];
+        let held = self.len * hd;
+        for run in 0..layers * heads * 2 {
+            let (from, to) = (run * self.cap * hd, run * cap * hd);
+            data[to..to + held].copy_from_slice(&self.data[from..from + held]);
+        }
+        self.data = data;
+        self.cap = cap;
+    }
+
+    /// Writes one position's key and value for one layer and key/value head.
+    fn put(&mut self, layer: usize, head: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let hd = self.dims.2;
+        assert!(
+            pos < self.len && k.len() == hd && v.len() == hd,
+            "a key/value write"
+        );
+        let (ka, va) = (self.at(layer, head, false), self.at(layer, head, true));
+        self.data[ka + pos * hd..ka + (pos + 1) * hd].copy_from_slice(k);
+        self.data[va + pos * hd..va + (pos + 1) * hd].copy_from_slice(v);
+    }
+
     /// Appends the first `n` positions of a sequence's segments.
     pub fn extend_from(&mut self, seq: &SeqKv, n: usize) {
-        let width = |kv: &Kv| {
-            kv.layers
-                .first()
-                .and_then(|heads| heads.first())
-                .map_or(0, |(k, _)| k.len().checked_div(kv.len).unwrap_or(0))
-        };
+        let (layers, heads, hd) = self.dims;
+        let n = n.min(seq.len());
+        let first = self.len;
+        self.grow(n);
         let mut left = n;
+        let mut to = first;
         let segments = seq
             .shared
             .iter()
@@ -102,25 +173,22 @@ impl Kv {
             .chain(std::iter::once((&seq.own, seq.own.len)));
         for (kv, len) in segments {
             let take = len.min(left);
-            let w = width(kv);
-            for (dst, src) in self.layers.iter_mut().zip(&kv.layers) {
-                for (dst, src) in dst.iter_mut().zip(src) {
-                    dst.0.extend_from_slice(&src.0[..take * w]);
-                    dst.1.extend_from_slice(&src.1[..take * w]);
+            for l in 0..layers {
+                for g in 0..heads {
+                    let (k, v) = kv.head(l, g, take);
+                    let (ka, va) = (self.at(l, g, false), self.at(l, g, true));
+                    self.data[ka + to * hd..ka + (to + take) * hd].copy_from_slice(k);
+                    self.data[va + to * hd..va + (to + take) * hd].copy_from_slice(v);
                 }
             }
-            self.len += take;
+            to += take;
             left -= take;
         }
     }
 
-    /// Bytes held.
+    /// Bytes held (room for positions not yet held included).
     pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| 4 * (k.len() + v.len()))
-            .sum()
+        4 * self.data.len()
     }
 }
 
@@ -155,7 +223,8 @@ impl SeqKv {
     /// Freezes the own cache into a shared segment, so forks of this sequence can share it.
     pub fn freeze(&mut self, cfg: &Config) {
         if self.own.len > 0 {
-            let own = std::mem::replace(&mut self.own, Kv::new(cfg));
+            let mut own = std::mem::replace(&mut self.own, Kv::new(cfg));
+            own.shrink();
             let n = own.len;
             self.shared.push((Arc::new(own), n));
         }
@@ -357,30 +426,30 @@ impl Llama {
                 .sum::<usize>()
     }
 
-    fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut Vec<f32>) {
+    /// Each row of `x` scaled to a root mean square of one, times `w`, into `out`; pieces of
+    /// [`NORM_ROWS`] rows spread over the team when there are several.
+    fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut Vec<f32>, team: &mut Team) {
         let d = self.cfg.embd;
-        out.clear();
-        for row in x.chunks_exact(d) {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
-            let k = 1.0 / (ms + self.cfg.eps).sqrt();
-            out.extend(row.iter().zip(w).map(|(v, w)| v * k * w));
+        let eps = self.cfg.eps;
+        fit(out, x.len());
+        if team.size() > 1 && x.len() > NORM_ROWS * d {
+            team.for_each_chunk_mut(out, NORM_ROWS * d, &|i, out| {
+                let at = i * NORM_ROWS * d;
+                norm_rows(&x[at..at + out.len()], w, eps, out);
+            });
+        } else {
+            norm_rows(x, w, eps, out);
         }
     }
 
-    /// The rotation's (sine, cosine) at `pos`, one per pair of a head's values: the same for
-    /// every head and layer, so computed once per row of a forward pass.
-    fn angles(&self, pos: usize, out: &mut Vec<(f32, f32)>) {
-        out.extend(self.rope.iter().map(|f| (pos as f32 * f).sin_cos()));
-    }
-
-    fn rotate(&self, v: &mut [f32], angles: &[(f32, f32)]) {
-        // Adjacent pairs, as GGUF's Llama weights are permuted for.
-        for head in v.chunks_exact_mut(self.cfg.head_dim) {
-            for (pair, &(s, c)) in head.chunks_exact_mut(2).zip(angles) {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * c - b * s;
-                pair[1] = a * s + b * c;
-            }
+    /// The rotation at `pos`, the same for every head and layer, so made once per row of a
+    /// forward pass: each pair's cosine twice onto `cos2` and its sine negated then as is onto
+    /// `sin2` (see [`rotate_pairs`]; GGUF's Llama weights are permuted for adjacent pairs).
+    fn angles(&self, pos: usize, cos2: &mut Vec<f32>, sin2: &mut Vec<f32>) {
+        for f in &self.rope {
+            let (s, c) = (pos as f32 * f).sin_cos();
+            cos2.extend([c, c]);
+            sin2.extend([-s, s]);
         }
     }
 
@@ -402,6 +471,19 @@ impl Llama {
         let kvd = c.kv_heads * c.head_dim;
         // Positions of each row.
         let mut next: Vec<usize> = seqs.iter().map(|q| q.len()).collect();
+        // Room in each sequence's own cache for its rows, and where each row's keys go.
+        let mut own_next: Vec<usize> = seqs.iter().map(|q| q.own.len).collect();
+        let own_at: Vec<usize> = rows
+            .iter()
+            .map(|r| {
+                own_next[r.seq] += 1;
+                own_next[r.seq] - 1
+            })
+            .collect();
+        for (q, &end) in seqs.iter_mut().zip(&own_next) {
+            let more = end - q.own.len;
+            q.own.grow(more);
+        }
         let pos: Vec<usize> = rows
             .iter()
             .map(|r| {
@@ -419,10 +501,10 @@ impl Llama {
         }
         let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let half = c.head_dim / 2;
-        let mut angles = Vec::with_capacity(n * half);
+        let hd = c.head_dim;
+        let (mut cos2, mut sin2) = (Vec::with_capacity(n * hd), Vec::with_capacity(n * hd));
         for &p in &pos {
-            self.angles(p, &mut angles);
+            self.angles(p, &mut cos2, &mut sin2);
         }
         // Attention's blocks: runs of up to BLOCK rows of one sequence, (first row, rows).
         let mut blocks: Vec<(usize, usize)> = Vec::new();
@@ -434,22 +516,19 @@ impl Llama {
         }
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
-            self.rms_norm(&s.x, &layer.attn_norm, &mut s.h);
+            self.rms_norm(&s.x, &layer.attn_norm, &mut s.h, team);
             s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, team);
             let width = d + 2 * kvd;
             for (i, r) in rows.iter().enumerate() {
                 let row = &mut s.a[i * width..(i + 1) * width];
-                self.rotate(&mut row[..d + kvd], &angles[i * half..(i + 1) * half]);
-                let own = &mut seqs[r.seq].own;
-                for (g, (k, v)) in own.layers[l].iter_mut().enumerate() {
-                    let at = g * c.head_dim;
-                    k.extend_from_slice(&row[d + at..d + at + c.head_dim]);
-                    v.extend_from_slice(&row[d + kvd + at..d + kvd + at + c.head_dim]);
+                let at = i * hd..(i + 1) * hd;
+                rotate_pairs(self.isa, &mut row[..d + kvd], &cos2[at.clone()], &sin2[at]);
+                for g in 0..c.kv_heads {
+                    let (k, v) = (d + g * hd, d + kvd + g * hd);
+                    let own = &mut seqs[r.seq].own;
+                    own.put(l, g, own_at[i], &row[k..k + hd], &row[v..v + hd]);
                 }
-            }
-            for r in rows {
-                seqs[r.seq].own.len += usize::from(l == 0);
             }
             // Each (block of rows, key/value head) attends over its sequence, each row up to
             // its own position, for the query heads that share that key/value head; the pairs
@@ -458,14 +537,10 @@ impl Llama {
             // values are then read from memory once for all of its rows.
             let segments: Vec<Vec<Runs<'_>>> = seqs
                 .iter()
-                .map(|q| {
-                    (0..c.kv_heads)
-                        .map(|g| segments(q, l, g, c.head_dim))
-                        .collect()
-                })
+                .map(|q| (0..c.kv_heads).map(|g| segments(q, l, g)).collect())
                 .collect();
             let a = &s.a;
-            let (hd, hg) = (c.head_dim, group * c.head_dim);
+            let hg = group * hd;
             let isa = self.isa;
             let attend = |i: usize, out: &mut [f32]| {
                 let (b, g) = (i / c.kv_heads, i % c.kv_heads);
@@ -489,8 +564,7 @@ impl Llama {
                 attend_group(isa, &job, &mut out[..len * hg]);
             };
             // Short contexts are cheaper to attend on one thread than to hand out.
-            s.b.clear();
-            s.b.resize(blocks.len() * c.kv_heads * BLOCK * hg, 0.0);
+            fit(&mut s.b, blocks.len() * c.kv_heads * BLOCK * hg);
             let work: usize = pos.iter().map(|p| (p + 1) * c.heads).sum();
             if team.size() > 1 && work >= 1024 {
                 team.for_each_chunk_mut(&mut s.b, BLOCK * hg, &attend);
@@ -500,8 +574,7 @@ impl Llama {
                 }
             }
             // Back to one row after another, each row's heads in order.
-            s.h.clear();
-            s.h.resize(n * d, 0.0);
+            fit(&mut s.h, n * d);
             for (i, out) in s.b.chunks(BLOCK * hg).enumerate() {
                 let (b, g) = (i / c.kv_heads, i % c.kv_heads);
                 let (first, len) = blocks[b];
@@ -516,13 +589,12 @@ impl Llama {
                 *x += y;
             }
             // Feed-forward: down(silu(gate) * up).
-            self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h);
+            self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h, team);
             s.qa.quantize_into(self.isa, &s.h, n, d);
             matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, team);
             // The gate, rows spread over the team (on one thread it was a serial stretch of
             // every layer, with the helpers spinning).
-            s.b.clear();
-            s.b.resize(n * c.ff, 0.0);
+            fit(&mut s.b, n * c.ff);
             let (a, ff, isa) = (&s.a, c.ff, self.isa);
             let gate = |i: usize, out: &mut [f32]| {
                 let first = i * GATE_ROWS;
@@ -552,7 +624,7 @@ impl Llama {
             .iter()
             .flat_map(|&i| s.x[i * d..(i + 1) * d].iter().copied())
             .collect();
-        self.rms_norm(&picked, &self.out_norm, &mut s.h);
+        self.rms_norm(&picked, &self.out_norm, &mut s.h, team);
         s.qa.quantize_into(self.isa, &s.h, want.len(), d);
         let out = self.output.as_ref().unwrap_or(&self.embd);
         matmul(self.isa, out, &s.qa, &mut s.a, team);
@@ -560,18 +632,184 @@ impl Llama {
     }
 }
 
+/// `out` = each `w.len()`-long row of `x` scaled to a root mean square of one (with `eps`),
+/// times `w`. A row's sum of squares is added in column order, a chain of dependent additions,
+/// so eight rows' chains run side by side (each still in its own order: the same bits as one
+/// row alone).
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    assert_eq!(x.len(), out.len(), "norm rows");
+    let scale = |row: &[f32], squares: f32, out: &mut [f32]| {
+        let k = 1.0 / (squares / d as f32 + eps).sqrt();
+        for ((o, v), w) in out.iter_mut().zip(row).zip(w) {
+            *o = v * k * w;
+        }
+    };
+    let mut eights = x.chunks_exact(8 * d).zip(out.chunks_exact_mut(8 * d));
+    for (x, out) in &mut eights {
+        let rows: [&[f32]; 8] = std::array::from_fn(|j| &x[j * d..(j + 1) * d]);
+        let mut squares = [0f32; 8];
+        for i in 0..d {
+            for (s, row) in squares.iter_mut().zip(rows) {
+                *s += row[i] * row[i];
+            }
+        }
+        for ((row, s), out) in rows.iter().zip(squares).zip(out.chunks_exact_mut(d)) {
+            scale(row, s, out);
+        }
+    }
+    let done = x.len() / (8 * d) * 8 * d;
+    for (row, out) in x[done..]
+        .chunks_exact(d)
+        .zip(out[done..].chunks_exact_mut(d))
+    {
+        let squares = row.iter().map(|v| v * v).sum::<f32>();
+        scale(row, squares, out);
+    }
+}
+
+/// `v` holding `len` values, for a caller that overwrites every one of them: only a growth is
+/// filled (with zeros), so a buffer reused at the same length is not cleared first.
+fn fit(v: &mut Vec<f32>, len: usize) {
+    v.truncate(len);
+    v.resize(len, 0.0);
+}
+
 /// One key/value head's keys and values at one layer, segment by segment.
 type Runs<'a> = Vec<(&'a [f32], &'a [f32])>;
 
 /// A sequence's [`Runs`] for one key/value head at one layer.
-fn segments(seq: &SeqKv, layer: usize, head: usize, hd: usize) -> Runs<'_> {
+fn segments(seq: &SeqKv, layer: usize, head: usize) -> Runs<'_> {
     seq.shared
         .iter()
         .map(|(kv, n)| (&**kv, *n))
         .chain(std::iter::once((&seq.own, seq.own.len)))
-        .map(|(kv, n)| {
-            let (k, v) = &kv.layers[layer][head];
-            (&k[..n * hd], &v[..n * hd])
-        })
+        .map(|(kv, n)| kv.head(layer, head, n))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            layers: 2,
+            embd: 24,
+            heads: 6,
+            kv_heads: 3,
+            head_dim: 4,
+            ff: 48,
+            vocab: 10,
+            context: 64,
+            rope_base: 10_000.0,
+            eps: 1e-5,
+        }
+    }
+
+    /// A value no other (layer, head, key or value, position, lane) has.
+    fn value(l: usize, g: usize, v: bool, p: usize, i: usize) -> f32 {
+        (((l * 3 + g) * 2 + usize::from(v)) * 1000 + p * 4 + i) as f32
+    }
+
+    fn write(kv: &mut Kv, from: usize, to: usize) {
+        for p in from..to {
+            for l in 0..2 {
+                for g in 0..3 {
+                    let k: Vec<f32> = (0..4).map(|i| value(l, g, false, p, i)).collect();
+                    let v: Vec<f32> = (0..4).map(|i| value(l, g, true, p, i)).collect();
+                    kv.put(l, g, p, &k, &v);
+                }
+            }
+        }
+    }
+
+    fn check(kv: &Kv, n: usize) {
+        for l in 0..2 {
+            for g in 0..3 {
+                let (k, v) = kv.head(l, g, n);
+                let want = |val| -> Vec<f32> {
+                    (0..n)
+                        .flat_map(|p| (0..4).map(move |i| value(l, g, val, p, i)))
+                        .collect()
+                };
+                assert_eq!(k, want(false), "keys, layer {l} head {g}");
+                assert_eq!(v, want(true), "values, layer {l} head {g}");
+            }
+        }
+    }
+
+    /// Positions written across several growths, a shrink, and a copy of shared segments
+    /// plus an own cache all read back where they were written, each head's apart.
+    #[test]
+    fn a_cache_keeps_every_position_through_growth_shrink_and_copy() {
+        let cfg = cfg();
+        let mut kv = Kv::new(&cfg);
+        assert_eq!(kv.head(1, 2, 0), (&[][..], &[][..]));
+        for (from, to) in [(0, 1), (1, 2), (2, 7), (7, 8)] {
+            kv.grow(to - from);
+            write(&mut kv, from, to);
+            check(&kv, to);
+        }
+        assert!(
+            kv.bytes() > 4 * 2 * 3 * 2 * 8 * 4,
+            "room for more than it holds"
+        );
+        kv.shrink();
+        check(&kv, 8);
+        assert_eq!(kv.bytes(), 4 * 2 * 3 * 2 * 8 * 4);
+        // Three shared positions of a cache, then an own cache of positions 3..5.
+        let mut own = Kv::new(&cfg);
+        own.grow(5);
+        write(&mut own, 0, 5);
+        let mut tail = Kv::new(&cfg);
+        tail.grow(2);
+        for l in 0..2 {
+            for g in 0..3 {
+                let (k, v) = own.head(l, g, 5);
+                tail.put(l, g, 0, &k[12..16], &v[12..16]);
+                tail.put(l, g, 1, &k[16..20], &v[16..20]);
+            }
+        }
+        let seq = SeqKv {
+            shared: vec![(Arc::new(own), 3)],
+            own: tail,
+        };
+        let mut flat = Kv::new(&cfg);
+        flat.extend_from(&seq, 9);
+        assert_eq!(flat.len(), 5, "as many as the sequence holds");
+        check(&flat, 5);
+    }
+
+    /// Eight rows normalized side by side give each row's bits alone (its sum of squares in
+    /// column order), for counts of rows around the eight.
+    #[test]
+    fn normalizing_rows_together_gives_each_rows_bits() {
+        let d = 40;
+        let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 / 17.0).collect();
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 6.0 - 3.0
+        };
+        for n in [1, 7, 8, 9, 16, 21] {
+            let x: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let mut got = vec![f32::NAN; n * d];
+            norm_rows(&x, &w, 1e-5, &mut got);
+            for (r, row) in x.chunks_exact(d).enumerate() {
+                let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let k = 1.0 / (ms + 1e-5).sqrt();
+                let want: Vec<u32> = row
+                    .iter()
+                    .zip(&w)
+                    .map(|(v, w)| (v * k * w).to_bits())
+                    .collect();
+                let have: Vec<u32> = got[r * d..(r + 1) * d]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(have, want, "row {r} of {n}");
+            }
+        }
+    }
 }

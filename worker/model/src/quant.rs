@@ -1272,6 +1272,50 @@ mod x86 {
         }
     }
 
+    /// [`super::rotate_pairs`] eight values (four pairs) at a time.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `v`'s length is a multiple of that of `cos2` and `sin2`,
+    /// which are equal and a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rotate_pairs(v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
+        for head in v.chunks_exact_mut(cos2.len()) {
+            let lanes = head.chunks_exact_mut(8).zip(cos2.chunks_exact(8));
+            for ((h, c), s) in lanes.zip(sin2.chunks_exact(8)) {
+                // SAFETY: eight floats in each (`chunks_exact`), unaligned access.
+                unsafe {
+                    let x = _mm256_loadu_ps(h.as_ptr());
+                    let swapped = _mm256_permute_ps::<0b1011_0001>(x);
+                    let c = _mm256_mul_ps(x, _mm256_loadu_ps(c.as_ptr()));
+                    let s = _mm256_mul_ps(swapped, _mm256_loadu_ps(s.as_ptr()));
+                    _mm256_storeu_ps(h.as_mut_ptr(), _mm256_add_ps(c, s));
+                }
+            }
+        }
+    }
+
+    /// [`super::rotate_pairs`] sixteen values (eight pairs) at a time.
+    ///
+    /// # Safety
+    /// AVX-512F is present; `v`'s length is a multiple of that of `cos2` and `sin2`, which
+    /// are equal and a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn rotate_pairs16(v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
+        for head in v.chunks_exact_mut(cos2.len()) {
+            let lanes = head.chunks_exact_mut(16).zip(cos2.chunks_exact(16));
+            for ((h, c), s) in lanes.zip(sin2.chunks_exact(16)) {
+                // SAFETY: sixteen floats in each (`chunks_exact`), unaligned access.
+                unsafe {
+                    let x = _mm512_loadu_ps(h.as_ptr());
+                    let swapped = _mm512_permute_ps::<0b1011_0001>(x);
+                    let c = _mm512_mul_ps(x, _mm512_loadu_ps(c.as_ptr()));
+                    let s = _mm512_mul_ps(swapped, _mm512_loadu_ps(s.as_ptr()));
+                    _mm512_storeu_ps(h.as_mut_ptr(), _mm512_add_ps(c, s));
+                }
+            }
+        }
+    }
+
     /// One block of 32 activations quantized: the scale `amax / 127` and each value times its
     /// inverse rounded half away from zero (as `f32::round`), the same bits as the portable
     /// code. Returns the scale and the sum of the quantized values.
@@ -1743,6 +1787,45 @@ fn weight_rows<const R: usize>(isa: Isa, w: &QMatrix, x: &QActs, r: usize, out: 
     }
 }
 
+/// Rotates each pair `(a, b)` of adjacent values in every `cos2.len()`-wide head of `v` by its
+/// angle: `(a cos - b sin, a sin + b cos)`, given `cos2`, each pair's cosine twice, and
+/// `sin2`, its sine negated then as is (`[-sin, sin]`). Each value is computed as
+/// `v[i] * cos2[i] + v[i ^ 1] * sin2[i]`, two rounded products and a rounded sum, never
+/// fused: the same bits as the formula (a product with a negated factor is the negated
+/// product, and `x + -y` is `x - y`), on every kernel set.
+pub fn rotate_pairs(isa: Isa, v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
+    let hd = cos2.len();
+    assert!(
+        sin2.len() == hd && hd.is_multiple_of(2) && v.len().is_multiple_of(hd),
+        "rotating {} values by {hd} cosines and {} sines",
+        v.len(),
+        sin2.len()
+    );
+    match isa.0 {
+        // SAFETY: these levels are only made on CPUs that also have AVX-512F; the lengths
+        // are checked above and here.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Bf16 | Level::Amx if hd.is_multiple_of(16) => unsafe {
+            x86::rotate_pairs16(v, cos2, sin2)
+        },
+        // SAFETY: these levels are only made on CPUs with AVX2 and FMA; lengths as above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Bf16 | Level::Amx
+            if hd.is_multiple_of(8) =>
+        unsafe { x86::rotate_pairs(v, cos2, sin2) },
+        _ => {
+            for head in v.chunks_exact_mut(hd) {
+                let pairs = head.chunks_exact_mut(2).zip(cos2.chunks_exact(2));
+                for ((p, c), s) in pairs.zip(sin2.chunks_exact(2)) {
+                    let (a, b) = (p[0], p[1]);
+                    p[0] = a * c[0] + b * s[0];
+                    p[1] = b * c[1] + a * s[1];
+                }
+            }
+        }
+    }
+}
+
 /// The model's threads: the caller and `size - 1` helpers, which spin briefly between jobs (a
 /// decode step runs over a hundred matmuls and attentions a few tens of microseconds apart,
 /// too close for a thread pool's sleep and wake-up) and park on a condition variable when
@@ -2005,7 +2088,8 @@ fn join(sh: &Shared, epoch: u64) -> bool {
 pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut Team) {
     assert_eq!(w.cols, x.cols, "matmul width");
     let (rows, n) = (w.rows, x.n);
-    out.clear();
+    // Every output is set below, so a reused buffer is not cleared first.
+    out.truncate(rows * n);
     out.resize(rows * n, 0.0);
     let dst = Out {
         ptr: out.as_mut_ptr(),
@@ -2119,6 +2203,59 @@ mod tests {
                             "{isa}, row {j} of {n}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The rotation gives the formula's bits, `(a cos - b sin, a sin + b cos)`, on every
+    /// kernel set and head width (with and without a vector path), several heads at once.
+    #[test]
+    fn rotating_pairs_gives_the_formulas_bits() {
+        let mut seed = 23;
+        for isa in Isa::available() {
+            for hd in [64, 32, 24, 8, 6] {
+                let heads = 3;
+                let angles: Vec<(f32, f32)> = (0..hd / 2)
+                    .map(|i| (lcg(&mut seed) * 40.0 + i as f32).sin_cos())
+                    .collect();
+                let cos2: Vec<f32> = angles.iter().flat_map(|&(_, c)| [c, c]).collect();
+                let sin2: Vec<f32> = angles.iter().flat_map(|&(s, _)| [-s, s]).collect();
+                let v: Vec<f32> = (0..heads * hd).map(|_| lcg(&mut seed) * 8.0).collect();
+                let mut want = v.clone();
+                for head in want.chunks_exact_mut(hd) {
+                    for (p, &(s, c)) in head.chunks_exact_mut(2).zip(&angles) {
+                        let (a, b) = (p[0], p[1]);
+                        p[0] = a * c - b * s;
+                        p[1] = a * s + b * c;
+                    }
+                }
+                let mut got = v.clone();
+                rotate_pairs(isa, &mut got, &cos2, &sin2);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa}, heads {hd} wide");
+            }
+        }
+    }
+
+    /// A matmul sets every output: into a reused buffer full of NaNs, of the right length or
+    /// longer, it gives what it gives into an empty one, on every kernel set.
+    #[test]
+    fn a_matmul_sets_every_output_of_a_reused_buffer() {
+        let (rows, cols) = (70, 64);
+        let mut seed = 17;
+        let w = QMatrix::from_q4_1(&q4_1_bytes(rows, cols, &mut seed), rows, cols);
+        let mut team = Team::new(2);
+        for isa in Isa::available() {
+            for n in [1, 5, 9] {
+                let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
+                let qa = QActs::quantize(isa, &x, n, cols);
+                let mut fresh = Vec::new();
+                matmul(isa, &w, &qa, &mut fresh, &mut team);
+                for len in [rows * n, rows * n + 33] {
+                    let mut reused = vec![f32::NAN; len];
+                    matmul(isa, &w, &qa, &mut reused, &mut team);
+                    assert_eq!(reused, fresh, "{isa}, {n} rows, buffer of {len}");
                 }
             }
         }
@@ -2670,6 +2807,42 @@ mod tests {
             let r = from_bf16(to_bf16(v));
             // Seven stored mantissa bits: within half a unit, 2^-8 of the value.
             assert!((r - v).abs() <= v.abs() * 2f32.powi(-8), "{v} -> {r}");
+        }
+    }
+
+    /// On a CPU with AVX-512 BF16, the vector conversion rounds every float as `to_bf16`
+    /// does, bit for bit: a sweep over the whole bit space (every 4,093rd pattern: signs,
+    /// subnormals, NaNs and infinities included), the specials, and lengths off the vector.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "needs a CPU with AVX-512 BF16; scripts/test runs it where /proc/cpuinfo lists avx512_bf16"]
+    fn bf16_conversion_rounds_as_to_bf16() {
+        assert!(
+            bf16::supported(),
+            "AVX-512F, AVX-512BW and AVX-512 BF16 on this CPU"
+        );
+        let mut x: Vec<f32> = (0..=u32::MAX / 4093)
+            .map(|i| f32::from_bits(i * 4093))
+            .collect();
+        x.extend([
+            0.0,
+            -0.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+        ]);
+        x.extend([
+            f32::from_bits(1),
+            f32::from_bits(0x007f_ffff),
+            1.0 + 2f32.powi(-8),
+        ]);
+        for len in [x.len(), 15, 16, 17, 1, 0] {
+            let mut out = Vec::new();
+            bf16::convert_into(&x[..len], &mut out);
+            let want: Vec<u16> = x[..len].iter().map(|&v| bf16::to_bf16(v)).collect();
+            assert_eq!(out, want, "length {len}");
         }
     }
 

@@ -59,10 +59,35 @@ pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
-/// `x` rounded to bfloat16 into `out`, which is cleared first.
+/// `x` rounded to bfloat16 into `out`, sixteen at a time with
+/// `vcvtneps2bf16`, the rest by [`to_bf16`], which rounds as it does (the same bits).
+/// Every value of `out` is written.
 pub(super) fn convert_into(x: &[f32], out: &mut Vec<u16>) {
-    out.clear();
-    out.extend(x.iter().map(|&v| to_bf16(v)));
+    out.truncate(x.len());
+    out.resize(x.len(), 0);
+    let body = x.len() / LANES * LANES;
+    assert!(supported(), "bf16::convert_into without AVX-512 BF16");
+    // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked above).
+    unsafe { convert16(&x[..body], &mut out[..body]) };
+    for (o, &v) in out[body..].iter_mut().zip(&x[body..]) {
+        *o = to_bf16(v);
+    }
+}
+
+/// `out[i] = to_bf16(x[i])`, sixteen at a time; both hold whole vectors, as many.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert16(x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len());
+    for (x, o) in x.chunks_exact(LANES).zip(out.chunks_exact_mut(LANES)) {
+        // SAFETY: `x` holds 16 floats and `o` 16 halves (`chunks_exact`), unaligned access.
+        unsafe {
+            let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x.as_ptr()));
+            _mm256_storeu_si256(
+                o.as_mut_ptr().cast(),
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+    }
 }
 
 /// A matrix's weights as bfloat16 in the kernel's order: for each group of 16 rows (the last
