@@ -22,8 +22,9 @@ const BLOCK: usize = 4;
 /// Rows of the feed-forward's gate per piece handed to a thread.
 const GATE_ROWS: usize = 16;
 
-/// Rows per piece of the normalization when spread over the team.
-const NORM_ROWS: usize = 16;
+/// Rows per piece of the serial-looking row-by-row work (normalization, rotation, gathering
+/// attention's outputs) when spread over the team.
+const ROW_PIECE: usize = 16;
 
 /// Hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -427,14 +428,14 @@ impl Llama {
     }
 
     /// Each row of `x` scaled to a root mean square of one, times `w`, into `out`; pieces of
-    /// [`NORM_ROWS`] rows spread over the team when there are several.
+    /// [`ROW_PIECE`] rows spread over the team when there are several.
     fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut Vec<f32>, team: &mut Team) {
         let d = self.cfg.embd;
         let eps = self.cfg.eps;
         fit(out, x.len());
-        if team.size() > 1 && x.len() > NORM_ROWS * d {
-            team.for_each_chunk_mut(out, NORM_ROWS * d, &|i, out| {
-                let at = i * NORM_ROWS * d;
+        if team.size() > 1 && x.len() > ROW_PIECE * d {
+            team.for_each_chunk_mut(out, ROW_PIECE * d, &|i, out| {
+                let at = i * ROW_PIECE * d;
                 norm_rows(&x[at..at + out.len()], w, eps, out);
             });
         } else {
@@ -506,24 +507,38 @@ impl Llama {
         for &p in &pos {
             self.angles(p, &mut cos2, &mut sin2);
         }
-        // Attention's blocks: runs of up to BLOCK rows of one sequence, (first row, rows).
+        // Attention's blocks: runs of up to BLOCK rows of one sequence, (first row, rows);
+        // and each row's (block, place in it).
         let mut blocks: Vec<(usize, usize)> = Vec::new();
+        let mut in_block = Vec::with_capacity(n);
         for (i, r) in rows.iter().enumerate() {
             match blocks.last_mut() {
                 Some((first, len)) if *len < BLOCK && rows[*first].seq == r.seq => *len += 1,
                 _ => blocks.push((i, 1)),
             }
+            let (first, _) = blocks[blocks.len() - 1];
+            in_block.push((blocks.len() - 1, i - first));
         }
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             self.rms_norm(&s.x, &layer.attn_norm, &mut s.h, team);
-            s.qa.quantize_into(self.isa, &s.h, n, d);
+            s.qa.quantize_on(self.isa, &s.h, n, d, team);
             matmul(self.isa, &layer.qkv, &s.qa, &mut s.a, team);
             let width = d + 2 * kvd;
+            let isa = self.isa;
+            let rotate = |i: usize, piece: &mut [f32]| {
+                for (k, row) in piece.chunks_exact_mut(width).enumerate() {
+                    let at = (i * ROW_PIECE + k) * hd..(i * ROW_PIECE + k + 1) * hd;
+                    rotate_pairs(isa, &mut row[..d + kvd], &cos2[at.clone()], &sin2[at]);
+                }
+            };
+            if team.size() > 1 && n > ROW_PIECE {
+                team.for_each_chunk_mut(&mut s.a, ROW_PIECE * width, &rotate);
+            } else {
+                rotate(0, &mut s.a);
+            }
             for (i, r) in rows.iter().enumerate() {
-                let row = &mut s.a[i * width..(i + 1) * width];
-                let at = i * hd..(i + 1) * hd;
-                rotate_pairs(self.isa, &mut row[..d + kvd], &cos2[at.clone()], &sin2[at]);
+                let row = &s.a[i * width..(i + 1) * width];
                 for g in 0..c.kv_heads {
                     let (k, v) = (d + g * hd, d + kvd + g * hd);
                     let own = &mut seqs[r.seq].own;
@@ -575,22 +590,29 @@ impl Llama {
             }
             // Back to one row after another, each row's heads in order.
             fit(&mut s.h, n * d);
-            for (i, out) in s.b.chunks(BLOCK * hg).enumerate() {
-                let (b, g) = (i / c.kv_heads, i % c.kv_heads);
-                let (first, len) = blocks[b];
-                for (k, r) in (first..first + len).enumerate() {
-                    s.h[r * d + g * hg..r * d + (g + 1) * hg]
-                        .copy_from_slice(&out[k * hg..(k + 1) * hg]);
+            let (attended, kv_heads) = (&s.b, c.kv_heads);
+            let gather = |i: usize, piece: &mut [f32]| {
+                for (k, row) in piece.chunks_exact_mut(d).enumerate() {
+                    let (b, at) = in_block[i * ROW_PIECE + k];
+                    for (g, out) in row.chunks_exact_mut(hg).enumerate() {
+                        let from = ((b * kv_heads + g) * BLOCK + at) * hg;
+                        out.copy_from_slice(&attended[from..from + hg]);
+                    }
                 }
+            };
+            if team.size() > 1 && n > ROW_PIECE {
+                team.for_each_chunk_mut(&mut s.h, ROW_PIECE * d, &gather);
+            } else {
+                gather(0, &mut s.h);
             }
-            s.qa.quantize_into(self.isa, &s.h, n, d);
+            s.qa.quantize_on(self.isa, &s.h, n, d, team);
             matmul(self.isa, &layer.out, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
             }
             // Feed-forward: down(silu(gate) * up).
             self.rms_norm(&s.x, &layer.ffn_norm, &mut s.h, team);
-            s.qa.quantize_into(self.isa, &s.h, n, d);
+            s.qa.quantize_on(self.isa, &s.h, n, d, team);
             matmul(self.isa, &layer.gate_up, &s.qa, &mut s.a, team);
             // The gate, rows spread over the team (on one thread it was a serial stretch of
             // every layer, with the helpers spinning).
@@ -609,7 +631,7 @@ impl Llama {
             } else {
                 gate(0, &mut s.b);
             }
-            s.qa.quantize_into(self.isa, &s.b, n, c.ff);
+            s.qa.quantize_on(self.isa, &s.b, n, c.ff, team);
             matmul(self.isa, &layer.down, &s.qa, &mut s.a, team);
             for (x, y) in s.x.iter_mut().zip(&s.a) {
                 *x += y;
@@ -625,7 +647,7 @@ impl Llama {
             .flat_map(|&i| s.x[i * d..(i + 1) * d].iter().copied())
             .collect();
         self.rms_norm(&picked, &self.out_norm, &mut s.h, team);
-        s.qa.quantize_into(self.isa, &s.h, want.len(), d);
+        s.qa.quantize_on(self.isa, &s.h, want.len(), d, team);
         let out = self.output.as_ref().unwrap_or(&self.embd);
         matmul(self.isa, out, &s.qa, &mut s.a, team);
         &s.a[..want.len() * c.vocab]

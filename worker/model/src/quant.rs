@@ -215,6 +215,9 @@ impl QMatrix {
     }
 }
 
+/// Values per piece of [`QActs::quantize_on`]'s rounding when spread over the team.
+const CONVERT_PIECE: usize = 16 * 1024;
+
 /// Rows of activations quantized to eight bits per block of 32, or for the BF16 kernels
 /// rounded to bfloat16 (whichever the [`Isa`] they were made for multiplies).
 #[derive(Debug, Clone, Default)]
@@ -239,6 +242,30 @@ impl QActs {
         let mut a = QActs::default();
         a.quantize_into(isa, x, n, cols);
         a
+    }
+
+    /// [`QActs::quantize_into`], spread over the team where the values are many and the
+    /// kernel set rounds them to bfloat16 (each value on its own: the same bits).
+    pub fn quantize_on(&mut self, isa: Isa, x: &[f32], n: usize, cols: usize, team: &mut Team) {
+        #[cfg(target_arch = "x86_64")]
+        if isa.0 == Level::Bf16 && team.size() > 1 && x.len() >= 2 * CONVERT_PIECE {
+            assert_eq!(x.len(), n * cols);
+            assert_eq!(cols % BLOCK, 0);
+            self.n = n;
+            self.cols = cols;
+            self.d.clear();
+            self.dv.clear();
+            self.s.clear();
+            self.q.clear();
+            self.h.truncate(x.len());
+            self.h.resize(x.len(), 0);
+            team.for_each_chunk_mut(&mut self.h, CONVERT_PIECE, &|i, out| {
+                let at = i * CONVERT_PIECE;
+                bf16::convert(&x[at..at + out.len()], out);
+            });
+            return;
+        }
+        self.quantize_into(isa, x, n, cols);
     }
 
     /// Quantizes into this buffer, reusing its memory. Every kernel set gives the same bits.
@@ -2234,6 +2261,33 @@ mod tests {
                 rotate_pairs(isa, &mut got, &cos2, &sin2);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa}, heads {hd} wide");
+            }
+        }
+    }
+
+    /// Quantizing spread over the team gives what one thread gives, on every kernel set, for
+    /// batches below and above the size that is spread, into a reused buffer.
+    #[test]
+    fn quantizing_on_the_team_gives_the_same_bits() {
+        let cols = 576;
+        let mut seed = 29;
+        let mut team = Team::new(2);
+        for isa in Isa::available() {
+            let mut reused = QActs::default();
+            for n in [1, 56, 57, 130] {
+                let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 5.0).collect();
+                let alone = QActs::quantize(isa, &x, n, cols);
+                reused.quantize_on(isa, &x, n, cols, &mut team);
+                assert_eq!(
+                    (reused.n, reused.cols, &reused.d, &reused.dv, &reused.s),
+                    (alone.n, alone.cols, &alone.d, &alone.dv, &alone.s),
+                    "{isa}, {n} rows"
+                );
+                assert_eq!(
+                    (&reused.q, &reused.h),
+                    (&alone.q, &alone.h),
+                    "{isa}, {n} rows"
+                );
             }
         }
     }

@@ -59,14 +59,19 @@ pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
-/// `x` rounded to bfloat16 into `out`, sixteen at a time with
-/// `vcvtneps2bf16`, the rest by [`to_bf16`], which rounds as it does (the same bits).
-/// Every value of `out` is written.
+/// `x` rounded to bfloat16 into `out` (see [`convert`]); every value of `out` is written.
 pub(super) fn convert_into(x: &[f32], out: &mut Vec<u16>) {
     out.truncate(x.len());
     out.resize(x.len(), 0);
+    convert(x, out);
+}
+
+/// `out[i] = to_bf16(x[i])`: sixteen at a time with `vcvtneps2bf16`, the rest by
+/// [`to_bf16`], which rounds as it does (the same bits).
+pub(super) fn convert(x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len(), "bf16::convert lengths");
     let body = x.len() / LANES * LANES;
-    assert!(supported(), "bf16::convert_into without AVX-512 BF16");
+    assert!(supported(), "bf16::convert without AVX-512 BF16");
     // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked above).
     unsafe { convert16(&x[..body], &mut out[..body]) };
     for (o, &v) in out[body..].iter_mut().zip(&x[body..]) {
