@@ -249,14 +249,7 @@ impl QActs {
     pub fn quantize_on(&mut self, isa: Isa, x: &[f32], n: usize, cols: usize, team: &mut Team) {
         #[cfg(target_arch = "x86_64")]
         if isa.0 == Level::Bf16 && team.size() > 1 && x.len() >= 2 * CONVERT_PIECE {
-            assert_eq!(x.len(), n * cols);
-            assert_eq!(cols % BLOCK, 0);
-            self.n = n;
-            self.cols = cols;
-            self.d.clear();
-            self.dv.clear();
-            self.s.clear();
-            self.q.clear();
+            self.reshape(x, n, cols);
             self.h.truncate(x.len());
             self.h.resize(x.len(), 0);
             team.for_each_chunk_mut(&mut self.h, CONVERT_PIECE, &|i, out| {
@@ -268,18 +261,24 @@ impl QActs {
         self.quantize_into(isa, x, n, cols);
     }
 
-    /// Quantizes into this buffer, reusing its memory. Every kernel set gives the same bits.
-    pub fn quantize_into(&mut self, isa: Isa, x: &[f32], n: usize, cols: usize) {
+    /// Takes the shape of `n` rows of `cols` values (`x` must hold them, in whole blocks)
+    /// and empties every field but the bfloat16 values, which each caller fills its way.
+    fn reshape(&mut self, x: &[f32], n: usize, cols: usize) {
         assert_eq!(x.len(), n * cols);
         assert_eq!(cols % BLOCK, 0);
-        let nb = n * cols / BLOCK;
         self.n = n;
         self.cols = cols;
         self.d.clear();
         self.dv.clear();
         self.s.clear();
         self.q.clear();
+    }
+
+    /// Quantizes into this buffer, reusing its memory. Every kernel set gives the same bits.
+    pub fn quantize_into(&mut self, isa: Isa, x: &[f32], n: usize, cols: usize) {
+        self.reshape(x, n, cols);
         self.h.clear();
+        let nb = n * cols / BLOCK;
         #[cfg(target_arch = "x86_64")]
         if isa.0 == Level::Bf16 {
             bf16::convert_into(x, &mut self.h);
@@ -1299,49 +1298,50 @@ mod x86 {
         }
     }
 
-    /// [`super::rotate_pairs`] eight values (four pairs) at a time.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are present; `v`'s length is a multiple of that of `cos2` and `sin2`,
-    /// which are equal and a multiple of 8.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn rotate_pairs(v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
-        for head in v.chunks_exact_mut(cos2.len()) {
-            let lanes = head.chunks_exact_mut(8).zip(cos2.chunks_exact(8));
-            for ((h, c), s) in lanes.zip(sin2.chunks_exact(8)) {
-                // SAFETY: eight floats in each (`chunks_exact`), unaligned access.
-                unsafe {
-                    let x = _mm256_loadu_ps(h.as_ptr());
-                    let swapped = _mm256_permute_ps::<0b1011_0001>(x);
-                    let c = _mm256_mul_ps(x, _mm256_loadu_ps(c.as_ptr()));
-                    let s = _mm256_mul_ps(swapped, _mm256_loadu_ps(s.as_ptr()));
-                    _mm256_storeu_ps(h.as_mut_ptr(), _mm256_add_ps(c, s));
+    /// [`super::rotate_pairs`] a vector at a time, at one width: the 256-bit and 512-bit
+    /// kernels are this one body with that width's intrinsics.
+    macro_rules! rotate_pairs_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+         $load:ident, $permute:ident, $mul:ident, $add:ident, $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
+                for head in v.chunks_exact_mut(cos2.len()) {
+                    let lanes = head.chunks_exact_mut($lanes).zip(cos2.chunks_exact($lanes));
+                    for ((h, c), s) in lanes.zip(sin2.chunks_exact($lanes)) {
+                        // SAFETY: a vector's floats in each (`chunks_exact`), unaligned access.
+                        unsafe {
+                            let x = $load(h.as_ptr());
+                            let swapped = $permute::<0b1011_0001>(x);
+                            let c = $mul(x, $load(c.as_ptr()));
+                            let s = $mul(swapped, $load(s.as_ptr()));
+                            $store(h.as_mut_ptr(), $add(c, s));
+                        }
+                    }
                 }
             }
-        }
+        };
     }
 
-    /// [`super::rotate_pairs`] sixteen values (eight pairs) at a time.
-    ///
-    /// # Safety
-    /// AVX-512F is present; `v`'s length is a multiple of that of `cos2` and `sin2`, which
-    /// are equal and a multiple of 16.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn rotate_pairs16(v: &mut [f32], cos2: &[f32], sin2: &[f32]) {
-        for head in v.chunks_exact_mut(cos2.len()) {
-            let lanes = head.chunks_exact_mut(16).zip(cos2.chunks_exact(16));
-            for ((h, c), s) in lanes.zip(sin2.chunks_exact(16)) {
-                // SAFETY: sixteen floats in each (`chunks_exact`), unaligned access.
-                unsafe {
-                    let x = _mm512_loadu_ps(h.as_ptr());
-                    let swapped = _mm512_permute_ps::<0b1011_0001>(x);
-                    let c = _mm512_mul_ps(x, _mm512_loadu_ps(c.as_ptr()));
-                    let s = _mm512_mul_ps(swapped, _mm512_loadu_ps(s.as_ptr()));
-                    _mm512_storeu_ps(h.as_mut_ptr(), _mm512_add_ps(c, s));
-                }
-            }
-        }
-    }
+    rotate_pairs_kernel!(
+        /// [`super::rotate_pairs`] eight values (four pairs) at a time.
+        ///
+        /// # Safety
+        /// AVX2 and FMA are present; `v`'s length is a multiple of that of `cos2` and `sin2`,
+        /// which are equal and a multiple of 8.
+        rotate_pairs, "avx2,fma", 8,
+        _mm256_loadu_ps, _mm256_permute_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps
+    );
+
+    rotate_pairs_kernel!(
+        /// [`super::rotate_pairs`] sixteen values (eight pairs) at a time.
+        ///
+        /// # Safety
+        /// AVX-512F is present; `v`'s length is a multiple of that of `cos2` and `sin2`, which
+        /// are equal and a multiple of 16.
+        rotate_pairs16, "avx512f", 16,
+        _mm512_loadu_ps, _mm512_permute_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_storeu_ps
+    );
 
     /// One block of 32 activations quantized: the scale `amax / 127` and each value times its
     /// inverse rounded half away from zero (as `f32::round`), the same bits as the portable
