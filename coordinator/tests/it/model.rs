@@ -162,6 +162,52 @@ fn the_embedded_backend_passes_acceptance() {
     assert!(g.usage.cached_tokens > 0, "{:?}", g.usage);
 }
 
+/// The reused-token accounting is a recount: each request's cached tokens are the longest
+/// common prefix it shares with a sequence the model already computed (a scored prompt, or a
+/// prompt with its generated tokens), less the one token it must compute itself; nothing is
+/// counted reused in a fresh model.
+#[test]
+fn cached_tokens_match_a_recount_of_the_shared_prefixes() {
+    let mut o = Options::new(model_path());
+    o.context = 2048;
+    let m = Embedded::load(&o).expect("loads");
+    let tokens = |text: &str| m.tokenizer().encode(text);
+    let a = tokens(
+        "You are in a kitchen. You see a fridge, a drawer and a sink. Your task: put a clean mug in the drawer.",
+    );
+    let mut b = a[..a.len() / 2].to_vec();
+    b.extend(tokens(" Something else entirely: a garden with a shed."));
+    let mut c = b.clone();
+    c.extend(tokens(" Go to the shed."));
+    let candidates = vec![tokens(" open the fridge"), tokens(" go to the sink")];
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    let recount = |seen: &[Vec<u32>], p: &[u32]| -> u64 {
+        let lcp = |s: &Vec<u32>| s.iter().zip(p).take_while(|(x, y)| x == y).count();
+        seen.iter().map(lcp).max().unwrap_or(0).min(p.len() - 1) as u64
+    };
+    for (i, prompt) in [&a, &b, &c, &a].into_iter().enumerate() {
+        let got = m
+            .score_tokens(prompt.clone(), candidates.clone())
+            .expect("scores")
+            .usage;
+        assert_eq!(
+            got.cached_tokens,
+            recount(&seen, prompt),
+            "scoring request {i}"
+        );
+        seen.push(prompt.clone());
+    }
+    assert_eq!(
+        recount(&seen[..1], &b) as usize,
+        a.len() / 2,
+        "b shares half of a"
+    );
+    let r = GenerateRequest::new(Vec::new(), 6);
+    let g = m.generate_tokens(c.clone(), &r).expect("generates").usage;
+    assert_eq!(g.cached_tokens, recount(&seen, &c), "generating after c");
+    assert_eq!(g.cached_tokens as usize, c.len() - 1);
+}
+
 /// Batching must not change results: requests run together equal requests run alone.
 #[test]
 fn concurrent_requests_match_sequential_ones() {
