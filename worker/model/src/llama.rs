@@ -68,7 +68,8 @@ struct Layer {
 /// attention, which reads one head's at a time, reads memory in order (at 700 positions its
 /// kernel took a quarter less time; BENCHMARKS.md, "Attention in 512-bit vectors"). One
 /// allocation per cache, not one per layer and head: a step's candidates each hold a cache,
-/// and growing 180 small vectors each was a tenth of a forward pass.
+/// and growing 180 small vectors each took about 4% of the forward passes' time
+/// (BENCHMARKS.md, "The engine's serial stretches").
 #[derive(Debug, Default, Clone)]
 pub struct Kv {
     data: Vec<f32>,
