@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::gguf::{DType, Error, Gguf};
 use super::quant::{
-    Attend, Isa, QActs, QMatrix, Team, attend_group, matmul, rotate_pairs, silu_mul,
+    Attend, Isa, QActs, QMatrix, Team, attend_group, fit, matmul, rotate_pairs, silu_mul,
 };
 use super::tokenizer::Token;
 
@@ -689,13 +689,6 @@ fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let squares = row.iter().map(|v| v * v).sum::<f32>();
         scale(row, squares, out);
     }
-}
-
-/// `v` holding `len` values, for a caller that overwrites every one of them: only a growth is
-/// filled (with zeros), so a buffer reused at the same length is not cleared first.
-fn fit(v: &mut Vec<f32>, len: usize) {
-    v.truncate(len);
-    v.resize(len, 0.0);
 }
 
 /// One key/value head's keys and values at one layer, segment by segment.

@@ -215,6 +215,13 @@ impl QMatrix {
     }
 }
 
+/// `v` holding `len` values, for a caller that overwrites every one of them: only a growth is
+/// filled (with zeros), so a buffer reused at the same length is not cleared first.
+pub fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    v.truncate(len);
+    v.resize(len, T::default());
+}
+
 /// Values per piece of [`QActs::quantize_on`]'s rounding when spread over the team.
 const CONVERT_PIECE: usize = 16 * 1024;
 
@@ -250,8 +257,7 @@ impl QActs {
         #[cfg(target_arch = "x86_64")]
         if isa.0 == Level::Bf16 && team.size() > 1 && x.len() >= 2 * CONVERT_PIECE {
             self.reshape(x, n, cols);
-            self.h.truncate(x.len());
-            self.h.resize(x.len(), 0);
+            fit(&mut self.h, x.len());
             team.for_each_chunk_mut(&mut self.h, CONVERT_PIECE, &|i, out| {
                 let at = i * CONVERT_PIECE;
                 bf16::convert(&x[at..at + out.len()], out);
@@ -2116,8 +2122,7 @@ pub fn matmul(isa: Isa, w: &QMatrix, x: &QActs, out: &mut Vec<f32>, team: &mut T
     assert_eq!(w.cols, x.cols, "matmul width");
     let (rows, n) = (w.rows, x.n);
     // Every output is set below, so a reused buffer is not cleared first.
-    out.truncate(rows * n);
-    out.resize(rows * n, 0.0);
+    fit(out, rows * n);
     let dst = Out {
         ptr: out.as_mut_ptr(),
         rows,

@@ -61,8 +61,7 @@ pub fn from_bf16(h: u16) -> f32 {
 
 /// `x` rounded to bfloat16 into `out` (see [`convert`]); every value of `out` is written.
 pub(super) fn convert_into(x: &[f32], out: &mut Vec<u16>) {
-    out.truncate(x.len());
-    out.resize(x.len(), 0);
+    super::fit(out, x.len());
     convert(x, out);
 }
 
